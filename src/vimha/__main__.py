@@ -1,0 +1,3 @@
+from vimha.cli import main
+
+main()

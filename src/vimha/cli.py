@@ -1,0 +1,335 @@
+"""The `vimha` command. Errors end with a sentence on stderr and a non-zero exit code,
+never a traceback: 1 for a failed operation, 2 for bad usage or input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vimha.client import Client, ClientError, resolve
+from vimha.domain.errors import InvalidInput, VimhaError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="vimha: high availability for the VIM of an NFV cloud.",
+)
+alarms_app = typer.Typer(no_args_is_help=True, help="Alarms (SOL 003 fault management).")
+subs_app = typer.Typer(no_args_is_help=True, help="Subscriptions to notifications.")
+events_app = typer.Typer(no_args_is_help=True, help="Send fault events.")
+db_app = typer.Typer(no_args_is_help=True, help="The controller's database.")
+app.add_typer(alarms_app, name="alarms")
+app.add_typer(subs_app, name="subscriptions")
+app.add_typer(events_app, name="events")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+Url = Annotated[str | None, typer.Option("--url", help="API URL (else $VIMHA_URL, else local)")]
+Token = Annotated[str | None, typer.Option("--token", help="API token (else $VIMHA_TOKEN)")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
+DataDir = Annotated[Path, typer.Option("--data-dir", help="Embedded cloud's data folder")]
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def client(url: str | None, token: str | None) -> Client:
+    return Client(*resolve(url, token))
+
+
+def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
+    if as_json or table is None:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        out.print(table)
+
+
+# -- processes ----------------------------------------------------------------------------
+@app.command()
+def up(
+    data_dir: DataDir = Path(".vimha"),
+    port: Annotated[int, typer.Option(help="API port")] = 8470,
+    detach: Annotated[bool, typer.Option("--detach", help="Run in the background")] = False,
+) -> None:
+    """Run the embedded cloud (one controller with SQLite in DATA_DIR) in the foreground."""
+    from vimha.cloud import embedded
+    from vimha.controller import admin_token_from_file, serve, setup_logging
+
+    if detach:
+        pid = embedded.detach(data_dir, port)
+        out.print(
+            f"vimha is running in the background (pid {pid}); log: {data_dir}/vimha.log; "
+            "stop it with `vimha down`"
+        )
+        return
+    config = embedded.embedded_config(data_dir, port)
+    setup_logging(config.log_level)
+    token_path = Path(config.auth.token_file or "")
+    admin_token_from_file(token_path)
+    out.print(
+        f"vimha embedded cloud: API http://127.0.0.1:{port}  data: {data_dir.resolve()}\n"
+        f"admin token in {token_path} (or `vimha token`); e.g.\n"
+        f'  curl -H "Authorization: Bearer $(vimha token)" http://127.0.0.1:{port}/vimfm/v1/alarms\n'
+        "Ctrl-C stops it.",
+        highlight=False,
+    )
+    raise typer.Exit(asyncio.run(serve(config, migrate=True)))
+
+
+@app.command()
+def down(data_dir: DataDir = Path(".vimha")) -> None:
+    """Stop an embedded cloud started with `vimha up --detach`."""
+    from vimha.cloud import embedded
+
+    pid = embedded.down(data_dir)
+    out.print("vimha was not running" if pid is None else f"stopped vimha (pid {pid})")
+
+
+@app.command()
+def controller(
+    config: Annotated[Path, typer.Option("--config", help="YAML config file")],
+) -> None:
+    """Run a controller: API and engine loops. The schema must be migrated (`vimha db upgrade`)."""
+    from vimha.config import load
+    from vimha.controller import serve, setup_logging
+
+    cfg = load(config)
+    setup_logging(cfg.log_level)
+    raise typer.Exit(asyncio.run(serve(cfg, migrate=False)))
+
+
+@app.command()
+def token(data_dir: DataDir = Path(".vimha")) -> None:
+    """Print the embedded cloud's admin token."""
+    path = data_dir / "admin-token"
+    try:
+        sys.stdout.write(path.read_text().strip() + "\n")
+    except OSError:
+        fail(f"no token at {path}: start the embedded cloud with `vimha up` first")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config file")] = None,
+    url: Annotated[str | None, typer.Option("--url", help="Store URL (overrides config)")] = None,
+) -> None:
+    """Create or migrate the schema to this version's head."""
+    from vimha.config import load
+    from vimha.drivers.sqlstore import SqlStore
+
+    overrides: dict[str, Any] = {"auth": {"token_file": "unused"}}
+    if url:
+        overrides["store"] = {"url": url}
+    cfg = load(config, overrides)
+    if cfg.store.url.startswith("sqlite:///"):
+        Path(cfg.store.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    store = SqlStore(cfg.store.url)
+    try:
+        before, after = store.upgrade()
+    finally:
+        store.close()
+    out.print(f"schema {before or '(empty)'} -> {after}")
+
+
+# -- alarms -------------------------------------------------------------------------------
+def _alarm_table(alarms: list[dict[str, Any]]) -> Table:
+    table = Table("id", "severity", "object", "fault", "cause", "raised", "ack")
+    for a in alarms:
+        table.add_row(
+            a.get("id", "")[:8],
+            a.get("perceivedSeverity", ""),
+            a.get("managedObjectId", ""),
+            a.get("faultType", ""),
+            a.get("probableCause", ""),
+            a.get("alarmRaisedTime", ""),
+            a.get("ackState", ""),
+        )
+    return table
+
+
+@alarms_app.command("list")
+def alarms_list(
+    url: Url = None,
+    token: Token = None,
+    as_json: Json = False,
+    filter: Annotated[str | None, typer.Option("--filter", help="SOL 013 filter")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include cleared alarms")] = False,
+) -> None:
+    """List alarms (active ones unless --all or a filter on perceivedSeverity)."""
+    params = {}
+    if filter:
+        params["filter"] = filter
+    elif all_:
+        params["filter"] = "(neq,perceivedSeverity,NONE)"
+    alarms = client(url, token).paged("/vimfm/v1/alarms", params)
+    emit(alarms, as_json, _alarm_table(alarms))
+
+
+@alarms_app.command("show")
+def alarms_show(alarm_id: str, url: Url = None, token: Token = None) -> None:
+    """Show one alarm and its history."""
+    c = client(url, token)
+    alarm = c.json("GET", f"/vimfm/v1/alarms/{alarm_id}")
+    alarm["history"] = c.json("GET", f"/vimfm/v1/alarms/{alarm_id}/history")
+    emit(alarm, True)
+
+
+@alarms_app.command("ack")
+def alarms_ack(
+    alarm_id: str,
+    url: Url = None,
+    token: Token = None,
+    undo: Annotated[bool, typer.Option("--undo", help="Un-acknowledge")] = False,
+) -> None:
+    """Acknowledge an alarm (or un-acknowledge with --undo)."""
+    state = "UNACKNOWLEDGED" if undo else "ACKNOWLEDGED"
+    client(url, token).json(
+        "PATCH",
+        f"/vimfm/v1/alarms/{alarm_id}",
+        content=json.dumps({"ackState": state}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    out.print(f"alarm {alarm_id} {state.lower()}")
+
+
+# -- subscriptions ------------------------------------------------------------------------
+@subs_app.command("list")
+def subs_list(url: Url = None, token: Token = None, as_json: Json = False) -> None:
+    subs = client(url, token).paged("/vimfm/v1/subscriptions", {})
+    table = Table("id", "callbackUri", "filter")
+    for s in subs:
+        table.add_row(s["id"], s["callbackUri"], json.dumps(s.get("filter", {})))
+    emit(subs, as_json, table)
+
+
+@subs_app.command("create")
+def subs_create(
+    callback: Annotated[str, typer.Option("--callback", help="Consumer's callback URI")],
+    url: Url = None,
+    token: Token = None,
+    as_json: Json = False,
+    type_: Annotated[list[str] | None, typer.Option("--type", help="Notification type")] = None,
+    severity: Annotated[list[str] | None, typer.Option("--severity")] = None,
+    event_type: Annotated[list[str] | None, typer.Option("--event-type")] = None,
+    obj: Annotated[list[str] | None, typer.Option("--object", help="Managed object id")] = None,
+    location: Annotated[str | None, typer.Option("--location", help="e.g. site1/zone-a")] = None,
+    basic_user: Annotated[str | None, typer.Option("--basic-user")] = None,
+    basic_password: Annotated[str | None, typer.Option("--basic-password")] = None,
+) -> None:
+    """Subscribe a consumer (its callback must answer GET with 204)."""
+    flt: dict[str, Any] = {}
+    for key, value in (
+        ("notificationTypes", type_),
+        ("perceivedSeverities", severity),
+        ("eventTypes", event_type),
+        ("managedObjectIds", obj),
+    ):
+        if value:
+            flt[key] = value
+    if location:
+        flt["locationPrefix"] = location
+    body: dict[str, Any] = {"callbackUri": callback, "filter": flt}
+    if basic_user:
+        body["authentication"] = {
+            "authType": ["BASIC"],
+            "paramsBasic": {"userName": basic_user, "password": basic_password or ""},
+        }
+    response = client(url, token).call(
+        "POST", "/vimfm/v1/subscriptions", json=body, follow_redirects=False
+    )
+    if response.status_code == 303:
+        out.print(f"an identical subscription exists: {response.headers['location']}")
+        return
+    emit(response.json(), as_json, None) if as_json else out.print(
+        f"subscription {response.json()['id']} created"
+    )
+
+
+@subs_app.command("delete")
+def subs_delete(subscription_id: str, url: Url = None, token: Token = None) -> None:
+    client(url, token).call("DELETE", f"/vimfm/v1/subscriptions/{subscription_id}")
+    out.print(f"subscription {subscription_id} deleted")
+
+
+# -- events -------------------------------------------------------------------------------
+@events_app.command("send")
+def events_send(
+    url: Url = None,
+    token: Token = None,
+    as_json: Json = False,
+    file: Annotated[Path | None, typer.Option("--file", help="JSON file: event or list")] = None,
+    obj: Annotated[str | None, typer.Option("--object", help="Managed object id")] = None,
+    fault_type: Annotated[str | None, typer.Option("--fault-type")] = None,
+    cause: Annotated[str | None, typer.Option("--cause", help="Probable cause")] = None,
+    severity: Annotated[str, typer.Option("--severity")] = "MAJOR",
+    event_type: Annotated[str, typer.Option("--event-type")] = "EQUIPMENT_ALARM",
+    clear: Annotated[bool, typer.Option("--clear", help="Clear instead of raise")] = False,
+) -> None:
+    """Send a native fault event (or a file of them) to raise, update or clear alarms."""
+    body: Any
+    if file is not None:
+        try:
+            body = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"{file}: {exc}", 2)
+    else:
+        if not (obj and fault_type):
+            fail("give --file, or at least --object and --fault-type", 2)
+        body = {
+            "managedObjectId": obj,
+            "faultType": fault_type,
+            "probableCause": cause or fault_type,
+            "perceivedSeverity": "CLEARED" if clear else severity.upper(),
+            "eventType": event_type.upper(),
+        }
+    result = client(url, token).json("POST", "/vim/v1/events", json=body)
+    if as_json:
+        emit(result, True)
+    else:
+        for change in result["changes"]:
+            out.print(f"{change['change']:<9} {change['alarmId']}  {change['reason']}")
+        if not result["changes"]:
+            out.print(f"{result['accepted']} event(s) accepted; no alarm changed")
+
+
+@app.command()
+def status(url: Url = None, token: Token = None, as_json: Json = False) -> None:
+    """The controller at a glance."""
+    emit(client(url, token).json("GET", "/vim/v1/status"), True)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except ClientError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    except InvalidInput as exc:
+        err.print(f"[red]error:[/red] {exc.detail}", highlight=False)
+        sys.exit(2)
+    except VimhaError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}", highlight=False)
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False)
+        sys.exit(1)

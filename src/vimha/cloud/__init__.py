@@ -1,0 +1,1 @@
+"""The embedded cloud behind `vimha up` (and, later, `vimha chaos`)."""

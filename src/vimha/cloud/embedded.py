@@ -1,0 +1,91 @@
+"""`vimha up`: the embedded default. For now one controller with SQLite in the data dir;
+later issues add nodes, BMCs and demo services."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from vimha.config import Config, load
+from vimha.domain.errors import Permanent
+
+
+def embedded_config(data_dir: Path, port: int, host: str = "127.0.0.1") -> Config:
+    data_dir = data_dir.resolve()
+    return load(
+        None,
+        {
+            "vim_connection_id": "vimha-embedded",
+            "data_dir": str(data_dir),
+            "api": {"host": host, "port": port},
+            "store": {"url": f"sqlite:///{data_dir / 'vimha.db'}"},
+            "auth": {"token_file": str(data_dir / "admin-token")},
+        },
+    )
+
+
+def pid_file(data_dir: Path) -> Path:
+    return data_dir / "vimha.pid"
+
+
+def running_pid(data_dir: Path) -> int | None:
+    """The pid of a detached `vimha up` that is alive (not a zombie), else None."""
+    try:
+        pid = int(pid_file(data_dir).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    return None if state in ("Z", "X") else pid
+
+
+def detach(data_dir: Path, port: int, timeout: float = 30.0) -> int:
+    """Start `vimha up` in the background, wait until it answers; returns its pid."""
+    if (pid := running_pid(data_dir)) is not None:
+        raise Permanent(f"vimha is already running from {data_dir} (pid {pid}); `vimha down` first")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(data_dir / "vimha.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vimha", "up", "--data-dir", str(data_dir), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    pid_file(data_dir).write_text(f"{proc.pid}\n")
+    url = f"http://127.0.0.1:{port}/vimfm/api_versions"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise Permanent(f"vimha up exited with {proc.returncode}; see {data_dir / 'vimha.log'}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return proc.pid
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise Permanent(f"vimha up did not answer within {timeout:.0f}s; see {data_dir / 'vimha.log'}")
+
+
+def down(data_dir: Path, timeout: float = 15.0) -> int | None:
+    """Stop a detached `vimha up`: SIGTERM, then SIGKILL after `timeout`. Returns the pid."""
+    pid = running_pid(data_dir)
+    if pid is None:
+        pid_file(data_dir).unlink(missing_ok=True)
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and running_pid(data_dir) == pid:
+        time.sleep(0.1)
+    if running_pid(data_dir) == pid:
+        os.kill(pid, signal.SIGKILL)
+    pid_file(data_dir).unlink(missing_ok=True)
+    return pid

@@ -1,0 +1,200 @@
+"""One validated, typed settings tree, loaded once and passed into constructors.
+
+Every option is documented in docs/configuration.md. Timing invariants are checked here, at
+load, so that a bad combination fails at start-up with a sentence, not at 3 a.m.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vimha.domain.delivery import RetryPolicy
+from vimha.domain.errors import InvalidInput
+from vimha.domain.events import DEFAULT_HIERARCHY
+from vimha.domain.retention import RetentionPolicy, parse_duration
+
+Role = Literal["admin", "operator", "reader"]
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError("must be positive")
+        return float(value)
+    try:
+        return parse_duration(value).total_seconds()
+    except InvalidInput as exc:
+        raise ValueError(exc.detail) from None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8470, ge=0, le=65535)
+    public_url: str | None = Field(
+        None, description="Base URL that links in responses and notifications point at."
+    )
+    page_size: int = Field(100, ge=1, le=10000)
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+class StoreConfig(_Model):
+    url: str = "sqlite:///.vimha/vimha.db"
+
+
+class TokenConfig(_Model):
+    name: str
+    token: str = Field(min_length=16)
+    role: Role
+
+
+class AuthConfig(_Model):
+    tokens: tuple[TokenConfig, ...] = ()
+    token_file: str | None = Field(
+        None, description="File holding an admin token (created with 0600 if missing)."
+    )
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique(cls, tokens: tuple[TokenConfig, ...]) -> tuple[TokenConfig, ...]:
+        if len({t.token for t in tokens}) != len(tokens):
+            raise ValueError("two tokens are identical")
+        return tokens
+
+
+class TopologyConfig(_Model):
+    hierarchy: tuple[str, ...] = DEFAULT_HIERARCHY
+
+    @field_validator("hierarchy")
+    @classmethod
+    def _levels(cls, levels: tuple[str, ...]) -> tuple[str, ...]:
+        if not levels or len(set(levels)) != len(levels) or any("/" in x for x in levels):
+            raise ValueError("hierarchy: distinct level names without '/', outermost first")
+        return levels
+
+
+class DeliveryConfig(_Model):
+    initial_backoff: float = 0.2
+    max_backoff: float = 30.0
+    give_up_after: float = 86400.0
+    jitter: float = Field(0.5, ge=0, le=1)
+    timeout: float = 5.0
+    callback_test_timeout: float = 5.0
+    flush_interval: float = 0.05
+    lane_memory: int = Field(10000, ge=10, description="Jobs held in memory per subscriber.")
+
+    @field_validator(
+        "initial_backoff",
+        "max_backoff",
+        "give_up_after",
+        "timeout",
+        "callback_test_timeout",
+        "flush_interval",
+        mode="before",
+    )
+    @classmethod
+    def _dur(cls, value: Any) -> float:
+        return _seconds(value)
+
+    @model_validator(mode="after")
+    def _timing(self) -> DeliveryConfig:
+        self.retry_policy()  # raises on a bad backoff combination
+        if self.timeout >= self.give_up_after:
+            raise ValueError("delivery.timeout must be shorter than delivery.give_up_after")
+        if self.flush_interval >= self.timeout:
+            raise ValueError("delivery.flush_interval must be shorter than delivery.timeout")
+        return self
+
+    def retry_policy(self) -> RetryPolicy:
+        try:
+            return RetryPolicy(
+                self.initial_backoff, self.max_backoff, self.give_up_after, self.jitter
+            )
+        except InvalidInput as exc:
+            raise ValueError(exc.detail) from None
+
+
+class AgeingConfig(_Model):
+    interval: float = 3600.0
+    retention: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _dur(cls, value: Any) -> float:
+        return _seconds(value)
+
+    @field_validator("retention")
+    @classmethod
+    def _policy(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            RetentionPolicy.from_dict(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.detail) from None
+        return value
+
+    def policy(self) -> RetentionPolicy:
+        return RetentionPolicy.from_dict(self.retention)
+
+
+class Config(_Model):
+    vim_connection_id: str = "vimha"
+    data_dir: str = ".vimha"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    api: ApiConfig = ApiConfig()
+    store: StoreConfig = StoreConfig()
+    auth: AuthConfig = AuthConfig()
+    topology: TopologyConfig = TopologyConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    ageing: AgeingConfig = AgeingConfig()
+
+    @model_validator(mode="after")
+    def _auth_present(self) -> Config:
+        if not self.auth.tokens and not self.auth.token_file:
+            raise ValueError("auth: configure tokens or a token_file; the API is never open")
+        return self
+
+
+def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load and validate a YAML config; `overrides` is merged on top (nested dicts)."""
+    data: dict[str, Any] = {}
+    where = str(path) if path else "defaults"
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise InvalidInput(f"config {where}: file not found") from None
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"config {where}: not valid YAML: {exc}") from None
+        if raw is not None and not isinstance(raw, dict):
+            raise InvalidInput(f"config {where}: the top level must be a mapping")
+        data = raw or {}
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InvalidInput(f"config {where}: {problems}") from None
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,113 @@
+"""Composition root of the controller process: config -> store, runtime, API -> serve.
+
+Shutdown: the first SIGINT/SIGTERM stops accepting requests and drains (bounded); a second
+one forces exit (uvicorn's behaviour).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+
+import uvicorn
+
+from vimha.api.app import create_app
+from vimha.api.auth import Principal, TokenAuth
+from vimha.config import Config
+from vimha.domain.errors import InvalidInput
+from vimha.drivers.clock import SystemClock
+from vimha.drivers.http_notifier import HttpNotifier
+from vimha.drivers.sqlstore import SqlStore
+from vimha.engine.runtime import Runtime
+
+log = logging.getLogger("vimha.controller")
+ADMIN_ENV = "VIMHA_ADMIN_TOKEN"
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def admin_token_from_file(path: Path) -> str:
+    """Read the admin token file, creating it (0600) with a fresh token, or with
+    $VIMHA_ADMIN_TOKEN when set, if it does not exist."""
+    env = os.environ.get(ADMIN_ENV)
+    if path.exists():
+        token = path.read_text().strip()
+        if env and env != token:
+            return env
+        return token
+    token = env or secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    log.info("generated an admin token in %s (mode 0600)", path)
+    return token
+
+
+def build_auth(config: Config) -> TokenAuth:
+    tokens = {t.token: Principal(t.name, t.role) for t in config.auth.tokens}
+    if config.auth.token_file:
+        tokens[admin_token_from_file(Path(config.auth.token_file))] = Principal("admin", "admin")
+    elif os.environ.get(ADMIN_ENV):
+        tokens[os.environ[ADMIN_ENV]] = Principal("admin", "admin")
+    if not tokens:
+        raise InvalidInput("no API tokens configured")
+    return TokenAuth(tokens)
+
+
+def open_store(config: Config, migrate: bool) -> SqlStore:
+    url = config.store.url
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    store = SqlStore(url)
+    if migrate:
+        store.upgrade()
+    store.check_schema()
+    return store
+
+
+async def serve(config: Config, migrate: bool = False) -> int:
+    """Run the controller until a signal; returns the process exit code."""
+    store = open_store(config, migrate)
+    token_auth = build_auth(config)
+    clock = SystemClock()
+    notifier = HttpNotifier(config.delivery.timeout, config.delivery.callback_test_timeout)
+    runtime = Runtime(config, store, notifier, clock)
+    app = create_app(runtime, token_auth)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.api.host,
+            port=config.api.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            lifespan="off",
+        )
+    )
+    await runtime.start()
+
+    async def watch_runtime() -> None:
+        await runtime.failed.wait()
+        log.error("a root task failed; shutting down so that the supervisor restarts us")
+        server.should_exit = True
+
+    watcher = asyncio.create_task(watch_runtime())
+    log.info("vimha controller %s listening on %s", config.vim_connection_id, config.api.base_url)
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+        await runtime.stop()
+        store.close()
+        log.info("vimha controller stopped")
+    return 1 if runtime.failed.is_set() or not server.started else 0

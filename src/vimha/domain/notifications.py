@@ -1,0 +1,60 @@
+"""Notification bodies (SOL 003 clause 7.5.2) built from what the store keeps.
+
+The store keeps one payload per notification; each subscriber's body adds its own id,
+subscriptionId and subscription link at send time, so the body is the same on every retry.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from vimha.domain.alarms import AlarmChange, ChangeKind
+from vimha.domain.clock import iso
+from vimha.domain.subscriptions import NotificationType, Subject
+
+
+def for_change(
+    change: AlarmChange, base_url: str
+) -> tuple[NotificationType, dict[str, Any], Subject]:
+    """The notification an alarm change causes (only for changes that notify)."""
+    alarm = change.alarm
+    if change.kind is ChangeKind.CLEARED:
+        assert alarm.alarm_cleared_time is not None
+        payload: dict[str, Any] = {
+            "alarmId": alarm.id,
+            "alarmClearedTime": iso(alarm.alarm_cleared_time),
+            "_links": {"alarm": {"href": f"{base_url}/vimfm/v1/alarms/{alarm.id}"}},
+        }
+        kind = NotificationType.ALARM_CLEARED
+    else:
+        payload = {"alarm": alarm.to_sol(base_url)}
+        kind = NotificationType.ALARM
+    return kind, payload, Subject(kind, alarm=alarm)
+
+
+def alarm_list_rebuilt(base_url: str) -> tuple[NotificationType, dict[str, Any], Subject]:
+    kind = NotificationType.ALARM_LIST_REBUILT
+    payload = {"_links": {"alarms": {"href": f"{base_url}/vimfm/v1/alarms"}}}
+    return kind, payload, Subject(kind)
+
+
+def body(
+    delivery_id: str,
+    subscription_id: str,
+    notification_type: NotificationType,
+    payload: dict[str, Any],
+    created_at: datetime,
+    base_url: str,
+) -> dict[str, Any]:
+    links = {"subscription": {"href": f"{base_url}/vimfm/v1/subscriptions/{subscription_id}"}}
+    links.update(payload.get("_links", {}))
+    out: dict[str, Any] = {
+        "id": delivery_id,
+        "notificationType": notification_type.value,
+        "subscriptionId": subscription_id,
+        "timeStamp": iso(created_at),
+    }
+    out.update((k, v) for k, v in payload.items() if k != "_links")
+    out["_links"] = links
+    return out

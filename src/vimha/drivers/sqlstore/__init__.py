@@ -1,0 +1,5 @@
+"""The SQLAlchemy store: SQLite (embedded default, WAL) and PostgreSQL."""
+
+from vimha.drivers.sqlstore.store import SqlStore
+
+__all__ = ["SqlStore"]

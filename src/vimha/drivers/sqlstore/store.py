@@ -1,0 +1,671 @@
+"""SqlStore: the Store port on SQLAlchemy Core, for SQLite and PostgreSQL.
+
+SQLite is the embedded default: WAL journal, one writer at a time (a process lock plus
+busy_timeout across processes), declared not distributed. PostgreSQL (psycopg 3) is for
+several controllers. Every SQLAlchemy error is translated in `_translate`, the one place.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, create_engine, delete, event, exists, func, insert, select
+from sqlalchemy import update as sql_update
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from vimha.domain.alarms import (
+    AckState,
+    Alarm,
+    AlarmChange,
+    ChangeKind,
+    EventType,
+    FaultyResourceType,
+    Location,
+    Severity,
+)
+from vimha.domain.delivery import DeliveryStatus
+from vimha.domain.errors import InvalidInput, NotFound, StoreUnavailable, Temporary
+from vimha.domain.retention import PurgePlan
+from vimha.domain.subscriptions import (
+    Authentication,
+    AuthType,
+    NotificationType,
+    Subscription,
+    SubscriptionFilter,
+)
+from vimha.drivers.sqlstore import schema
+from vimha.drivers.sqlstore.tables import (
+    alarm_history,
+    alarms,
+    deliveries,
+    delivery_attempts,
+    notifications,
+    settings,
+    subscriptions,
+)
+from vimha.ports.store import (
+    Attempt,
+    AttemptRecord,
+    DeliveryJob,
+    DeliveryRecord,
+    HistoryEvent,
+    PurgeCounts,
+    StoreCharacteristics,
+)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for a store URL: sqlite:///path, sqlite:// (memory), postgresql[+psycopg]://."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InvalidInput(f"store URL {url!r} is not a database URL") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            engine = create_engine(
+                "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+        else:
+            engine = create_engine(
+                parsed, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8
+            )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    if backend == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(
+            parsed, pool_size=8, pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"}
+        )
+    raise InvalidInput(
+        f"store URL {url!r}: unsupported backend {backend!r} (use sqlite:/// or postgresql://)"
+    )
+
+
+@contextmanager
+def _translate() -> Iterator[None]:
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Temporary(f"concurrent change, retry: {exc.orig}", retry_after=0.01) from exc
+    except DBAPIError as exc:
+        raise StoreUnavailable(f"database error: {exc.orig}") from exc
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(f"database error: {exc}") from exc
+
+
+class SqlStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sqlite = self.engine.dialect.name == "sqlite"
+        self.characteristics = StoreCharacteristics(distributed=not self.sqlite, durable=True)
+        # SQLite has one writer; serialising in-process avoids busy waits and lock upgrades.
+        self._write_lock: threading.RLock | None = threading.RLock() if self.sqlite else None
+
+    # -- schema -------------------------------------------------------------------------
+    def check_schema(self) -> None:
+        with _translate():
+            schema.check(self.engine)
+
+    def upgrade(self) -> tuple[str | None, str]:
+        with _translate():
+            return schema.upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- helpers ------------------------------------------------------------------------
+    def _w(self, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if self.sqlite else value
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        lock: AbstractContextManager[Any] = self._write_lock or nullcontext()
+        with lock, _translate(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with _translate(), self.engine.connect() as conn:
+            yield conn
+
+    # -- alarms -------------------------------------------------------------------------
+    @contextmanager
+    def unit_of_work(self) -> Iterator[_UnitOfWork]:
+        with self._write() as conn:
+            yield _UnitOfWork(self, conn)
+
+    def get_alarm(self, alarm_id: str) -> Alarm:
+        with self._read() as conn:
+            row = conn.execute(select(alarms).where(alarms.c.id == alarm_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"alarm {alarm_id} not found")
+        return _alarm(row)
+
+    def iter_alarms(self, after_seq: int, batch: int) -> Iterator[tuple[int, Alarm]]:
+        while True:
+            with self._read() as conn:
+                rows = (
+                    conn.execute(
+                        select(alarms)
+                        .where(alarms.c.seq > after_seq)
+                        .order_by(alarms.c.seq)
+                        .limit(batch)
+                    )
+                    .mappings()
+                    .all()
+                )
+            for row in rows:
+                yield row["seq"], _alarm(row)
+            if len(rows) < batch:
+                return
+            after_seq = rows[-1]["seq"]
+
+    def alarm_history(self, alarm_id: str) -> list[HistoryEvent]:
+        self.get_alarm(alarm_id)
+        with self._read() as conn:
+            rows = (
+                conn.execute(
+                    select(alarm_history)
+                    .where(alarm_history.c.alarm_id == alarm_id)
+                    .order_by(alarm_history.c.seq)
+                )
+                .mappings()
+                .all()
+            )
+        return [
+            HistoryEvent(
+                r["seq"],
+                r["alarm_id"],
+                r["kind"],
+                _r(r["at"]),
+                r["perceived_severity"],
+                r["ack_state"],
+                r["reason"],
+            )
+            for r in rows
+        ]
+
+    # -- subscriptions ------------------------------------------------------------------
+    def add_subscription(self, sub: Subscription) -> Subscription:
+        key = _sub_dedup(sub)
+        with self._write() as conn:
+            row = (
+                conn.execute(select(subscriptions).where(subscriptions.c.dedup == key))
+                .mappings()
+                .first()
+            )
+            if row is not None:
+                return _subscription(row)
+            conn.execute(
+                insert(subscriptions).values(
+                    id=sub.id,
+                    callback_uri=sub.callback_uri,
+                    dedup=key,
+                    filter=_filter_dict(sub.filter),
+                    authentication=_auth_dict(sub.authentication),
+                    created_at=self._w(sub.created_at),
+                )
+            )
+        return sub
+
+    def get_subscription(self, sub_id: str) -> Subscription:
+        with self._read() as conn:
+            row = (
+                conn.execute(select(subscriptions).where(subscriptions.c.id == sub_id))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFound(f"subscription {sub_id} not found")
+        return _subscription(row)
+
+    def list_subscriptions(self) -> list[Subscription]:
+        with self._read() as conn:
+            rows = (
+                conn.execute(
+                    select(subscriptions).order_by(subscriptions.c.created_at, subscriptions.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        return [_subscription(r) for r in rows]
+
+    def delete_subscription(self, sub_id: str) -> None:
+        with self._write() as conn:
+            mine = select(deliveries.c.seq).where(deliveries.c.subscription_id == sub_id)
+            conn.execute(
+                delete(delivery_attempts).where(delivery_attempts.c.delivery_seq.in_(mine))
+            )
+            conn.execute(delete(deliveries).where(deliveries.c.subscription_id == sub_id))
+            result = conn.execute(delete(subscriptions).where(subscriptions.c.id == sub_id))
+            if result.rowcount == 0:
+                raise NotFound(f"subscription {sub_id} not found")
+
+    # -- deliveries ---------------------------------------------------------------------
+    def pending_deliveries(
+        self, limit: int, subscription_id: str | None = None, after_seq: int = 0
+    ) -> list[DeliveryJob]:
+        stmt = (
+            select(
+                deliveries.c.seq,
+                deliveries.c.id,
+                deliveries.c.subscription_id,
+                deliveries.c.attempts,
+                notifications.c.notification_type,
+                notifications.c.payload,
+                notifications.c.created_at,
+            )
+            .join(notifications, notifications.c.seq == deliveries.c.notification_seq)
+            .where(
+                deliveries.c.status == DeliveryStatus.PENDING.value,
+                deliveries.c.seq > after_seq,
+            )
+            .order_by(deliveries.c.seq)
+            .limit(limit)
+        )
+        if subscription_id is not None:
+            stmt = stmt.where(deliveries.c.subscription_id == subscription_id)
+        with self._read() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [
+            DeliveryJob(
+                r["seq"],
+                r["id"],
+                r["subscription_id"],
+                NotificationType(r["notification_type"]),
+                r["payload"],
+                _r(r["created_at"]),
+                r["attempts"],
+            )
+            for r in rows
+        ]
+
+    def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        if not records:
+            return
+        upd = (
+            sql_update(deliveries)
+            .where(deliveries.c.seq == bindparam("b_seq"))
+            .values(
+                status=bindparam("b_status"),
+                attempts=deliveries.c.attempts + 1,
+                next_attempt_at=bindparam("b_next"),
+                delivered_at=bindparam("b_delivered"),
+                last_duration_ms=bindparam("b_ms"),
+            )
+        )
+        params = [
+            {
+                "b_seq": r.delivery_seq,
+                "b_status": r.status.value,
+                "b_next": self._w(r.next_attempt_at),
+                "b_delivered": self._w(r.attempt.at) if r.attempt.ok else None,
+                "b_ms": r.attempt.duration_ms,
+            }
+            for r in records
+        ]
+        attempts = [
+            {
+                "delivery_seq": r.delivery_seq,
+                "at": self._w(r.attempt.at),
+                "duration_ms": r.attempt.duration_ms,
+                "ok": r.attempt.ok,
+                "detail": r.attempt.detail[:2000],
+            }
+            for r in records
+        ]
+        with self._write() as conn:
+            conn.execute(upd, params)
+            # A delivery deleted meanwhile (subscription removed) has no row to attach to.
+            live = set(
+                conn.execute(
+                    select(deliveries.c.seq).where(
+                        deliveries.c.seq.in_([r.delivery_seq for r in records])
+                    )
+                ).scalars()
+            )
+            rows = [a for a in attempts if a["delivery_seq"] in live]
+            if rows:
+                conn.execute(insert(delivery_attempts), rows)
+
+    def iter_deliveries(self, after_seq: int, batch: int) -> Iterator[DeliveryRecord]:
+        while True:
+            stmt = (
+                select(deliveries, notifications.c.notification_type, notifications.c.payload)
+                .join(notifications, notifications.c.seq == deliveries.c.notification_seq)
+                .where(deliveries.c.seq > after_seq)
+                .order_by(deliveries.c.seq)
+                .limit(batch)
+            )
+            with self._read() as conn:
+                rows = conn.execute(stmt).mappings().all()
+            for row in rows:
+                yield _delivery(row, ())
+            if len(rows) < batch:
+                return
+            after_seq = rows[-1]["seq"]
+
+    def get_delivery(self, delivery_id: str) -> DeliveryRecord:
+        stmt = (
+            select(deliveries, notifications.c.notification_type, notifications.c.payload)
+            .join(notifications, notifications.c.seq == deliveries.c.notification_seq)
+            .where(deliveries.c.id == delivery_id)
+        )
+        with self._read() as conn:
+            row = conn.execute(stmt).mappings().first()
+            if row is None:
+                raise NotFound(f"notification {delivery_id} not found")
+            tries = (
+                conn.execute(
+                    select(delivery_attempts)
+                    .where(delivery_attempts.c.delivery_seq == row["seq"])
+                    .order_by(delivery_attempts.c.seq)
+                )
+                .mappings()
+                .all()
+            )
+        return _delivery(
+            row,
+            tuple(Attempt(_r(t["at"]), t["duration_ms"], t["ok"], t["detail"]) for t in tries),
+        )
+
+    # -- settings -----------------------------------------------------------------------
+    def get_setting(self, key: str) -> Any | None:
+        with self._read() as conn:
+            return conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar()
+
+    def put_setting(self, key: str, value: Any) -> None:
+        with self._write() as conn:
+            conn.execute(delete(settings).where(settings.c.key == key))
+            conn.execute(insert(settings).values(key=key, value=value))
+
+    # -- ageing -------------------------------------------------------------------------
+    def purge(self, plan: PurgePlan) -> PurgeCounts:
+        n_alarms = n_history = n_deliveries = n_notifications = 0
+        with self._write() as conn:
+            for severity, cutoff in plan.alarms.items():
+                old = and_(
+                    alarms.c.active.is_(False),
+                    alarms.c.peak_severity == severity.value,
+                    alarms.c.cleared_time < self._w(cutoff),
+                )
+                n_history += conn.execute(
+                    delete(alarm_history).where(
+                        alarm_history.c.alarm_id.in_(select(alarms.c.id).where(old))
+                    )
+                ).rowcount
+                n_alarms += conn.execute(delete(alarms).where(old)).rowcount
+            done = and_(
+                deliveries.c.status != DeliveryStatus.PENDING.value,
+                deliveries.c.created_at < self._w(plan.notifications),
+            )
+            conn.execute(
+                delete(delivery_attempts).where(
+                    delivery_attempts.c.delivery_seq.in_(select(deliveries.c.seq).where(done))
+                )
+            )
+            n_deliveries = conn.execute(delete(deliveries).where(done)).rowcount
+            orphan = and_(
+                notifications.c.created_at < self._w(plan.notifications),
+                ~exists().where(deliveries.c.notification_seq == notifications.c.seq),
+            )
+            n_notifications = conn.execute(delete(notifications).where(orphan)).rowcount
+        return PurgeCounts(n_alarms, n_history, n_deliveries, n_notifications)
+
+    def counts(self) -> dict[str, int]:
+        """Row counts, for status and metrics."""
+        with self._read() as conn:
+            return {
+                "activeAlarms": conn.execute(
+                    select(func.count()).where(alarms.c.active.is_(True))
+                ).scalar_one(),
+                "alarms": conn.execute(select(func.count()).select_from(alarms)).scalar_one(),
+                "pendingNotifications": conn.execute(
+                    select(func.count()).where(deliveries.c.status == DeliveryStatus.PENDING.value)
+                ).scalar_one(),
+                "subscriptions": conn.execute(
+                    select(func.count()).select_from(subscriptions)
+                ).scalar_one(),
+            }
+
+
+class _UnitOfWork:
+    def __init__(self, store: SqlStore, conn: Connection) -> None:
+        self._store = store
+        self._conn = conn
+
+    def active_alarms(self, keys: Sequence[str]) -> dict[str, Alarm]:
+        if not keys:
+            return {}
+        stmt = select(alarms).where(alarms.c.active.is_(True), alarms.c.dedup_key.in_(set(keys)))
+        if not self._store.sqlite:
+            stmt = stmt.with_for_update()
+        rows = self._conn.execute(stmt).mappings().all()
+        return {r["dedup_key"]: _alarm(r) for r in rows}
+
+    def alarm_for_update(self, alarm_id: str) -> Alarm:
+        stmt = select(alarms).where(alarms.c.id == alarm_id)
+        if not self._store.sqlite:
+            stmt = stmt.with_for_update()
+        row = self._conn.execute(stmt).mappings().first()
+        if row is None:
+            raise NotFound(f"alarm {alarm_id} not found")
+        return _alarm(row)
+
+    def save(self, change: AlarmChange, now: datetime) -> None:
+        a = change.alarm
+        w = self._store._w
+        values = {
+            "dedup_key": a.dedup_key,
+            "active": a.active,
+            "managed_object_id": a.managed_object_id,
+            "vim_connection_id": a.vim_connection_id,
+            "resource_id": a.resource_id,
+            "vim_level_resource_type": a.vim_level_resource_type,
+            "faulty_resource_type": a.faulty_resource_type.value,
+            "raised_time": w(a.alarm_raised_time),
+            "changed_time": w(a.alarm_changed_time),
+            "cleared_time": w(a.alarm_cleared_time),
+            "acknowledged_time": w(a.alarm_acknowledged_time),
+            "ack_state": a.ack_state.value,
+            "perceived_severity": a.perceived_severity.value,
+            "peak_severity": a.peak_severity.value,
+            "event_time": w(a.event_time),
+            "event_type": a.event_type.value,
+            "fault_type": a.fault_type,
+            "probable_cause": a.probable_cause,
+            "is_root_cause": a.is_root_cause,
+            "correlated_alarm_ids": list(a.correlated_alarm_ids),
+            "fault_details": list(a.fault_details),
+            "location": [list(level) for level in a.location.levels],
+            "version": a.version,
+        }
+        if change.kind is ChangeKind.RAISED:
+            self._conn.execute(insert(alarms).values(id=a.id, **values))
+        else:
+            self._conn.execute(sql_update(alarms).where(alarms.c.id == a.id).values(**values))
+        if change.kind is not ChangeKind.REPEATED:
+            self._conn.execute(
+                insert(alarm_history).values(
+                    alarm_id=a.id,
+                    kind=change.kind.value,
+                    at=w(now),
+                    perceived_severity=a.perceived_severity.value,
+                    ack_state=a.ack_state.value,
+                    reason=change.reason,
+                )
+            )
+
+    def enqueue(
+        self,
+        notification_type: NotificationType,
+        payload: dict[str, Any],
+        subscription_ids: Sequence[str],
+        now: datetime,
+        object_id: str,
+    ) -> list[DeliveryJob]:
+        if not subscription_ids:
+            return []
+        seq = self._conn.execute(
+            insert(notifications)
+            .values(
+                notification_type=notification_type.value,
+                object_id=object_id,
+                payload=payload,
+                created_at=self._store._w(now),
+            )
+            .returning(notifications.c.seq)
+        ).scalar_one()
+
+        ids = [str(uuid.uuid4()) for _ in subscription_ids]
+        rows = self._conn.execute(
+            insert(deliveries).returning(
+                deliveries.c.seq, deliveries.c.id, sort_by_parameter_order=True
+            ),
+            [
+                {
+                    "id": did,
+                    "subscription_id": sid,
+                    "notification_seq": seq,
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempts": 0,
+                    "created_at": self._store._w(now),
+                }
+                for did, sid in zip(ids, subscription_ids, strict=True)
+            ],
+        ).all()
+        return [
+            DeliveryJob(dseq, did, sid, notification_type, payload, now, 0)
+            for (dseq, did), sid in zip(rows, subscription_ids, strict=True)
+        ]
+
+
+# -- row mapping --------------------------------------------------------------------------
+def _r(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ro(value: datetime | None) -> datetime | None:
+    return None if value is None else _r(value)
+
+
+def _alarm(row: Any) -> Alarm:
+    return Alarm(
+        id=row["id"],
+        managed_object_id=row["managed_object_id"],
+        vim_connection_id=row["vim_connection_id"],
+        resource_id=row["resource_id"],
+        vim_level_resource_type=row["vim_level_resource_type"],
+        faulty_resource_type=FaultyResourceType(row["faulty_resource_type"]),
+        alarm_raised_time=_r(row["raised_time"]),
+        alarm_changed_time=_ro(row["changed_time"]),
+        alarm_cleared_time=_ro(row["cleared_time"]),
+        alarm_acknowledged_time=_ro(row["acknowledged_time"]),
+        ack_state=AckState(row["ack_state"]),
+        perceived_severity=Severity(row["perceived_severity"]),
+        peak_severity=Severity(row["peak_severity"]),
+        event_time=_r(row["event_time"]),
+        event_type=EventType(row["event_type"]),
+        fault_type=row["fault_type"],
+        probable_cause=row["probable_cause"],
+        is_root_cause=bool(row["is_root_cause"]),
+        correlated_alarm_ids=tuple(row["correlated_alarm_ids"]),
+        fault_details=tuple(row["fault_details"]),
+        location=Location(tuple((str(k), str(v)) for k, v in row["location"])),
+        version=row["version"],
+    )
+
+
+def _filter_dict(f: SubscriptionFilter) -> dict[str, Any]:
+    return {
+        "notificationTypes": [t.value for t in f.notification_types],
+        "faultyResourceTypes": list(f.faulty_resource_types),
+        "perceivedSeverities": list(f.perceived_severities),
+        "eventTypes": list(f.event_types),
+        "probableCauses": list(f.probable_causes),
+        "managedObjectIds": list(f.managed_object_ids),
+        "locationPrefix": f.location_prefix,
+    }
+
+
+def _auth_dict(a: Authentication | None) -> dict[str, Any] | None:
+    if a is None:
+        return None
+    return {
+        "authType": a.auth_type.value,
+        "userName": a.user_name,
+        "password": a.password,
+        "clientId": a.client_id,
+        "clientPassword": a.client_password,
+        "tokenEndpoint": a.token_endpoint,
+    }
+
+
+def _sub_dedup(sub: Subscription) -> str:
+
+    return json.dumps([sub.callback_uri, list(sub.filter.canonical())], sort_keys=True)
+
+
+def _subscription(row: Any) -> Subscription:
+    f = row["filter"]
+    a = row["authentication"]
+    return Subscription(
+        id=row["id"],
+        callback_uri=row["callback_uri"],
+        filter=SubscriptionFilter(
+            notification_types=tuple(NotificationType(t) for t in f["notificationTypes"]),
+            faulty_resource_types=tuple(f["faultyResourceTypes"]),
+            perceived_severities=tuple(f["perceivedSeverities"]),
+            event_types=tuple(f["eventTypes"]),
+            probable_causes=tuple(f["probableCauses"]),
+            managed_object_ids=tuple(f["managedObjectIds"]),
+            location_prefix=f["locationPrefix"],
+        ),
+        authentication=None
+        if a is None
+        else Authentication(
+            AuthType(a["authType"]),
+            a["userName"],
+            a["password"],
+            a["clientId"],
+            a["clientPassword"],
+            a["tokenEndpoint"],
+        ),
+        created_at=_r(row["created_at"]),
+    )
+
+
+def _delivery(row: Any, attempts: tuple[Attempt, ...]) -> DeliveryRecord:
+    return DeliveryRecord(
+        seq=row["seq"],
+        id=row["id"],
+        subscription_id=row["subscription_id"],
+        notification_type=row["notification_type"],
+        status=DeliveryStatus(row["status"]),
+        created_at=_r(row["created_at"]),
+        delivered_at=_ro(row["delivered_at"]),
+        attempts=attempts,
+        payload=row["payload"],
+    )

@@ -1,0 +1,160 @@
+"""The fault-management service: events in, alarms and stored notifications out.
+
+Synchronous (the API calls it from worker threads); each call is one unit of work in the
+store, so an alarm change and the notifications it causes are stored together or not at all.
+After the commit, the new deliveries are handed to the dispatcher (`on_enqueued`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from vimha.domain import notifications
+from vimha.domain.alarms import AckState, Alarm, AlarmChange, FaultEvent, apply_ack, apply_event
+from vimha.domain.clock import Clock
+from vimha.domain.errors import PreconditionFailed, Temporary
+from vimha.domain.subscriptions import NotificationType, Subject, Subscription, matches
+from vimha.ports.store import DeliveryJob, Store, UnitOfWork
+
+log = logging.getLogger("vimha.faults")
+T = TypeVar("T")
+
+RETRIES = 5
+
+
+class SubscriptionCache:
+    """The subscriptions in memory, for matching each notification without a query."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._subs: dict[str, Subscription] = {}
+
+    def reload(self) -> None:
+        subs = {s.id: s for s in self._store.list_subscriptions()}
+        with self._lock:
+            self._subs = subs
+
+    def put(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs = {**self._subs, sub.id: sub}
+
+    def drop(self, sub_id: str) -> None:
+        with self._lock:
+            self._subs = {k: v for k, v in self._subs.items() if k != sub_id}
+
+    def get(self, sub_id: str) -> Subscription | None:
+        return self._subs.get(sub_id)
+
+    def matching(self, subject: Subject) -> list[str]:
+        return [s.id for s in self._subs.values() if matches(s.filter, subject)]
+
+    def all(self) -> list[Subscription]:
+        return list(self._subs.values())
+
+
+class FaultService:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        subscriptions: SubscriptionCache,
+        vim_connection_id: str,
+        base_url: str,
+        on_enqueued: Callable[[list[DeliveryJob]], None],
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.subscriptions = subscriptions
+        self.vim_connection_id = vim_connection_id
+        self.base_url = base_url
+        self.on_enqueued = on_enqueued
+
+    def ingest(self, events: Sequence[FaultEvent]) -> list[AlarmChange]:
+        """Apply a batch of events atomically; returns the changes (REPEATED included)."""
+        changes, jobs = self._retry(lambda uow: self._ingest(uow, events))
+        for change in changes:
+            log.info("alarm %s: %s", change.alarm.id, change.reason)
+        self.on_enqueued(jobs)
+        return changes
+
+    def _ingest(
+        self, uow: UnitOfWork, events: Sequence[FaultEvent]
+    ) -> tuple[list[AlarmChange], list[DeliveryJob]]:
+        now = self.clock.now()
+        active = uow.active_alarms([e.dedup_key for e in events])
+        changes: list[AlarmChange] = []
+        jobs: list[DeliveryJob] = []
+        for event in events:
+            change = apply_event(
+                active.get(event.dedup_key), event, now, str(uuid.uuid4()), self.vim_connection_id
+            )
+            if change is None:
+                continue
+            uow.save(change, now)
+            if change.alarm.active:
+                active[event.dedup_key] = change.alarm
+            else:
+                active.pop(event.dedup_key, None)
+            changes.append(change)
+            if change.notifies:
+                kind, payload, subject = notifications.for_change(change, self.base_url)
+                jobs += self._enqueue(uow, kind, payload, subject, change.alarm.managed_object_id)
+        return changes, jobs
+
+    def acknowledge(self, alarm_id: str, ack_state: AckState, if_match: str | None) -> Alarm:
+        """Raises NotFound, Conflict (already in that state), PreconditionFailed (ETag)."""
+
+        def work(uow: UnitOfWork) -> tuple[AlarmChange, list[DeliveryJob]]:
+            alarm = uow.alarm_for_update(alarm_id)
+            if if_match is not None and if_match.strip() not in (alarm.etag, "*"):
+                raise PreconditionFailed(
+                    f"If-Match {if_match} does not match the alarm's ETag {alarm.etag}"
+                )
+            change = apply_ack(alarm, ack_state, self.clock.now())
+            uow.save(change, self.clock.now())
+            return change, []
+
+        change, _ = self._retry(work)
+        log.info("alarm %s: %s", alarm_id, change.reason)
+        return change.alarm
+
+    def publish(
+        self, kind: NotificationType, payload: dict[str, Any], subject: Subject, object_id: str
+    ) -> list[DeliveryJob]:
+        """Store and dispatch a notification that is not about an alarm change."""
+        jobs = self._retry(lambda uow: self._enqueue(uow, kind, payload, subject, object_id))
+        self.on_enqueued(jobs)
+        return jobs
+
+    def announce_alarm_list_rebuilt(self) -> list[DeliveryJob]:
+        kind, payload, subject = notifications.alarm_list_rebuilt(self.base_url)
+        return self.publish(kind, payload, subject, "")
+
+    def _enqueue(
+        self,
+        uow: UnitOfWork,
+        kind: NotificationType,
+        payload: dict[str, Any],
+        subject: Subject,
+        object_id: str,
+    ) -> list[DeliveryJob]:
+        targets = self.subscriptions.matching(subject)
+        return uow.enqueue(kind, payload, targets, self.clock.now(), object_id)
+
+    def _retry(self, work: Callable[[UnitOfWork], T]) -> T:
+        for attempt in range(1, RETRIES + 1):
+            try:
+                with self.store.unit_of_work() as uow:
+                    return work(uow)
+            except Temporary as exc:
+                if attempt == RETRIES:
+                    raise
+                log.warning("unit of work retried (%s): %s", attempt, exc.detail)
+                # A lost race may be with a subscription change: refresh before retrying.
+                self.subscriptions.reload()
+        raise AssertionError("unreachable")

@@ -1,0 +1,84 @@
+"""The controller's engine, without the API: store, services, dispatcher and loops.
+
+Root tasks are supervised: if one dies, `failed` is set and the process exits non-zero
+(crash-only; the supervisor restarts it and nothing is lost, since all state is stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from vimha.config import Config
+from vimha.domain.clock import Clock
+from vimha.engine.ageing import RetentionService, ageing_loop
+from vimha.engine.dispatch import Dispatcher
+from vimha.engine.faults import FaultService, SubscriptionCache
+from vimha.ports.notifier import Notifier
+from vimha.ports.store import Store
+
+log = logging.getLogger("vimha.runtime")
+
+
+class Runtime:
+    def __init__(self, config: Config, store: Store, notifier: Notifier, clock: Clock) -> None:
+        self.config = config
+        self.store = store
+        self.notifier = notifier
+        self.clock = clock
+        base_url = config.api.base_url
+        self.subscriptions = SubscriptionCache(store)
+        self.dispatcher = Dispatcher(
+            store,
+            notifier,
+            self.subscriptions,
+            clock,
+            config.delivery.retry_policy(),
+            base_url,
+            config.delivery.flush_interval,
+            config.delivery.lane_memory,
+        )
+        self.faults = FaultService(
+            store,
+            clock,
+            self.subscriptions,
+            config.vim_connection_id,
+            base_url,
+            self.dispatcher.submit,
+        )
+        self.retention = RetentionService(store, clock, config.ageing.policy())
+        self.started_at = clock.now()
+        self.failed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.subscriptions.reload)
+        self._spawn("dispatcher", self.dispatcher.run())
+        self._spawn("ageing", ageing_loop(self.retention, self.config.ageing.interval, self._stop))
+        # The alarm list is whatever the store holds; tell consumers to re-read it.
+        jobs = await asyncio.to_thread(self.faults.announce_alarm_list_rebuilt)
+        log.info("controller started; AlarmListRebuiltNotification to %d subscribers", len(jobs))
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self._stop.set()
+        try:
+            await asyncio.wait_for(self.dispatcher.stop(), grace)
+        except TimeoutError:
+            log.warning("dispatcher did not stop within %.1fs", grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.notifier.aclose()
+
+    def _spawn(self, name: str, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+        task.add_done_callback(self._watch)
+        self._tasks.append(task)
+
+    def _watch(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stop.is_set():
+            return
+        exc = task.exception()
+        log.error("root task %s ended unexpectedly: %r", task.get_name(), exc)
+        self.failed.set()

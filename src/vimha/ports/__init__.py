@@ -1,0 +1,1 @@
+"""Interfaces (typing.Protocol) between the engine and its drivers."""

@@ -1,0 +1,172 @@
+"""The state store: alarms, history, subscriptions, notifications and their deliveries.
+
+Contract for every driver:
+- Writes happen inside `unit_of_work()`: all or nothing. Two controllers' units of work on the
+  same active alarm serialise (row locks or a single writer); a lost race on a new alarm's
+  de-duplication key raises `Temporary` and the caller retries the whole unit.
+- A notification is stored (`UnitOfWork.enqueue`) in the same unit of work as the alarm
+  change that caused it: nothing is sent that was not stored first (at-least-once).
+- Library errors are translated at the driver boundary into `StoreUnavailable` (retry) or
+  `Permanent` subclasses; no driver exception leaks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from vimha.domain.alarms import Alarm, AlarmChange
+from vimha.domain.delivery import DeliveryStatus
+from vimha.domain.retention import PurgePlan
+from vimha.domain.subscriptions import NotificationType, Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCharacteristics:
+    """What a backend guarantees, checked at start-up (tooz's characteristics)."""
+
+    distributed: bool
+    durable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    seq: int
+    alarm_id: str
+    kind: str
+    at: datetime
+    perceived_severity: str
+    ack_state: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """One notification to one subscriber, as the dispatcher sends it."""
+
+    seq: int
+    id: str
+    subscription_id: str
+    notification_type: NotificationType
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    at: datetime
+    duration_ms: float
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """The outcome of one attempt, to be written back (batched by the dispatcher)."""
+
+    delivery_seq: int
+    attempt: Attempt
+    status: DeliveryStatus
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    seq: int
+    id: str
+    subscription_id: str
+    notification_type: str
+    status: DeliveryStatus
+    created_at: datetime
+    delivered_at: datetime | None
+    attempts: tuple[Attempt, ...] = field(default=())
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeCounts:
+    alarms: int
+    history: int
+    deliveries: int
+    notifications: int
+
+
+class UnitOfWork(Protocol):
+    def active_alarms(self, keys: Sequence[str]) -> dict[str, Alarm]:
+        """Active alarms by de-duplication key, locked for this unit of work."""
+        ...
+
+    def alarm_for_update(self, alarm_id: str) -> Alarm:
+        """Raises NotFound."""
+        ...
+
+    def save(self, change: AlarmChange, now: datetime) -> None:
+        """Insert or update the alarm and append a history event (not for REPEATED)."""
+        ...
+
+    def enqueue(
+        self,
+        notification_type: NotificationType,
+        payload: dict[str, Any],
+        subscription_ids: Sequence[str],
+        now: datetime,
+        object_id: str,
+    ) -> list[DeliveryJob]:
+        """Store one notification and one pending delivery per subscription."""
+        ...
+
+
+class Store(Protocol):
+    characteristics: StoreCharacteristics
+
+    def check_schema(self) -> None:
+        """Raise SchemaMismatch if the schema is missing, older or newer than this code's."""
+        ...
+
+    def unit_of_work(self) -> AbstractContextManager[UnitOfWork]: ...
+
+    def get_alarm(self, alarm_id: str) -> Alarm:
+        """Raises NotFound."""
+        ...
+
+    def iter_alarms(self, after_seq: int, batch: int) -> Iterator[tuple[int, Alarm]]:
+        """Alarms in creation order after `after_seq`, fetched `batch` at a time."""
+        ...
+
+    def alarm_history(self, alarm_id: str) -> list[HistoryEvent]: ...
+
+    def add_subscription(self, sub: Subscription) -> Subscription:
+        """Store `sub`, or return the existing one with the same callback and filter."""
+        ...
+
+    def get_subscription(self, sub_id: str) -> Subscription: ...
+
+    def list_subscriptions(self) -> list[Subscription]: ...
+
+    def delete_subscription(self, sub_id: str) -> None:
+        """Delete it and its pending deliveries. Raises NotFound."""
+        ...
+
+    def pending_deliveries(
+        self, limit: int, subscription_id: str | None = None, after_seq: int = 0
+    ) -> list[DeliveryJob]:
+        """Pending deliveries with seq > after_seq (of one subscription if given), by seq."""
+        ...
+
+    def record_attempts(self, records: Sequence[AttemptRecord]) -> None: ...
+
+    def iter_deliveries(self, after_seq: int, batch: int) -> Iterator[DeliveryRecord]: ...
+
+    def get_delivery(self, delivery_id: str) -> DeliveryRecord: ...
+
+    def get_setting(self, key: str) -> Any | None: ...
+
+    def put_setting(self, key: str, value: Any) -> None: ...
+
+    def purge(self, plan: PurgePlan) -> PurgeCounts: ...
+
+    def close(self) -> None: ...
