@@ -1,0 +1,54 @@
+"""Shared fixtures. Tests that need a system component call `require_system`: it skips with
+a reason on a machine without it, but fails when VIMHA_REQUIRE_SYSTEM is set (CI)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.consumer import ConsumerProcess
+from tests.support.postgres import PostgresServer, find_pg_bin
+
+
+def require_system(ok: bool, reason: str) -> None:
+    if ok:
+        return
+    if os.environ.get("VIMHA_REQUIRE_SYSTEM"):
+        pytest.fail(f"required system component missing: {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    require_system(find_pg_bin() is not None, "PostgreSQL server binaries (apt: postgresql)")
+    # Not under pytest's tmp dir: that is root-only, and the server runs as `postgres`.
+    base = Path(tempfile.mkdtemp(prefix="vimha-pg-"))
+    server = PostgresServer(base, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def consumer(tmp_path: Path) -> Iterator[ConsumerProcess]:
+    proc = ConsumerProcess(tmp_path / "received.jsonl", free_port())
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

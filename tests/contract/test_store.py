@@ -1,0 +1,261 @@
+"""One contract suite for the Store port, run against every driver on its real backend:
+SQLite (file, WAL) and PostgreSQL (a real server started by the fixture)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from vimha.domain.alarms import (
+    AckState,
+    AlarmChange,
+    ChangeKind,
+    EventType,
+    FaultEvent,
+    Location,
+    Severity,
+    apply_ack,
+    apply_event,
+)
+from vimha.domain.delivery import DeliveryStatus
+from vimha.domain.errors import Conflict, NotFound, SchemaMismatch, Temporary
+from vimha.domain.retention import RetentionPolicy, plan_purge
+from vimha.domain.subscriptions import (
+    Authentication,
+    AuthType,
+    NotificationType,
+    Subscription,
+    SubscriptionFilter,
+)
+from vimha.drivers.sqlstore import SqlStore
+from vimha.ports.store import Attempt, AttemptRecord
+from tests.support.postgres import PostgresServer
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+LOC = Location((("site", "s1"), ("rack", "r1"), ("host", "cmp-1")))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database()
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[SqlStore]:
+    s = SqlStore(url)
+    s.upgrade()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def event(obj: str = "cmp-1", severity: Severity = Severity.MAJOR, cause: str = "power"
+          ) -> FaultEvent:
+    return FaultEvent(obj, "HOST_DOWN", cause, severity, EventType.EQUIPMENT_ALARM, T0,
+                      location=LOC, fault_details=("psu 1",))
+
+
+def raise_alarm(store: SqlStore, ev: FaultEvent) -> AlarmChange:
+    with store.unit_of_work() as uow:
+        existing = uow.active_alarms([ev.dedup_key]).get(ev.dedup_key)
+        change = apply_event(existing, ev, T0, str(uuid.uuid4()), "vim")
+        assert change is not None
+        uow.save(change, T0)
+    return change
+
+
+def subscription(uri: str = "http://127.0.0.1:1/cb", **flt: object) -> Subscription:
+    return Subscription(str(uuid.uuid4()), uri, SubscriptionFilter(**flt),  # type: ignore[arg-type]
+                        Authentication(AuthType.BASIC, "u", "p"), T0)
+
+
+def test_schema_check(url: str) -> None:
+    store = SqlStore(url)
+    try:
+        with pytest.raises(SchemaMismatch, match="vimha db upgrade"):
+            store.check_schema()
+        before, after = store.upgrade()
+        assert before is None and after
+        store.check_schema()
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        with pytest.raises(SchemaMismatch, match="newer"):
+            store.check_schema()
+    finally:
+        store.close()
+
+
+def test_alarm_round_trip_keeps_every_field(store: SqlStore) -> None:
+    change = raise_alarm(store, event())
+    got = store.get_alarm(change.alarm.id)
+    assert got == change.alarm
+    assert got.alarm_raised_time.tzinfo is not None
+    assert got.location.path == "s1/r1/cmp-1"
+
+
+def test_update_clear_and_history(store: SqlStore) -> None:
+    first = raise_alarm(store, event())
+    raise_alarm(store, event(severity=Severity.MAJOR))  # repeated: no history
+    raise_alarm(store, event(severity=Severity.CRITICAL))
+    cleared = raise_alarm(store, event(severity=Severity.CLEARED))
+    assert cleared.kind is ChangeKind.CLEARED and cleared.alarm.id == first.alarm.id
+    history = store.alarm_history(first.alarm.id)
+    assert [h.kind for h in history] == ["RAISED", "UPDATED", "CLEARED"]
+    assert history[-1].reason == cleared.reason
+    again = raise_alarm(store, event())
+    assert again.kind is ChangeKind.RAISED and again.alarm.id != first.alarm.id
+    with pytest.raises(NotFound):
+        store.alarm_history("nope")
+
+
+def test_iter_alarms_in_order_across_batches(store: SqlStore) -> None:
+    ids = [raise_alarm(store, event(obj=f"h{i}")).alarm.id for i in range(7)]
+    got = [a.id for _, a in store.iter_alarms(0, 3)]
+    assert got == ids
+    seqs = [s for s, _ in store.iter_alarms(0, 3)]
+    assert [a.id for _, a in store.iter_alarms(seqs[3], 3)] == ids[4:]
+
+
+def test_a_second_active_alarm_with_the_same_key_is_refused(store: SqlStore) -> None:
+    change = raise_alarm(store, event())
+    twin = replace(change.alarm, id=str(uuid.uuid4()))
+    with pytest.raises(Temporary), store.unit_of_work() as uow:
+        uow.save(AlarmChange(ChangeKind.RAISED, twin, "race"), T0)
+
+
+def test_unit_of_work_is_all_or_nothing(store: SqlStore) -> None:
+    sub = store.add_subscription(subscription())
+    with pytest.raises(RuntimeError), store.unit_of_work() as uow:
+        change = apply_event(None, event(), T0, "a-1", "vim")
+        assert change is not None
+        uow.save(change, T0)
+        uow.enqueue(NotificationType.ALARM, {"alarm": {}}, [sub.id], T0, "cmp-1")
+        raise RuntimeError("crash in the middle")
+    with pytest.raises(NotFound):
+        store.get_alarm("a-1")
+    assert store.pending_deliveries(10) == []
+
+
+def test_concurrent_acks_one_wins(store: SqlStore) -> None:
+    alarm = raise_alarm(store, event()).alarm
+    results: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def ack() -> None:
+        barrier.wait()
+        try:
+            with store.unit_of_work() as uow:
+                current = uow.alarm_for_update(alarm.id)
+                change = apply_ack(current, AckState.ACKNOWLEDGED, T0)
+                uow.save(change, T0)
+            results.append("ok")
+        except (Conflict, Temporary):
+            results.append("conflict")
+
+    threads = [threading.Thread(target=ack) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["conflict"] * 3 + ["ok"]
+    assert [h.kind for h in store.alarm_history(alarm.id)] == ["RAISED", "ACKNOWLEDGED"]
+
+
+def test_subscriptions_dedup_list_delete(store: SqlStore) -> None:
+    a = store.add_subscription(subscription(perceived_severities=("MAJOR", "CRITICAL")))
+    same = store.add_subscription(subscription(perceived_severities=("CRITICAL", "MAJOR")))
+    assert same.id == a.id
+    b = store.add_subscription(subscription(uri="http://127.0.0.1:2/cb"))
+    assert {s.id for s in store.list_subscriptions()} == {a.id, b.id}
+    got = store.get_subscription(a.id)
+    assert got.authentication == Authentication(AuthType.BASIC, "u", "p")
+    assert got.filter.perceived_severities == ("MAJOR", "CRITICAL")
+    store.delete_subscription(a.id)
+    with pytest.raises(NotFound):
+        store.get_subscription(a.id)
+    with pytest.raises(NotFound):
+        store.delete_subscription(a.id)
+
+
+def test_deliveries_in_order_with_attempts(store: SqlStore) -> None:
+    s1 = store.add_subscription(subscription())
+    s2 = store.add_subscription(subscription(uri="http://127.0.0.1:2/cb"))
+    with store.unit_of_work() as uow:
+        jobs = []
+        for i in range(3):
+            jobs += uow.enqueue(NotificationType.ALARM, {"alarm": {"n": i}}, [s1.id, s2.id],
+                                T0 + timedelta(seconds=i), f"h{i}")
+    pending = store.pending_deliveries(100)
+    assert [j.seq for j in pending] == sorted(j.seq for j in jobs)
+    assert [j.payload["alarm"]["n"] for j in store.pending_deliveries(10, s1.id)] == [0, 1, 2]
+    first = pending[0]
+    after = store.pending_deliveries(10, first.subscription_id, first.seq)
+    assert first.seq not in [j.seq for j in after] and len(after) == 2
+    fail = Attempt(T0, 3.5, False, "consumer answered 500")
+    ok = Attempt(T0 + timedelta(seconds=1), 1.25, True, "delivered")
+    store.record_attempts([AttemptRecord(first.seq, fail, DeliveryStatus.PENDING, T0)])
+    assert store.pending_deliveries(1)[0].attempts == 1
+    store.record_attempts([AttemptRecord(first.seq, ok, DeliveryStatus.DELIVERED, None)])
+    record = store.get_delivery(first.id)
+    assert record.status is DeliveryStatus.DELIVERED
+    assert record.attempts == (fail, ok)
+    assert record.delivered_at == ok.at
+    assert first.seq not in [j.seq for j in store.pending_deliveries(100)]
+    assert len(list(store.iter_deliveries(0, 2))) == 6
+    with pytest.raises(NotFound):
+        store.get_delivery("nope")
+
+
+def test_deleting_a_subscription_drops_its_pending_deliveries(store: SqlStore) -> None:
+    s1 = store.add_subscription(subscription())
+    with store.unit_of_work() as uow:
+        uow.enqueue(NotificationType.ALARM, {}, [s1.id], T0, "h")
+    store.delete_subscription(s1.id)
+    assert store.pending_deliveries(10) == []
+
+
+def test_settings(store: SqlStore) -> None:
+    assert store.get_setting("k") is None
+    store.put_setting("k", {"a": [1, 2]})
+    store.put_setting("k", {"a": [3]})
+    assert store.get_setting("k") == {"a": [3]}
+
+
+def test_purge_follows_policy_and_never_loses_live_data(store: SqlStore) -> None:
+    warning = raise_alarm(store, event(obj="w", severity=Severity.WARNING)).alarm
+    critical = raise_alarm(store, event(obj="c", severity=Severity.CRITICAL)).alarm
+    active = raise_alarm(store, event(obj="a", severity=Severity.WARNING)).alarm
+    for obj, sev in (("w", Severity.WARNING), ("c", Severity.CRITICAL)):
+        raise_alarm(store, event(obj=obj, severity=sev))
+        with store.unit_of_work() as uow:
+            ev = event(obj=obj, severity=Severity.CLEARED)
+            current = uow.active_alarms([ev.dedup_key])[ev.dedup_key]
+            change = apply_event(current, ev, T0, "unused", "vim")
+            assert change is not None
+            uow.save(change, T0)
+    sub = store.add_subscription(subscription())
+    with store.unit_of_work() as uow:
+        done, pending = uow.enqueue(NotificationType.ALARM, {}, [sub.id, sub.id], T0, "w")
+    store.record_attempts([AttemptRecord(done.seq, Attempt(T0, 1, True, "ok"),
+                                         DeliveryStatus.DELIVERED, None)])
+    policy = RetentionPolicy.from_dict({"clearedAlarms": {"WARNING": "7d", "CRITICAL": "400d"},
+                                        "notifications": "1d"})
+    counts = store.purge(plan_purge(policy, T0 + timedelta(days=10)))
+    assert counts.alarms == 1 and counts.history == 2 and counts.deliveries == 1
+    with pytest.raises(NotFound):
+        store.get_alarm(warning.id)
+    assert store.get_alarm(critical.id).alarm_cleared_time is not None
+    assert store.get_alarm(active.id).active
+    assert [j.id for j in store.pending_deliveries(10)] == [pending.id]
+    assert counts.notifications == 0  # still referenced by the pending delivery

@@ -1,0 +1,73 @@
+"""The notification consumer (vimha.cloud.consumer) as a real process the tests can kill."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+class ConsumerProcess:
+    def __init__(self, out: Path, port: int, *extra: str) -> None:
+        self.out = out
+        self.port = port
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/notify"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vimha.cloud.consumer", "--port", str(self.port),
+             "--out", str(self.out), *self.extra],
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("consumer did not start")
+
+    def kill(self) -> None:
+        """kill -9, and reap it so that the port is free."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def received(self) -> list[dict[str, Any]]:
+        """Notifications received so far, in arrival order (duplicates included)."""
+        if not self.out.exists():
+            return []
+        out = []
+        for line in self.out.read_text().splitlines():
+            if line.strip():
+                out.append(json.loads(line)["n"])
+        return out
+
+    def wait_for(self, predicate: Any, timeout: float = 20.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.received()
+            if predicate(got):
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; received {len(got)} notifications")
+            time.sleep(0.05)
