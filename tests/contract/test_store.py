@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from tests.support.postgres import PostgresServer
 from vimha.domain.alarms import (
     AckState,
     AlarmChange,
@@ -36,7 +37,6 @@ from vimha.domain.subscriptions import (
 )
 from vimha.drivers.sqlstore import SqlStore
 from vimha.ports.store import Attempt, AttemptRecord
-from tests.support.postgres import PostgresServer
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 LOC = Location((("site", "s1"), ("rack", "r1"), ("host", "cmp-1")))
@@ -60,10 +60,19 @@ def store(url: str) -> Iterator[SqlStore]:
         s.close()
 
 
-def event(obj: str = "cmp-1", severity: Severity = Severity.MAJOR, cause: str = "power"
-          ) -> FaultEvent:
-    return FaultEvent(obj, "HOST_DOWN", cause, severity, EventType.EQUIPMENT_ALARM, T0,
-                      location=LOC, fault_details=("psu 1",))
+def event(
+    obj: str = "cmp-1", severity: Severity = Severity.MAJOR, cause: str = "power"
+) -> FaultEvent:
+    return FaultEvent(
+        obj,
+        "HOST_DOWN",
+        cause,
+        severity,
+        EventType.EQUIPMENT_ALARM,
+        T0,
+        location=LOC,
+        fault_details=("psu 1",),
+    )
 
 
 def raise_alarm(store: SqlStore, ev: FaultEvent) -> AlarmChange:
@@ -76,8 +85,13 @@ def raise_alarm(store: SqlStore, ev: FaultEvent) -> AlarmChange:
 
 
 def subscription(uri: str = "http://127.0.0.1:1/cb", **flt: object) -> Subscription:
-    return Subscription(str(uuid.uuid4()), uri, SubscriptionFilter(**flt),  # type: ignore[arg-type]
-                        Authentication(AuthType.BASIC, "u", "p"), T0)
+    return Subscription(
+        str(uuid.uuid4()),
+        uri,
+        SubscriptionFilter(**flt),  # type: ignore[arg-type]
+        Authentication(AuthType.BASIC, "u", "p"),
+        T0,
+    )
 
 
 def test_schema_check(url: str) -> None:
@@ -194,8 +208,13 @@ def test_deliveries_in_order_with_attempts(store: SqlStore) -> None:
     with store.unit_of_work() as uow:
         jobs = []
         for i in range(3):
-            jobs += uow.enqueue(NotificationType.ALARM, {"alarm": {"n": i}}, [s1.id, s2.id],
-                                T0 + timedelta(seconds=i), f"h{i}")
+            jobs += uow.enqueue(
+                NotificationType.ALARM,
+                {"alarm": {"n": i}},
+                [s1.id, s2.id],
+                T0 + timedelta(seconds=i),
+                f"h{i}",
+            )
     pending = store.pending_deliveries(100)
     assert [j.seq for j in pending] == sorted(j.seq for j in jobs)
     assert [j.payload["alarm"]["n"] for j in store.pending_deliveries(10, s1.id)] == [0, 1, 2]
@@ -247,10 +266,12 @@ def test_purge_follows_policy_and_never_loses_live_data(store: SqlStore) -> None
     sub = store.add_subscription(subscription())
     with store.unit_of_work() as uow:
         done, pending = uow.enqueue(NotificationType.ALARM, {}, [sub.id, sub.id], T0, "w")
-    store.record_attempts([AttemptRecord(done.seq, Attempt(T0, 1, True, "ok"),
-                                         DeliveryStatus.DELIVERED, None)])
-    policy = RetentionPolicy.from_dict({"clearedAlarms": {"WARNING": "7d", "CRITICAL": "400d"},
-                                        "notifications": "1d"})
+    store.record_attempts(
+        [AttemptRecord(done.seq, Attempt(T0, 1, True, "ok"), DeliveryStatus.DELIVERED, None)]
+    )
+    policy = RetentionPolicy.from_dict(
+        {"clearedAlarms": {"WARNING": "7d", "CRITICAL": "400d"}, "notifications": "1d"}
+    )
     counts = store.purge(plan_purge(policy, T0 + timedelta(days=10)))
     assert counts.alarms == 1 and counts.history == 2 and counts.deliveries == 1
     with pytest.raises(NotFound):

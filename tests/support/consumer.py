@@ -25,8 +25,16 @@ class ConsumerProcess:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vimha.cloud.consumer", "--port", str(self.port),
-             "--out", str(self.out), *self.extra],
+            [
+                sys.executable,
+                "-m",
+                "vimha.cloud.consumer",
+                "--port",
+                str(self.port),
+                "--out",
+                str(self.out),
+                *self.extra,
+            ],
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 15
@@ -71,3 +79,16 @@ class ConsumerProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out; received {len(got)} notifications")
             time.sleep(0.05)
+
+    async def until(self, predicate: Any, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Like wait_for, without blocking the event loop (for in-process controllers)."""
+        import asyncio
+
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.received()
+            if predicate(got):
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; received {len(got)} notifications")
+            await asyncio.sleep(0.02)

@@ -24,8 +24,9 @@ LOC = Location((("site", "s1"), ("zone", "z1"), ("rack", "r1"), ("host", "cmp-1"
 
 
 def ev(severity: Severity = Severity.MAJOR, **kw: object) -> FaultEvent:
-    base = FaultEvent("cmp-1", "HOST_DOWN", "power", severity, EventType.EQUIPMENT_ALARM, T0,
-                      location=LOC)
+    base = FaultEvent(
+        "cmp-1", "HOST_DOWN", "power", severity, EventType.EQUIPMENT_ALARM, T0, location=LOC
+    )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
@@ -44,7 +45,7 @@ def test_raise_creates_an_alarm_with_every_fault5_field() -> None:
     assert sol["faultType"] == "HOST_DOWN"  # failure type
     assert sol["perceivedSeverity"] == "MAJOR"  # failure level
     assert sol["rootCauseFaultyResource"]["faultyResource"]["vimConnectionId"] == "vim"
-    assert "MAJOR HOST_DOWN on cmp-1" == change.reason
+    assert change.reason == "MAJOR HOST_DOWN on cmp-1"
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,10 @@ def test_defaults_validate() -> None:
 
 def test_durations_in_config(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("delivery: {max_backoff: 1m, give_up_after: 2h}\nageing: {interval: 10m}\n"
-                    "auth: {token_file: /tmp/t}\n")
+    path.write_text(
+        "delivery: {max_backoff: 1m, give_up_after: 2h}\nageing: {interval: 10m}\n"
+        "auth: {token_file: /tmp/t}\n"
+    )
     cfg = load(path)
     assert cfg.delivery.max_backoff == 60
     assert cfg.delivery.give_up_after == 7200

@@ -21,12 +21,17 @@ def test_backoff_doubles_with_bounded_jitter(attempt: int, rand: float, expected
 
 @pytest.mark.parametrize(
     ("ok", "age", "status"),
-    [(True, 0, DeliveryStatus.DELIVERED), (False, 10, DeliveryStatus.PENDING),
-     (False, 60, DeliveryStatus.EXPIRED), (True, 100, DeliveryStatus.DELIVERED)],
+    [
+        (True, 0, DeliveryStatus.DELIVERED),
+        (False, 10, DeliveryStatus.PENDING),
+        (False, 60, DeliveryStatus.EXPIRED),
+        (True, 100, DeliveryStatus.DELIVERED),
+    ],
 )
 def test_after_attempt(ok: bool, age: float, status: DeliveryStatus) -> None:
-    outcome = after_attempt(ok, "consumer answered 500", 3, T0, T0 + timedelta(seconds=age),
-                            POLICY, 0.5)
+    outcome = after_attempt(
+        ok, "consumer answered 500", 3, T0, T0 + timedelta(seconds=age), POLICY, 0.5
+    )
     assert outcome.status is status
     assert (outcome.retry_in is not None) is (status is DeliveryStatus.PENDING)
     assert outcome.reason

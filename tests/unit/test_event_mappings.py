@@ -20,9 +20,13 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 H = DEFAULT_HIERARCHY
 
 NATIVE: dict[str, Any] = {
-    "managedObjectId": "cmp-1", "faultType": "HOST_DOWN", "probableCause": "power",
-    "perceivedSeverity": "CRITICAL", "eventType": "EQUIPMENT_ALARM",
-    "eventTime": "2026-01-01T00:00:01Z", "location": {"site": "s1", "rack": "r1"},
+    "managedObjectId": "cmp-1",
+    "faultType": "HOST_DOWN",
+    "probableCause": "power",
+    "perceivedSeverity": "CRITICAL",
+    "eventType": "EQUIPMENT_ALARM",
+    "eventTime": "2026-01-01T00:00:01Z",
+    "location": {"site": "s1", "rack": "r1"},
 }
 
 
@@ -46,16 +50,24 @@ def test_native_event_maps_every_field() -> None:
         ({"faultDetails": [1]}, "faultDetails"),
     ],
 )
-def test_native_batch_refused_whole_naming_the_bad_item(patch: dict[str, Any],
-                                                        complaint: str) -> None:
+def test_native_batch_refused_whole_naming_the_bad_item(
+    patch: dict[str, Any], complaint: str
+) -> None:
     with pytest.raises(InvalidInput, match=complaint):
         native_events([NATIVE, {**NATIVE, **patch}], NOW, H)
 
 
 def test_doctor_host_down_and_up() -> None:
-    down = {"time": "2026-01-01T00:00:00Z", "type": "compute.host.down",
-            "details": {"hostname": "cmp-3", "status": "down", "monitor": "sample",
-                        "monitor_event_id": "e1"}}
+    down = {
+        "time": "2026-01-01T00:00:00Z",
+        "type": "compute.host.down",
+        "details": {
+            "hostname": "cmp-3",
+            "status": "down",
+            "monitor": "sample",
+            "monitor_event_id": "e1",
+        },
+    }
     up = {**down, "details": {**down["details"], "status": "up"}}
     raised, cleared = doctor_events([down, up], NOW, H)
     assert raised.managed_object_id == "cmp-3"
@@ -82,18 +94,29 @@ def test_doctor_malformed(bad: dict[str, Any]) -> None:
 
 
 def _alert(**kw: Any) -> dict[str, Any]:
-    alert = {"status": "firing",
-             "labels": {"alertname": "NodeFanFailed", "instance": "cmp-2:9100",
-                        "host": "cmp-2", "severity": "critical", "rack": "r1"},
-             "annotations": {"summary": "fan 2 stopped"},
-             "startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}
+    alert = {
+        "status": "firing",
+        "labels": {
+            "alertname": "NodeFanFailed",
+            "instance": "cmp-2:9100",
+            "host": "cmp-2",
+            "severity": "critical",
+            "rack": "r1",
+        },
+        "annotations": {"summary": "fan 2 stopped"},
+        "startsAt": "2026-01-01T00:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+    }
     alert.update(kw)
     return alert
 
 
 def test_alertmanager_firing_and_resolved() -> None:
-    payload = {"version": "4", "status": "firing",
-               "alerts": [_alert(), _alert(status="resolved", endsAt="2026-01-01T00:05:00Z")]}
+    payload = {
+        "version": "4",
+        "status": "firing",
+        "alerts": [_alert(), _alert(status="resolved", endsAt="2026-01-01T00:05:00Z")],
+    }
     firing, resolved = alertmanager_events(payload, NOW, H)
     assert firing.managed_object_id == "cmp-2"  # "host" wins over "instance"
     assert firing.perceived_severity is Severity.CRITICAL

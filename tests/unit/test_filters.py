@@ -7,9 +7,21 @@ import pytest
 from vimha.domain.errors import InvalidInput
 from vimha.domain.filters import known_paths, parse_filter
 
-KNOWN = known_paths(["id", "perceivedSeverity", "eventType", "isRootCause", "count", "tags",
-                     "faultDetails", "alarmRaisedTime", "location/*",
-                     "rootCauseFaultyResource/faultyResourceType", "name"])
+KNOWN = known_paths(
+    [
+        "id",
+        "perceivedSeverity",
+        "eventType",
+        "isRootCause",
+        "count",
+        "tags",
+        "faultDetails",
+        "alarmRaisedTime",
+        "location/*",
+        "rootCauseFaultyResource/faultyResourceType",
+        "name",
+    ]
+)
 
 DOC = {
     "id": "a1",

@@ -34,8 +34,13 @@ def test_policy_round_trip_and_partial_update() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [{"clearedAlarms": {"CLEARED": "1d"}}, {"clearedAlarms": {"HIGH": "1d"}},
-     {"clearedAlarms": []}, {"other": 1}, {"notifications": "soon"}],
+    [
+        {"clearedAlarms": {"CLEARED": "1d"}},
+        {"clearedAlarms": {"HIGH": "1d"}},
+        {"clearedAlarms": []},
+        {"other": 1},
+        {"notifications": "soon"},
+    ],
 )
 def test_policy_rejects_bad_input(data: dict[str, object]) -> None:
     with pytest.raises(InvalidInput):
@@ -43,8 +48,9 @@ def test_policy_rejects_bad_input(data: dict[str, object]) -> None:
 
 
 def test_purge_plan_cutoffs_follow_the_policy() -> None:
-    policy = RetentionPolicy.from_dict({"clearedAlarms": {"WARNING": "7d", "CRITICAL": "400d"},
-                                        "notifications": "2d"})
+    policy = RetentionPolicy.from_dict(
+        {"clearedAlarms": {"WARNING": "7d", "CRITICAL": "400d"}, "notifications": "2d"}
+    )
     plan = plan_purge(policy, NOW)
     assert plan.alarms[Severity.WARNING] == NOW - timedelta(days=7)
     assert plan.alarms[Severity.CRITICAL] == NOW - timedelta(days=400)

@@ -32,8 +32,14 @@ def test_nested_exclusion_does_not_touch_the_original() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("", "a", None, None), ("", None, "a", None), (None, "a", "b", None),
-     (None, None, "a", ""), (None, "a,,b", None, None), (None, None, "a//b", None)],
+    [
+        ("", "a", None, None),
+        ("", None, "a", None),
+        (None, "a", "b", None),
+        (None, None, "a", ""),
+        (None, "a,,b", None, None),
+        (None, None, "a//b", None),
+    ],
 )
 def test_invalid_combinations(args: tuple[str | None, ...]) -> None:
     with pytest.raises(InvalidInput):

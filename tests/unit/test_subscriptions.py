@@ -9,13 +9,19 @@ from vimha.domain.subscriptions import NotificationType, Subject, SubscriptionFi
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LOC = Location((("site", "s1"), ("zone", "z1"), ("rack", "r1"), ("host", "cmp-1")))
-EVENT = FaultEvent("cmp-1", "HOST_DOWN", "power", Severity.CRITICAL, EventType.EQUIPMENT_ALARM,
-                   T0, location=LOC)
+EVENT = FaultEvent(
+    "cmp-1", "HOST_DOWN", "power", Severity.CRITICAL, EventType.EQUIPMENT_ALARM, T0, location=LOC
+)
 _change = apply_event(None, EVENT, T0, "a1", "vim")
 assert _change is not None
 ALARM = _change.alarm
-_cleared = apply_event(ALARM, FaultEvent("cmp-1", "HOST_DOWN", "power", Severity.CLEARED,
-                                         EventType.EQUIPMENT_ALARM, T0), T0, "x", "vim")
+_cleared = apply_event(
+    ALARM,
+    FaultEvent("cmp-1", "HOST_DOWN", "power", Severity.CLEARED, EventType.EQUIPMENT_ALARM, T0),
+    T0,
+    "x",
+    "vim",
+)
 assert _cleared is not None
 CLEARED = _cleared.alarm
 

@@ -22,13 +22,26 @@ import sys
 import time
 from typing import IO
 
-STATUS = {200: b"OK", 204: b"No Content", 400: b"Bad Request", 401: b"Unauthorized",
-          404: b"Not Found", 500: b"Internal Server Error"}
+STATUS = {
+    200: b"OK",
+    204: b"No Content",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    404: b"Not Found",
+    500: b"Internal Server Error",
+}
 
 
 class Consumer:
-    def __init__(self, out: IO[str], user: str | None, password: str | None,
-                 oauth_client: str | None, oauth_secret: str | None, fail_every: int) -> None:
+    def __init__(
+        self,
+        out: IO[str],
+        user: str | None,
+        password: str | None,
+        oauth_client: str | None,
+        oauth_secret: str | None,
+        fail_every: int,
+    ) -> None:
         self.out = out
         self.basic = (
             "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode() if user else None
@@ -36,7 +49,8 @@ class Consumer:
         self.oauth_client = oauth_client
         self.oauth_basic = (
             "Basic " + base64.b64encode(f"{oauth_client}:{oauth_secret}".encode()).decode()
-            if oauth_client else None
+            if oauth_client
+            else None
         )
         self.tokens: set[str] = set()
         self.fail_every = fail_every
@@ -50,15 +64,17 @@ class Consumer:
             return given.startswith("Bearer ") and given[7:] in self.tokens
         return True
 
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes
-               ) -> tuple[int, bytes]:
+    def handle(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
         if method == "POST" and path == "/token" and self.oauth_client:
             if headers.get("authorization") != self.oauth_basic:
                 return 401, b""
             token = secrets.token_hex(16)
             self.tokens.add(token)
-            return 200, json.dumps({"access_token": token, "token_type": "bearer",
-                                    "expires_in": 3600}).encode()
+            return 200, json.dumps(
+                {"access_token": token, "token_type": "bearer", "expires_in": 3600}
+            ).encode()
         if not self.authorised(headers):
             return 401, b""
         if method == "GET":
@@ -76,8 +92,9 @@ class Consumer:
         self.out.flush()
         return 204, b""
 
-    async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                           ) -> None:
+    async def serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -93,7 +110,8 @@ class Consumer:
                 extra = b"content-type: application/json\r\n" if payload else b""
                 writer.write(
                     b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n%s\r\n"
-                    % (status, STATUS[status], len(payload), extra) + payload
+                    % (status, STATUS[status], len(payload), extra)
+                    + payload
                 )
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close":
@@ -106,10 +124,12 @@ class Consumer:
 
 async def main_async(args: argparse.Namespace) -> None:
     out = open(args.out, "a") if args.out else sys.stdout  # noqa: SIM115
-    consumer = Consumer(out, args.user, args.password, args.oauth_client, args.oauth_secret,
-                        args.fail_every)
-    server = await asyncio.start_server(consumer.serve_client, args.host, args.port,
-                                        reuse_address=True)
+    consumer = Consumer(
+        out, args.user, args.password, args.oauth_client, args.oauth_secret, args.fail_every
+    )
+    server = await asyncio.start_server(
+        consumer.serve_client, args.host, args.port, reuse_address=True
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -130,8 +150,9 @@ def main() -> None:
     parser.add_argument("--password")
     parser.add_argument("--oauth-client")
     parser.add_argument("--oauth-secret")
-    parser.add_argument("--fail-every", type=int, default=0,
-                        help="answer 500 to every Nth notification")
+    parser.add_argument(
+        "--fail-every", type=int, default=0, help="answer 500 to every Nth notification"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

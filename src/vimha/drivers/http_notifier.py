@@ -6,6 +6,7 @@ fetched again once when a consumer answers 401.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ class HttpNotifier:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
         self._client = httpx.AsyncClient(timeout=timeout, limits=limits)
         self._test_timeout = test_timeout
-        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._token_lock = asyncio.Lock()
 
     async def post(self, uri: str, body: dict[str, Any], auth: Authentication | None) -> None:
@@ -31,7 +32,7 @@ class HttpNotifier:
             and auth
             and auth.auth_type is AuthType.OAUTH2_CLIENT_CREDENTIALS
         ):
-            self._tokens.pop((auth.token_endpoint, auth.client_id), None)
+            self._tokens.pop(_token_key(auth), None)
             response = await self._send("POST", uri, auth, headers, body)
         if not 200 <= response.status_code < 300:
             raise DeliveryFailed(f"consumer answered {response.status_code}")
@@ -74,7 +75,7 @@ class HttpNotifier:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
 
     async def _token(self, auth: Authentication) -> str:
-        key = (auth.token_endpoint, auth.client_id)
+        key = _token_key(auth)
         cached = self._tokens.get(key)
         if cached and cached[1] > time.monotonic():
             return cached[0]
@@ -100,3 +101,9 @@ class HttpNotifier:
                 raise DeliveryFailed("token endpoint answered without an access_token") from exc
             self._tokens[key] = (token, time.monotonic() + max(1.0, ttl * 0.9))
             return token
+
+
+def _token_key(auth: Authentication) -> tuple[str, str, str]:
+    """Tokens are cached per endpoint, client and secret: a changed secret fetches anew."""
+    secret = hashlib.sha256(auth.client_password.encode()).hexdigest()
+    return (auth.token_endpoint, auth.client_id, secret)

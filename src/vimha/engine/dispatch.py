@@ -68,6 +68,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_now = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
 
     # -- intake -------------------------------------------------------------------------
     def submit(self, jobs: Sequence[DeliveryJob]) -> None:
@@ -134,14 +135,18 @@ class Dispatcher:
         await self.flush()
 
     async def flush(self) -> None:
-        if not self._records:
-            return
-        batch, self._records = self._records, []
-        try:
-            await asyncio.to_thread(self.store.record_attempts, batch)
-        except VimhaError as exc:
-            log.warning("could not record %d delivery outcomes, will retry: %s", len(batch), exc)
-            self._records = batch + self._records
+        """Write outcomes back. Serialised: a later batch never lands before an earlier one."""
+        async with self._flush_lock:
+            if not self._records:
+                return
+            batch, self._records = self._records, []
+            try:
+                await asyncio.to_thread(self.store.record_attempts, batch)
+            except VimhaError as exc:
+                log.warning(
+                    "could not record %d delivery outcomes, will retry: %s", len(batch), exc
+                )
+                self._records = batch + self._records
 
     def idle(self) -> bool:
         return not self._records and all(not lane.queue for lane in self.lanes.values())

@@ -105,9 +105,7 @@ def list_notifications(
     flt = parse_filter(filter, NOTIFICATION_PATHS)
     after = decode_marker(nextpage_opaque_marker)
     items = ((d.seq, render_delivery(d)) for d in rt.store.iter_deliveries(after, 500))
-    return page(
-        items, flt, select, NOTIFICATION_DEFAULT_EXCLUDED, rt.config.api.page_size, request
-    )
+    return page(items, flt, select, NOTIFICATION_DEFAULT_EXCLUDED, rt.config.api.page_size, request)
 
 
 @router.get("/notifications/{notificationId}", response_model=NotificationRecord)
