@@ -4,6 +4,7 @@ As root, the server runs as the `postgres` OS user (initdb refuses root)."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -77,10 +78,8 @@ class PostgresServer:
                 time.sleep(0.2)
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
-        except subprocess.CalledProcessError:
-            pass
 
     def admin_dsn(self) -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"

@@ -122,8 +122,7 @@ class Consumer:
             writer.close()
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    out = open(args.out, "a") if args.out else sys.stdout  # noqa: SIM115
+async def main_async(args: argparse.Namespace, out: IO[str]) -> None:
     consumer = Consumer(
         out, args.user, args.password, args.oauth_client, args.oauth_secret, args.fail_every
     )
@@ -153,7 +152,9 @@ def main() -> None:
     parser.add_argument(
         "--fail-every", type=int, default=0, help="answer 500 to every Nth notification"
     )
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    out = open(args.out, "a") if args.out else sys.stdout  # noqa: SIM115
+    asyncio.run(main_async(args, out))
 
 
 if __name__ == "__main__":
