@@ -311,7 +311,8 @@ def status(url: Url = None, token: Token = None, as_json: Json = False) -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
@@ -325,11 +326,10 @@ def main() -> None:
     except VimhaError as exc:
         err.print(f"[red]error:[/red] {exc.detail}", highlight=False)
         sys.exit(1)
-    except Exception as exc:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors (typer may vendor click) and the unexpected
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False)
         sys.exit(1)

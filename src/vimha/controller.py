@@ -7,10 +7,13 @@ one forces exit (uvicorn's behaviour).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
+import signal
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -26,6 +29,32 @@ from vimha.engine.runtime import Runtime
 
 log = logging.getLogger("vimha.controller")
 ADMIN_ENV = "VIMHA_ADMIN_TOKEN"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a captured SIGTERM after serve() returns, which would kill the
+    process before the engine drains; vimha owns the signals instead. First signal: stop
+    accepting and drain (bounded); second signal: force exit."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if self.should_exit:
+                log.warning("second signal: forcing exit")
+                self.force_exit = True
+                os._exit(130)
+            log.info("signal received: shutting down")
+            self.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
 
 def setup_logging(level: str) -> None:
@@ -83,7 +112,7 @@ async def serve(config: Config, migrate: bool = False) -> int:
     notifier = HttpNotifier(config.delivery.timeout, config.delivery.callback_test_timeout)
     runtime = Runtime(config, store, notifier, clock)
     app = create_app(runtime, token_auth)
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             app,
             host=config.api.host,

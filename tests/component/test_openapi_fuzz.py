@@ -16,21 +16,24 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.component.conftest import ADMIN
 from vimha.api.app import create_app
 from vimha.config import load
 from vimha.controller import build_auth, open_store
 from vimha.drivers.clock import SystemClock
 from vimha.drivers.http_notifier import HttpNotifier
 from vimha.engine.runtime import Runtime
-from tests.component.conftest import ADMIN
 
 
 def _app(path: Path):  # type: ignore[no-untyped-def]
-    config = load(None, {
-        "store": {"url": f"sqlite:///{path}"},
-        "delivery": {"timeout": 0.5, "callback_test_timeout": 0.5},
-        "auth": {"tokens": [{"name": "admin", "token": ADMIN, "role": "admin"}]},
-    })
+    config = load(
+        None,
+        {
+            "store": {"url": f"sqlite:///{path}"},
+            "delivery": {"timeout": 0.5, "callback_test_timeout": 0.5},
+            "auth": {"tokens": [{"name": "admin", "token": ADMIN, "role": "admin"}]},
+        },
+    )
     store = open_store(config, migrate=True)
     runtime = Runtime(config, store, HttpNotifier(0.5, 0.5), SystemClock())
     return create_app(runtime, build_auth(config)), store
@@ -52,6 +55,10 @@ def _close() -> Iterator[None]:
 def test_api_conforms_to_its_openapi(case: schemathesis.Case) -> None:
     case.call_and_validate(
         headers={"Authorization": f"Bearer {ADMIN}"},
-        checks=[not_a_server_error, response_schema_conformance, content_type_conformance,
-                status_code_conformance],
+        checks=[
+            not_a_server_error,
+            response_schema_conformance,
+            content_type_conformance,
+            status_code_conformance,
+        ],
     )
