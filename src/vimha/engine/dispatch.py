@@ -69,6 +69,10 @@ class Dispatcher:
         self._flush_now = asyncio.Event()
         self._stopping = asyncio.Event()
         self._flush_lock = asyncio.Lock()
+        # Until the backlog is loaded from the store, submissions wait here: accepting a newer
+        # job first would make the lane skip the older, stored ones.
+        self._held: list[DeliveryJob] | None = []
+        self.ready = asyncio.Event()
 
     # -- intake -------------------------------------------------------------------------
     def submit(self, jobs: Sequence[DeliveryJob]) -> None:
@@ -88,6 +92,9 @@ class Dispatcher:
             loop.call_soon_threadsafe(self._accept, list(jobs))
 
     def _accept(self, jobs: Sequence[DeliveryJob]) -> None:
+        if self._held is not None:
+            self._held.extend(jobs)
+            return
         for job in jobs:
             lane = self.lanes.get(job.subscription_id)
             if lane is None:
@@ -110,12 +117,16 @@ class Dispatcher:
         """Load what the store holds pending, then keep writing outcomes back until stop()."""
         self._loop = asyncio.get_running_loop()
         after = 0
+        backlog: list[DeliveryJob] = []
         while True:
             jobs = await asyncio.to_thread(self.store.pending_deliveries, 5000, None, after)
-            self._accept(jobs)
+            backlog += jobs
             if len(jobs) < 5000:
                 break
             after = jobs[-1].seq
+        held, self._held = self._held or [], None
+        self._accept(sorted({j.seq: j for j in backlog + held}.values(), key=lambda j: j.seq))
+        self.ready.set()
         log.info(
             "dispatcher started with %d pending notifications",
             sum(len(x.queue) for x in self.lanes.values()),

@@ -11,6 +11,7 @@ import logging
 
 from vimha.config import Config
 from vimha.domain.clock import Clock
+from vimha.domain.errors import StoreUnavailable
 from vimha.engine.ageing import RetentionService, ageing_loop
 from vimha.engine.dispatch import Dispatcher
 from vimha.engine.faults import FaultService, SubscriptionCache
@@ -56,6 +57,13 @@ class Runtime:
         await asyncio.to_thread(self.subscriptions.reload)
         self._spawn("dispatcher", self.dispatcher.run())
         self._spawn("ageing", ageing_loop(self.retention, self.config.ageing.interval, self._stop))
+        ready = asyncio.ensure_future(self.dispatcher.ready.wait())
+        failed = asyncio.ensure_future(self.failed.wait())
+        await asyncio.wait({ready, failed}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        failed.cancel()
+        if self.failed.is_set():
+            raise StoreUnavailable("the dispatcher could not load pending notifications")
         # The alarm list is whatever the store holds; tell consumers to re-read it.
         jobs = await asyncio.to_thread(self.faults.announce_alarm_list_rebuilt)
         log.info("controller started; AlarmListRebuiltNotification to %d subscribers", len(jobs))
