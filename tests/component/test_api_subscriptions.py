@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from tests.component.conftest import Api
@@ -38,9 +39,12 @@ async def test_subscribe_dedup_notify_delete(api: Api, consumer: ConsumerProcess
     )
     records = r.json()
     assert len(records) == 2 and "attempts" not in records[0]
-    one = (
-        await api.client.get(f"/vim/v1/notifications/{records[0]['id']}", headers=api.headers())
-    ).json()
+    for _ in range(100):  # outcomes are written back in batches
+        path = f"/vim/v1/notifications/{records[0]['id']}"
+        one = (await api.client.get(path, headers=api.headers())).json()
+        if one["status"] == "DELIVERED":
+            break
+        await asyncio.sleep(0.05)
     assert one["status"] == "DELIVERED" and one["attempts"][0]["ok"] is True
     r = await api.client.get(
         "/vimfm/v1/subscriptions",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,7 +39,8 @@ class FakeNotifier:
         self.blocked: dict[str, asyncio.Event] = {}
         self.calls = 0
 
-    async def post(self, uri: str, body: dict[str, Any], auth: Authentication | None) -> None:
+    async def post(self, uri: str, raw: bytes, auth: Authentication | None) -> None:
+        body: dict[str, Any] = json.loads(raw)
         self.calls += 1
         gate = self.blocked.get(uri)
         if gate is not None:

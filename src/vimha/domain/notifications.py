@@ -6,6 +6,7 @@ subscriptionId and subscription link at send time, so the body is the same on ev
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -58,3 +59,36 @@ def body(
     out.update((k, v) for k, v in payload.items() if k != "_links")
     out["_links"] = links
     return out
+
+
+def payload_json(payload: dict[str, Any]) -> tuple[str, str]:
+    """Serialise a stored payload once: (its attributes without `_links`, its `_links`
+    members), each as JSON object *contents* (no braces), to be spliced per subscriber."""
+    attrs = {k: v for k, v in payload.items() if k != "_links"}
+    links = payload.get("_links", {})
+    dump = json.dumps
+    return dump(attrs, separators=(",", ":"))[1:-1], dump(links, separators=(",", ":"))[1:-1]
+
+
+def body_bytes(
+    delivery_id: str,
+    subscription_id: str,
+    notification_type: NotificationType,
+    serialised: tuple[str, str],
+    created_at: datetime,
+    base_url: str,
+) -> bytes:
+    """The same document as `body`, assembled from a pre-serialised payload."""
+    attrs, links = serialised
+    head = json.dumps(
+        {
+            "id": delivery_id,
+            "notificationType": notification_type.value,
+            "subscriptionId": subscription_id,
+            "timeStamp": iso(created_at),
+        },
+        separators=(",", ":"),
+    )[:-1]
+    sub_link = json.dumps(f"{base_url}/vimfm/v1/subscriptions/{subscription_id}")
+    link_items = f'"subscription":{{"href":{sub_link}}}' + (f",{links}" if links else "")
+    return f'{head}{"," + attrs if attrs else ""},"_links":{{{link_items}}}}}'.encode()

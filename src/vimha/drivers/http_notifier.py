@@ -1,11 +1,14 @@
-"""The Notifier port over HTTP with httpx: SOL 013 callbacks with BASIC or OAuth 2.0 client
-credentials. Tokens are cached per (endpoint, client) until shortly before they expire, and
-fetched again once when a consumer answers 401.
+"""The Notifier port over HTTP: SOL 013 callbacks with BASIC or OAuth 2.0 client credentials.
+
+Notifications go through the lean HTTP/1.1 client (http1.py, the hot path); the callback test
+and OAuth token requests use httpx. Tokens are cached per (endpoint, client, secret) until
+shortly before they expire, and fetched again once when a consumer answers 401.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import time
 from typing import Any
@@ -14,28 +17,37 @@ import httpx
 
 from vimha.domain.errors import DeliveryFailed
 from vimha.domain.subscriptions import Authentication, AuthType
+from vimha.drivers.http1 import Http1Client
 
 
 class HttpNotifier:
     def __init__(self, timeout: float = 5.0, test_timeout: float = 5.0) -> None:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
         self._client = httpx.AsyncClient(timeout=timeout, limits=limits)
+        self._fast = Http1Client(timeout)
         self._test_timeout = test_timeout
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._token_lock = asyncio.Lock()
 
-    async def post(self, uri: str, body: dict[str, Any], auth: Authentication | None) -> None:
-        headers = {"Content-Type": "application/json", "Version": "1.0.0"}
-        response = await self._send("POST", uri, auth, headers, body)
-        if (
-            response.status_code == 401
-            and auth
-            and auth.auth_type is AuthType.OAUTH2_CLIENT_CREDENTIALS
-        ):
+    async def post(self, uri: str, body: bytes, auth: Authentication | None) -> None:
+        payload = body
+        status = await self._post(uri, payload, auth)
+        if status == 401 and auth and auth.auth_type is AuthType.OAUTH2_CLIENT_CREDENTIALS:
             self._tokens.pop(_token_key(auth), None)
-            response = await self._send("POST", uri, auth, headers, body)
-        if not 200 <= response.status_code < 300:
-            raise DeliveryFailed(f"consumer answered {response.status_code}")
+            status = await self._post(uri, payload, auth)
+        if not 200 <= status < 300:
+            raise DeliveryFailed(f"consumer answered {status}")
+
+    async def _post(self, uri: str, payload: bytes, auth: Authentication | None) -> int:
+        headers = {"Content-Type": "application/json", "Version": "1.0.0"}
+        if auth is not None:
+            if auth.auth_type is AuthType.BASIC:
+                pair = f"{auth.user_name}:{auth.password}".encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+            else:
+                headers["Authorization"] = f"Bearer {await self._token(auth)}"
+        response = await self._fast.request("POST", uri, headers, payload)
+        return response.status
 
     async def test(self, uri: str, auth: Authentication | None) -> None:
         response = await self._send(
@@ -48,6 +60,7 @@ class HttpNotifier:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._fast.aclose()
 
     async def _send(
         self,

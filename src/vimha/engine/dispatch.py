@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from vimha.domain import notifications
 from vimha.domain.clock import Clock
@@ -73,6 +74,7 @@ class Dispatcher:
         # job first would make the lane skip the older, stored ones.
         self._held: list[DeliveryJob] | None = []
         self.ready = asyncio.Event()
+        self._json_cache: dict[int, tuple[dict[str, Any], tuple[str, str]]] = {}
 
     # -- intake -------------------------------------------------------------------------
     def submit(self, jobs: Sequence[DeliveryJob]) -> None:
@@ -178,11 +180,11 @@ class Dispatcher:
                 lane.queue.clear()
                 lane.spilled = False
                 return
-            body = notifications.body(
+            body = notifications.body_bytes(
                 job.id,
                 job.subscription_id,
                 job.notification_type,
-                job.payload,
+                self._serialised(job),
                 job.created_at,
                 self.base_url,
             )
@@ -215,6 +217,18 @@ class Dispatcher:
             if outcome.status is DeliveryStatus.EXPIRED:
                 log.warning("notification %s to %s: %s", job.id, sub.callback_uri, outcome.reason)
             lane.queue.popleft()
+
+    def _serialised(self, job: DeliveryJob) -> tuple[str, str]:
+        """The payload serialised once for all its subscribers (jobs share the dict)."""
+        key = id(job.payload)
+        hit = self._json_cache.get(key)
+        if hit is not None and hit[0] is job.payload:
+            return hit[1]
+        value = notifications.payload_json(job.payload)
+        if len(self._json_cache) >= 4096:
+            self._json_cache.clear()
+        self._json_cache[key] = (job.payload, value)
+        return value
 
     async def _refill(self, lane: Lane) -> None:
         jobs = await asyncio.to_thread(

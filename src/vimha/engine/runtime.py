@@ -7,6 +7,7 @@ Root tasks are supervised: if one dies, `failed` is set and the process exits no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from vimha.config import Config
@@ -57,6 +58,7 @@ class Runtime:
         await asyncio.to_thread(self.subscriptions.reload)
         self._spawn("dispatcher", self.dispatcher.run())
         self._spawn("ageing", ageing_loop(self.retention, self.config.ageing.interval, self._stop))
+        self._spawn("checkpoint", self._checkpoints())
         ready = asyncio.ensure_future(self.dispatcher.ready.wait())
         failed = asyncio.ensure_future(self.failed.wait())
         await asyncio.wait({ready, failed}, return_when=asyncio.FIRST_COMPLETED)
@@ -78,6 +80,15 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.notifier.aclose()
+
+    async def _checkpoints(self, every: float = 1.0) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.to_thread(self.store.checkpoint)
+            except Exception:  # retried at the next tick; the WAL only grows meanwhile
+                log.exception("store checkpoint failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), every)
 
     def _spawn(self, name: str, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]

@@ -7,13 +7,15 @@ and returns normally only on 204. Neither blocks the event loop; each honours it
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from vimha.domain.subscriptions import Authentication
 
 
 class Notifier(Protocol):
-    async def post(self, uri: str, body: dict[str, Any], auth: Authentication | None) -> None: ...
+    async def post(self, uri: str, body: bytes, auth: Authentication | None) -> None:
+        """POST `body` (a JSON document) to `uri`."""
+        ...
 
     async def test(self, uri: str, auth: Authentication | None) -> None: ...
 

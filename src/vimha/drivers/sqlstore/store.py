@@ -86,6 +86,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         return engine
@@ -434,6 +435,14 @@ class SqlStore:
             n_notifications = conn.execute(delete(notifications).where(orphan)).rowcount
         return PurgeCounts(n_alarms, n_history, n_deliveries, n_notifications)
 
+    def checkpoint(self) -> None:
+        """SQLite: copy the WAL into the database file (PASSIVE: never blocks writers).
+        Run periodically off the request path, since automatic checkpoints are off."""
+        if not self.sqlite:
+            return
+        with _translate(), self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
     def counts(self) -> dict[str, int]:
         """Row counts, for status and metrics."""
         with self._read() as conn:
@@ -451,25 +460,39 @@ class SqlStore:
             }
 
 
+# Constant statements, parameters passed at execution: compiled once, cached by SQLAlchemy.
+_ACTIVE_BY_KEYS = select(alarms).where(
+    alarms.c.active.is_(True), alarms.c.dedup_key.in_(bindparam("keys", expanding=True))
+)
+_ALARM_BY_ID = select(alarms).where(alarms.c.id == bindparam("b_id"))
+_INSERT_ALARM = insert(alarms)
+_UPDATE_ALARM = sql_update(alarms).where(alarms.c.id == bindparam("b_id"))
+_INSERT_HISTORY = insert(alarm_history)
+_INSERT_NOTIFICATION = insert(notifications).returning(notifications.c.seq)
+_INSERT_DELIVERY = insert(deliveries)
+_DELIVERIES_OF = (
+    select(deliveries.c.seq, deliveries.c.id)
+    .where(deliveries.c.notification_seq == bindparam("b_seq"))
+    .order_by(deliveries.c.seq)
+)
+
+
 class _UnitOfWork:
     def __init__(self, store: SqlStore, conn: Connection) -> None:
         self._store = store
         self._conn = conn
+        self._lock_rows = not store.sqlite  # SQLite: the write lock already serialises
 
     def active_alarms(self, keys: Sequence[str]) -> dict[str, Alarm]:
         if not keys:
             return {}
-        stmt = select(alarms).where(alarms.c.active.is_(True), alarms.c.dedup_key.in_(set(keys)))
-        if not self._store.sqlite:
-            stmt = stmt.with_for_update()
-        rows = self._conn.execute(stmt).mappings().all()
+        stmt = _ACTIVE_BY_KEYS.with_for_update() if self._lock_rows else _ACTIVE_BY_KEYS
+        rows = self._conn.execute(stmt, {"keys": sorted(set(keys))}).mappings().all()
         return {r["dedup_key"]: _alarm(r) for r in rows}
 
     def alarm_for_update(self, alarm_id: str) -> Alarm:
-        stmt = select(alarms).where(alarms.c.id == alarm_id)
-        if not self._store.sqlite:
-            stmt = stmt.with_for_update()
-        row = self._conn.execute(stmt).mappings().first()
+        stmt = _ALARM_BY_ID.with_for_update() if self._lock_rows else _ALARM_BY_ID
+        row = self._conn.execute(stmt, {"b_id": alarm_id}).mappings().first()
         if row is None:
             raise NotFound(f"alarm {alarm_id} not found")
         return _alarm(row)
@@ -503,19 +526,20 @@ class _UnitOfWork:
             "version": a.version,
         }
         if change.kind is ChangeKind.RAISED:
-            self._conn.execute(insert(alarms).values(id=a.id, **values))
+            self._conn.execute(_INSERT_ALARM, {"id": a.id, **values})
         else:
-            self._conn.execute(sql_update(alarms).where(alarms.c.id == a.id).values(**values))
+            self._conn.execute(_UPDATE_ALARM, {"b_id": a.id, **values})
         if change.kind is not ChangeKind.REPEATED:
             self._conn.execute(
-                insert(alarm_history).values(
-                    alarm_id=a.id,
-                    kind=change.kind.value,
-                    at=w(now),
-                    perceived_severity=a.perceived_severity.value,
-                    ack_state=a.ack_state.value,
-                    reason=change.reason,
-                )
+                _INSERT_HISTORY,
+                {
+                    "alarm_id": a.id,
+                    "kind": change.kind.value,
+                    "at": w(now),
+                    "perceived_severity": a.perceived_severity.value,
+                    "ack_state": a.ack_state.value,
+                    "reason": change.reason,
+                },
             )
 
     def enqueue(
@@ -528,22 +552,20 @@ class _UnitOfWork:
     ) -> list[DeliveryJob]:
         if not subscription_ids:
             return []
+        created = self._store._w(now)
         seq = self._conn.execute(
-            insert(notifications)
-            .values(
-                notification_type=notification_type.value,
-                object_id=object_id,
-                payload=payload,
-                created_at=self._store._w(now),
-            )
-            .returning(notifications.c.seq)
+            _INSERT_NOTIFICATION,
+            {
+                "notification_type": notification_type.value,
+                "object_id": object_id,
+                "payload": payload,
+                "created_at": created,
+            },
         ).scalar_one()
-
-        ids = [str(uuid.uuid4()) for _ in subscription_ids]
-        rows = self._conn.execute(
-            insert(deliveries).returning(
-                deliveries.c.seq, deliveries.c.id, sort_by_parameter_order=True
-            ),
+        ids = {str(uuid.uuid4()): sid for sid in subscription_ids}
+        # executemany without RETURNING (a C loop in the driver), then read the keys back.
+        self._conn.execute(
+            _INSERT_DELIVERY,
             [
                 {
                     "id": did,
@@ -551,14 +573,15 @@ class _UnitOfWork:
                     "notification_seq": seq,
                     "status": DeliveryStatus.PENDING.value,
                     "attempts": 0,
-                    "created_at": self._store._w(now),
+                    "created_at": created,
                 }
-                for did, sid in zip(ids, subscription_ids, strict=True)
+                for did, sid in ids.items()
             ],
-        ).all()
+        )
+        rows = self._conn.execute(_DELIVERIES_OF, {"b_seq": seq}).all()
         return [
-            DeliveryJob(dseq, did, sid, notification_type, payload, now, 0)
-            for (dseq, did), sid in zip(rows, subscription_ids, strict=True)
+            DeliveryJob(dseq, did, ids[did], notification_type, payload, now, 0)
+            for dseq, did in rows
         ]
 
 

@@ -1,0 +1,110 @@
+"""Shared pieces of the benchmarks: a controller process with SQLite in a temp dir, the
+consumer process, process CPU/RSS sampling from /proc."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+TOKEN = "bench-admin-token-0123456789"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(cpu seconds used so far, RSS in MiB) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    rss_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return cpu, rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class Controller:
+    def __init__(self, **overrides: Any) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="vimha-bench-"))
+        self.port = free_port()
+        cfg: dict[str, Any] = {
+            "api": {"port": self.port},
+            "store": {"url": f"sqlite:///{self.base / 'vimha.db'}"},
+            "auth": {"tokens": [{"name": "bench", "token": TOKEN, "role": "admin"}]},
+            "log_level": "warning",
+        }
+        cfg.update(overrides)
+        self.config = self.base / "c.yaml"
+        self.config.write_text(yaml.safe_dump(cfg))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.headers = {"Authorization": f"Bearer {TOKEN}"}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Controller:
+        vimha = [sys.executable, "-m", "vimha"]
+        subprocess.run([*vimha, "db", "upgrade", "--config", str(self.config)], check=True,
+                       capture_output=True)
+        self.proc = subprocess.Popen([*vimha, "controller", "--config", str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/vimfm/api_versions", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("controller did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+class Consumer:
+    def __init__(self, out: Path) -> None:
+        self.port = free_port()
+        self.out = out
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Consumer:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vimha.cloud.consumer", "--port", str(self.port), "--out",
+             str(self.out)], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("consumer did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
