@@ -39,7 +39,7 @@ def test_spliced_body_equals_the_plain_body(severity: Severity) -> None:
     kind, payload, _ = notifications.for_change(change, "http://vim")
     plain = notifications.body("d1", "s1", kind, payload, T0, "http://vim")
     spliced = notifications.body_bytes(
-        "d1", "s1", kind, notifications.payload_json(payload), T0, "http://vim"
+        "d1", "s1", kind, notifications.payload_json(payload, T0), "http://vim"
     )
     assert json.loads(spliced) == plain
 
@@ -49,7 +49,7 @@ def test_rebuilt_body() -> None:
     assert kind is NotificationType.ALARM_LIST_REBUILT
     spliced = json.loads(
         notifications.body_bytes(
-            "d", "s", kind, notifications.payload_json(payload), T0, "http://vim"
+            "d", "s", kind, notifications.payload_json(payload, T0), "http://vim"
         )
     )
     assert spliced == notifications.body("d", "s", kind, payload, T0, "http://vim")

@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from vimha import __version__
 from vimha.api import problems
 from vimha.api.auth import TokenAuth
+from vimha.api.fastpath import EventsFastPath
 from vimha.api.routers import admin, alarms, events, subscriptions, versions
 from vimha.api.schemas import ProblemDetails
 from vimha.api.sol import VersionHeader
@@ -48,6 +49,7 @@ def create_app(runtime: Runtime, token_auth: TokenAuth) -> FastAPI:
     for module in (versions, alarms, subscriptions, events, admin):
         app.include_router(module.router)
     app.include_router(admin.metrics_router)
+    app.add_middleware(EventsFastPath, runtime=runtime, token_auth=token_auth)
     app.add_middleware(VersionHeader)
 
     def openapi() -> dict[str, Any]:

@@ -125,6 +125,25 @@ def location_from(
     return Location(tuple(levels))
 
 
+NATIVE_KEYS = frozenset(
+    {
+        "managedObjectId",
+        "faultType",
+        "probableCause",
+        "perceivedSeverity",
+        "eventType",
+        "eventTime",
+        "faultyResourceType",
+        "vimLevelResourceType",
+        "resourceId",
+        "faultDetails",
+        "location",
+        "isRootCause",
+        "correlatedAlarmIds",
+    }
+)
+
+
 def native_events(
     items: Sequence[Mapping[str, Any]], now: datetime, hierarchy: Sequence[str]
 ) -> list[FaultEvent]:
@@ -134,7 +153,14 @@ def native_events(
         where = f"events[{i}]"
         if not isinstance(item, Mapping):
             raise InvalidInput(f"{where}: an object is required")
+        unknown = sorted(set(item) - NATIVE_KEYS)
+        if unknown:
+            raise InvalidInput(f"{where}: unknown attribute(s) {unknown}")
         severity = _enum(Severity, item.get("perceivedSeverity"), f"{where}.perceivedSeverity")
+        if not isinstance(item.get("isRootCause", True), bool):
+            raise InvalidInput(f"{where}.isRootCause: true or false is required")
+        if item.get("resourceId") is not None and not isinstance(item["resourceId"], str):
+            raise InvalidInput(f"{where}.resourceId: a string is required")
         details = item.get("faultDetails") or []
         if not isinstance(details, list) or not all(isinstance(d, str) for d in details):
             raise InvalidInput(f"{where}.faultDetails: a list of strings is required")

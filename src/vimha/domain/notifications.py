@@ -61,34 +61,33 @@ def body(
     return out
 
 
-def payload_json(payload: dict[str, Any]) -> tuple[str, str]:
-    """Serialise a stored payload once: (its attributes without `_links`, its `_links`
-    members), each as JSON object *contents* (no braces), to be spliced per subscriber."""
+def payload_json(payload: dict[str, Any], created_at: datetime) -> tuple[str, str, str]:
+    """Serialise a stored notification once: (its time stamp, its attributes without
+    `_links`, its `_links` members), the last two as JSON object *contents* (no braces), to
+    be spliced into each subscriber's body."""
     attrs = {k: v for k, v in payload.items() if k != "_links"}
     links = payload.get("_links", {})
-    dump = json.dumps
-    return dump(attrs, separators=(",", ":"))[1:-1], dump(links, separators=(",", ":"))[1:-1]
+    return (
+        json.dumps(iso(created_at)),
+        json.dumps(attrs, separators=(",", ":"))[1:-1],
+        json.dumps(links, separators=(",", ":"))[1:-1],
+    )
 
 
 def body_bytes(
     delivery_id: str,
     subscription_id: str,
     notification_type: NotificationType,
-    serialised: tuple[str, str],
-    created_at: datetime,
+    serialised: tuple[str, str, str],
     base_url: str,
 ) -> bytes:
-    """The same document as `body`, assembled from a pre-serialised payload."""
-    attrs, links = serialised
-    head = json.dumps(
-        {
-            "id": delivery_id,
-            "notificationType": notification_type.value,
-            "subscriptionId": subscription_id,
-            "timeStamp": iso(created_at),
-        },
-        separators=(",", ":"),
-    )[:-1]
+    """The same document as `body`, assembled from `payload_json`'s pieces. Ids are UUIDs
+    and types are enum values, so they need no JSON escaping."""
+    stamp, attrs, links = serialised
     sub_link = json.dumps(f"{base_url}/vimfm/v1/subscriptions/{subscription_id}")
     link_items = f'"subscription":{{"href":{sub_link}}}' + (f",{links}" if links else "")
-    return f'{head}{"," + attrs if attrs else ""},"_links":{{{link_items}}}}}'.encode()
+    return (
+        f'{{"id":"{delivery_id}","notificationType":"{notification_type.value}",'
+        f'"subscriptionId":"{subscription_id}","timeStamp":{stamp}'
+        f'{"," + attrs if attrs else ""},"_links":{{{link_items}}}}}'
+    ).encode()

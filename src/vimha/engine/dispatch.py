@@ -29,6 +29,8 @@ from vimha.ports.notifier import Notifier
 from vimha.ports.store import Attempt, AttemptRecord, DeliveryJob, Store
 
 log = logging.getLogger("vimha.dispatch")
+_OK = metrics.DELIVERIES.labels("ok")
+_FAILED = metrics.DELIVERIES.labels("failed")
 FLUSH_BATCH = 1000
 
 
@@ -74,7 +76,7 @@ class Dispatcher:
         # job first would make the lane skip the older, stored ones.
         self._held: list[DeliveryJob] | None = []
         self.ready = asyncio.Event()
-        self._json_cache: dict[int, tuple[dict[str, Any], tuple[str, str]]] = {}
+        self._json_cache: dict[int, tuple[dict[str, Any], tuple[str, str, str]]] = {}
 
     # -- intake -------------------------------------------------------------------------
     def submit(self, jobs: Sequence[DeliveryJob]) -> None:
@@ -185,7 +187,6 @@ class Dispatcher:
                 job.subscription_id,
                 job.notification_type,
                 self._serialised(job),
-                job.created_at,
                 self.base_url,
             )
             started = self.clock.monotonic()
@@ -205,7 +206,7 @@ class Dispatcher:
             self._records.append(AttemptRecord(job.seq, attempt, outcome.status, next_at))
             if len(self._records) >= FLUSH_BATCH:
                 self._flush_now.set()
-            metrics.DELIVERIES.labels("ok" if ok else "failed").inc()
+            (_OK if ok else _FAILED).inc()
             if ok:
                 metrics.DELIVERY_LATENCY.observe((now - job.created_at).total_seconds())
             if outcome.status is DeliveryStatus.PENDING:
@@ -218,13 +219,13 @@ class Dispatcher:
                 log.warning("notification %s to %s: %s", job.id, sub.callback_uri, outcome.reason)
             lane.queue.popleft()
 
-    def _serialised(self, job: DeliveryJob) -> tuple[str, str]:
+    def _serialised(self, job: DeliveryJob) -> tuple[str, str, str]:
         """The payload serialised once for all its subscribers (jobs share the dict)."""
         key = id(job.payload)
         hit = self._json_cache.get(key)
         if hit is not None and hit[0] is job.payload:
             return hit[1]
-        value = notifications.payload_json(job.payload)
+        value = notifications.payload_json(job.payload, job.created_at)
         if len(self._json_cache) >= 4096:
             self._json_cache.clear()
         self._json_cache[key] = (job.payload, value)

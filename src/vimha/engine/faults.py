@@ -16,14 +16,13 @@ from typing import Any, TypeVar
 from vimha.domain import notifications
 from vimha.domain.alarms import AckState, Alarm, AlarmChange, FaultEvent, apply_ack, apply_event
 from vimha.domain.clock import Clock
-from vimha.domain.errors import PreconditionFailed, Temporary
+from vimha.domain.errors import PreconditionFailed
 from vimha.domain.subscriptions import NotificationType, Subject, Subscription, matches
+from vimha.engine.writer import StoreWriter
 from vimha.ports.store import DeliveryJob, Store, UnitOfWork
 
 log = logging.getLogger("vimha.faults")
 T = TypeVar("T")
-
-RETRIES = 5
 
 
 class SubscriptionCache:
@@ -66,8 +65,10 @@ class FaultService:
         vim_connection_id: str,
         base_url: str,
         on_enqueued: Callable[[list[DeliveryJob]], None],
+        writer: StoreWriter | None = None,
     ) -> None:
         self.store = store
+        self.writer = writer or StoreWriter(store, subscriptions.reload)
         self.clock = clock
         self.subscriptions = subscriptions
         self.vim_connection_id = vim_connection_id
@@ -76,9 +77,20 @@ class FaultService:
 
     def ingest(self, events: Sequence[FaultEvent]) -> list[AlarmChange]:
         """Apply a batch of events atomically; returns the changes (REPEATED included)."""
-        changes, jobs = self._retry(lambda uow: self._ingest(uow, events))
-        for change in changes:
-            log.info("alarm %s: %s", change.alarm.id, change.reason)
+        changes, jobs = self.writer.call(lambda uow: self._ingest(uow, events))
+        return self._after_ingest(changes, jobs)
+
+    async def ingest_async(self, events: Sequence[FaultEvent]) -> list[AlarmChange]:
+        """The same, awaiting the commit without blocking the event loop."""
+        changes, jobs = await self.writer.acall(lambda uow: self._ingest(uow, events))
+        return self._after_ingest(changes, jobs)
+
+    def _after_ingest(
+        self, changes: list[AlarmChange], jobs: list[DeliveryJob]
+    ) -> list[AlarmChange]:
+        if log.isEnabledFor(logging.INFO):
+            for change in changes:
+                log.info("alarm %s: %s", change.alarm.id, change.reason)
         self.on_enqueued(jobs)
         return changes
 
@@ -147,14 +159,4 @@ class FaultService:
         return uow.enqueue(kind, payload, targets, self.clock.now(), object_id)
 
     def _retry(self, work: Callable[[UnitOfWork], T]) -> T:
-        for attempt in range(1, RETRIES + 1):
-            try:
-                with self.store.unit_of_work() as uow:
-                    return work(uow)
-            except Temporary as exc:
-                if attempt == RETRIES:
-                    raise
-                log.warning("unit of work retried (%s): %s", attempt, exc.detail)
-                # A lost race may be with a subscription change: refresh before retrying.
-                self.subscriptions.reload()
-        raise AssertionError("unreachable")
+        return self.writer.call(work)

@@ -80,6 +80,7 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.notifier.aclose()
+        await asyncio.to_thread(self.faults.writer.stop)
 
     async def _checkpoints(self, every: float = 1.0) -> None:
         while not self._stop.is_set():

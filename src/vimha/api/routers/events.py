@@ -1,15 +1,16 @@
 """Fault events from outside monitors (native, OPNFV Doctor, Prometheus Alertmanager).
 
-A batch is validated whole before anything is stored, and stored in one unit of work.
+A batch is validated whole before anything is stored, and stored in one unit of work. Native
+events, the hot path, are also served by api/fastpath.py, which calls `ingest` below.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Depends
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from vimha.api import auth
@@ -25,30 +26,34 @@ router = APIRouter(tags=["events"])
 MAX_BATCH = 10000
 
 
-def _ingest(
+async def ingest(
     rt: Runtime, source: str, mapper: Callable[[datetime], list[FaultEvent]]
-) -> JSONResponse:
+) -> dict[str, Any]:
+    """Map (validating everything), store in one unit of work, report the changes."""
     events = mapper(rt.clock.now())
-    changes = rt.faults.ingest(events)
+    changes = await rt.faults.ingest_async(events)
     metrics.EVENTS.labels(source).inc(len(events))
     for change in changes:
         metrics.ALARM_CHANGES.labels(change.kind.value).inc()
-    # A plain JSONResponse: the hot path skips re-validating its own output.
-    return JSONResponse(
-        {
-            "accepted": len(events),
-            "changes": [
-                {"alarmId": c.alarm.id, "change": c.kind.value, "reason": c.reason} for c in changes
-            ],
-        }
-    )
+    return {
+        "accepted": len(events),
+        "changes": [
+            {"alarmId": c.alarm.id, "change": c.kind.value, "reason": c.reason} for c in changes
+        ],
+    }
 
 
-def _check_size(items: Sequence[object]) -> None:
+def check_size(items: Sequence[object]) -> None:
     if len(items) > MAX_BATCH:
         raise ApiProblem(413, f"at most {MAX_BATCH} events per request, got {len(items)}")
     if not items:
         raise ApiProblem(400, "no events given")
+
+
+async def ingest_native(rt: Runtime, raw: list[Any]) -> dict[str, Any]:
+    check_size(raw)
+    hierarchy = rt.config.topology.hierarchy
+    return await ingest(rt, "native", lambda now: native_events(raw, now, hierarchy))
 
 
 @router.post("/vim/v1/events", response_model=EventsAccepted)
@@ -59,12 +64,8 @@ async def post_events(
 ) -> JSONResponse:
     """Raise, update or clear alarms from one event or a list of events (all or nothing)."""
     items = body if isinstance(body, list) else [body]
-    _check_size(items)
     raw = [i.model_dump(exclude_none=True) for i in items]
-    hierarchy = rt.config.topology.hierarchy
-    return await run_in_threadpool(
-        _ingest, rt, "native", lambda now: native_events(raw, now, hierarchy)
-    )
+    return JSONResponse(await ingest_native(rt, raw))
 
 
 @router.put("/events", response_model=EventsAccepted)
@@ -74,12 +75,10 @@ async def doctor_inspector(
     _: auth.Principal = auth.operator,
 ) -> JSONResponse:
     """The OPNFV Doctor inspector interface: a Doctor monitor can point here unchanged."""
-    _check_size(body)
+    check_size(body)
     raw = [e.model_dump() for e in body]
     hierarchy = rt.config.topology.hierarchy
-    return await run_in_threadpool(
-        _ingest, rt, "doctor", lambda now: doctor_events(raw, now, hierarchy)
-    )
+    return JSONResponse(await ingest(rt, "doctor", lambda now: doctor_events(raw, now, hierarchy)))
 
 
 @router.post("/vim/v1/events/alertmanager", response_model=EventsAccepted)
@@ -89,9 +88,9 @@ async def alertmanager(
     _: auth.Principal = auth.operator,
 ) -> JSONResponse:
     """The Prometheus Alertmanager webhook receiver (payload version 4)."""
-    _check_size(body.alerts)
+    check_size(body.alerts)
     raw = body.model_dump(exclude_none=True)
     hierarchy = rt.config.topology.hierarchy
-    return await run_in_threadpool(
-        _ingest, rt, "alertmanager", lambda now: alertmanager_events(raw, now, hierarchy)
+    return JSONResponse(
+        await ingest(rt, "alertmanager", lambda now: alertmanager_events(raw, now, hierarchy))
     )

@@ -1,0 +1,118 @@
+"""One writer thread for the store's units of work, with group commit.
+
+SQLite has a single writer anyway; funnelling writes through one thread removes lock waits and
+thread-pool hops, and lets work queued by concurrent requests share one transaction (group
+commit). If a shared transaction fails, each piece of work is retried alone, so one bad piece
+never fails the others. `Temporary` failures are retried up to RETRIES times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from vimha.domain.errors import Temporary
+from vimha.ports.store import Store, UnitOfWork
+
+log = logging.getLogger("vimha.writer")
+T = TypeVar("T")
+RETRIES = 5
+MAX_GROUP = 128
+
+
+@dataclass(slots=True)
+class _Item:
+    work: Callable[[UnitOfWork], Any]
+    future: Future[Any]
+
+
+class StoreWriter:
+    def __init__(self, store: Store, on_retry: Callable[[], None] = lambda: None) -> None:
+        self.store = store
+        self.on_retry = on_retry
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _ensure_started(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._loop, name="store-writer", daemon=True
+                    )
+                    self._thread.start()
+
+    def call(self, work: Callable[[UnitOfWork], T]) -> T:
+        """Run `work` in a unit of work and wait for the commit (blocking)."""
+        return self.submit(work).result()
+
+    async def acall(self, work: Callable[[UnitOfWork], T]) -> T:
+        """Run `work` in a unit of work; awaits the commit without blocking the loop."""
+        return await asyncio.wrap_future(self.submit(work))
+
+    def submit(self, work: Callable[[UnitOfWork], T]) -> Future[T]:
+        self._ensure_started()
+        future: Future[T] = Future()
+        self._queue.put(_Item(work, future))
+        return future
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < MAX_GROUP:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                group.append(item)
+            self._run_group(group)
+
+    def _run_group(self, group: list[_Item]) -> None:
+        if len(group) > 1:
+            try:
+                with self.store.unit_of_work() as uow:
+                    results = [item.work(uow) for item in group]
+            except BaseException:
+                pass
+            else:
+                for item, result in zip(group, results, strict=True):
+                    item.future.set_result(result)
+                return
+        for item in group:
+            self._run_one(item)
+
+    def _run_one(self, item: _Item) -> None:
+        for attempt in range(1, RETRIES + 1):
+            try:
+                with self.store.unit_of_work() as uow:
+                    result = item.work(uow)
+            except Temporary as exc:
+                if attempt == RETRIES:
+                    item.future.set_exception(exc)
+                    return
+                log.warning("unit of work retried (%d): %s", attempt, exc.detail)
+                self.on_retry()
+            except BaseException as exc:
+                item.future.set_exception(exc)
+                return
+            else:
+                item.future.set_result(result)
+                return
