@@ -42,6 +42,7 @@ def test_raise_creates_an_alarm_with_every_fault5_field() -> None:
     sol = change.alarm.to_sol("http://x")
     assert sol["alarmRaisedTime"] == "2026-01-01T00:00:00.000Z"  # failure time
     assert sol["location"]["path"] == "s1/z1/r1/cmp-1"  # failure location
+    assert sol["faultDetails"][-1] == "location=s1/z1/r1/cmp-1"
     assert sol["faultType"] == "HOST_DOWN"  # failure type
     assert sol["perceivedSeverity"] == "MAJOR"  # failure level
     assert sol["rootCauseFaultyResource"]["faultyResource"]["vimConnectionId"] == "vim"

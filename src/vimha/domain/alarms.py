@@ -144,6 +144,13 @@ class Alarm:
     def etag(self) -> str:
         return f'"{self.id}-{self.version}"'
 
+    def details_with_location(self) -> list[str]:
+        """faultDetails, ending with the failure location (FAULT-5) when one is known."""
+        details = list(self.fault_details)
+        if self.location.levels:
+            details.append(f"location={self.location.path}")
+        return details
+
     def to_sol(self, base_url: str) -> dict[str, object]:
         """The SOL 003 Alarm representation (plus the `location` extension)."""
         return {
@@ -169,7 +176,7 @@ class Alarm:
             "probableCause": self.probable_cause,
             "isRootCause": self.is_root_cause,
             "correlatedAlarmIds": list(self.correlated_alarm_ids),
-            "faultDetails": list(self.fault_details),
+            "faultDetails": self.details_with_location(),
             "location": self.location.as_dict(),
             "_links": {
                 "self": {"href": f"{base_url}/vimfm/v1/alarms/{self.id}"},
