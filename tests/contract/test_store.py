@@ -280,3 +280,22 @@ def test_purge_follows_policy_and_never_loses_live_data(store: SqlStore) -> None
     assert store.get_alarm(active.id).active
     assert [j.id for j in store.pending_deliveries(10)] == [pending.id]
     assert counts.notifications == 0  # still referenced by the pending delivery
+
+
+def test_active_alarm_lookup_uses_the_partial_index(tmp_path: Path) -> None:
+    """A regression guard: with a predicate the planner cannot match to the partial index,
+    every ingest walked all active alarms and throughput decayed as alarms accumulated."""
+    from vimha.drivers.sqlstore.store import _ACTIVE_BY_KEYS
+
+    store = SqlStore(f"sqlite:///{tmp_path / 'plan.db'}")
+    store.upgrade()
+    try:
+        compiled = _ACTIVE_BY_KEYS.compile(
+            dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}
+        )
+        sql = str(compiled).replace("(__[POSTCOMPILE_keys])", "('a', 'b')")
+        with store.engine.connect() as conn:
+            plan = " ".join(str(r) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "ix_alarms_active_dedup" in plan, plan
+    finally:
+        store.close()

@@ -82,7 +82,8 @@ class Runtime:
         await self.notifier.aclose()
         await asyncio.to_thread(self.faults.writer.stop)
 
-    async def _checkpoints(self, every: float = 1.0) -> None:
+    async def _checkpoints(self, every: float = 5.0) -> None:
+        """A fallback for writes that bypass the store writer (delivery outcomes)."""
         while not self._stop.is_set():
             try:
                 await asyncio.to_thread(self.store.checkpoint)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ log = logging.getLogger("vimha.writer")
 T = TypeVar("T")
 RETRIES = 5
 MAX_GROUP = 128
+CHECKPOINT_EVERY = 1.0
 
 
 @dataclass(slots=True)
@@ -39,6 +41,7 @@ class StoreWriter:
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._last_checkpoint = time.monotonic()
 
     def _ensure_started(self) -> None:
         if self._thread is None:
@@ -84,6 +87,17 @@ class StoreWriter:
                     break
                 group.append(item)
             self._run_group(group)
+            self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self) -> None:
+        now = time.monotonic()
+        if now - self._last_checkpoint < CHECKPOINT_EVERY:
+            return
+        self._last_checkpoint = now
+        try:
+            self.store.checkpoint()
+        except Exception as exc:  # the next one will do; the WAL only grows meanwhile
+            log.warning("store checkpoint failed: %s", exc)
 
     def _run_group(self, group: list[_Item]) -> None:
         if len(group) > 1:
