@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from vimha.domain.alarms import Alarm, Location
 
@@ -35,6 +36,30 @@ class SubscriptionFilter:
     probable_causes: tuple[str, ...] = ()
     managed_object_ids: tuple[str, ...] = ()
     location_prefix: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The SOL 003 FmNotificationsFilter form (vimha's extensions included)."""
+        return {
+            "notificationTypes": [t.value for t in self.notification_types],
+            "faultyResourceTypes": list(self.faulty_resource_types),
+            "perceivedSeverities": list(self.perceived_severities),
+            "eventTypes": list(self.event_types),
+            "probableCauses": list(self.probable_causes),
+            "managedObjectIds": list(self.managed_object_ids),
+            "locationPrefix": self.location_prefix,
+        }
+
+    @classmethod
+    def from_dict(cls, f: dict[str, Any]) -> SubscriptionFilter:
+        return cls(
+            notification_types=tuple(NotificationType(t) for t in f.get("notificationTypes", ())),
+            faulty_resource_types=tuple(f.get("faultyResourceTypes", ())),
+            perceived_severities=tuple(f.get("perceivedSeverities", ())),
+            event_types=tuple(f.get("eventTypes", ())),
+            probable_causes=tuple(f.get("probableCauses", ())),
+            managed_object_ids=tuple(f.get("managedObjectIds", ())),
+            location_prefix=str(f.get("locationPrefix", "")),
+        )
 
     def canonical(self) -> tuple[object, ...]:
         """Order-insensitive form, to find duplicate subscriptions."""

@@ -83,6 +83,7 @@ class DeliveryRecord:
     status: DeliveryStatus
     created_at: datetime
     delivered_at: datetime | None
+    attempt_count: int = 0
     attempts: tuple[Attempt, ...] = field(default=())
     payload: dict[str, Any] = field(default_factory=dict)
 
@@ -157,7 +158,9 @@ class Store(Protocol):
         """Pending deliveries with seq > after_seq (of one subscription if given), by seq."""
         ...
 
-    def record_attempts(self, records: Sequence[AttemptRecord]) -> None: ...
+    def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        """Write outcomes back, in order. Every attempt stays queryable (get_delivery)."""
+        ...
 
     def iter_deliveries(self, after_seq: int, batch: int) -> Iterator[DeliveryRecord]: ...
 

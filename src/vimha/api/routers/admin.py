@@ -52,7 +52,7 @@ def render_delivery(d: DeliveryRecord) -> dict[str, Any]:
         "status": d.status.value,
         "createdAt": iso(d.created_at),
         "deliveredAt": iso(d.delivered_at) if d.delivered_at else None,
-        "attemptCount": len(d.attempts),
+        "attemptCount": d.attempt_count,
         "attempts": [
             {"at": iso(a.at), "durationMs": round(a.duration_ms, 3), "ok": a.ok, "detail": a.detail}
             for a in d.attempts

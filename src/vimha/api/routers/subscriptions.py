@@ -38,16 +38,7 @@ SUB_PATHS = known_paths(
 
 
 def render(sub: Subscription, base_url: str) -> dict[str, Any]:
-    f = sub.filter
-    flt: dict[str, Any] = {
-        "notificationTypes": [t.value for t in f.notification_types],
-        "faultyResourceTypes": list(f.faulty_resource_types),
-        "perceivedSeverities": list(f.perceived_severities),
-        "eventTypes": list(f.event_types),
-        "probableCauses": list(f.probable_causes),
-        "managedObjectIds": list(f.managed_object_ids),
-        "locationPrefix": f.location_prefix,
-    }
+    flt = sub.filter.to_dict()
     return {
         "id": sub.id,
         "filter": {k: v for k, v in flt.items() if v},

@@ -235,7 +235,7 @@ class SqlStore:
                     id=sub.id,
                     callback_uri=sub.callback_uri,
                     dedup=key,
-                    filter=_filter_dict(sub.filter),
+                    filter=sub.filter.to_dict(),
                     authentication=_auth_dict(sub.authentication),
                     created_at=self._w(sub.created_at),
                 )
@@ -317,17 +317,6 @@ class SqlStore:
     def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
         if not records:
             return
-        upd = (
-            sql_update(deliveries)
-            .where(deliveries.c.seq == bindparam("b_seq"))
-            .values(
-                status=bindparam("b_status"),
-                attempts=deliveries.c.attempts + 1,
-                next_attempt_at=bindparam("b_next"),
-                delivered_at=bindparam("b_delivered"),
-                last_duration_ms=bindparam("b_ms"),
-            )
-        )
         params = [
             {
                 "b_seq": r.delivery_seq,
@@ -338,29 +327,34 @@ class SqlStore:
             }
             for r in records
         ]
-        attempts = [
+        # A successful attempt is described by its delivery row (delivered_at and
+        # last_duration_ms); only failed attempts need rows of their own. Most deliveries
+        # succeed at once, so this halves what the write-back writes.
+        failed = [
             {
                 "delivery_seq": r.delivery_seq,
                 "at": self._w(r.attempt.at),
                 "duration_ms": r.attempt.duration_ms,
-                "ok": r.attempt.ok,
+                "ok": False,
                 "detail": r.attempt.detail[:2000],
             }
             for r in records
+            if not r.attempt.ok
         ]
         with self._write() as conn:
-            conn.execute(upd, params)
-            # A delivery deleted meanwhile (subscription removed) has no row to attach to.
-            live = set(
-                conn.execute(
-                    select(deliveries.c.seq).where(
-                        deliveries.c.seq.in_([r.delivery_seq for r in records])
-                    )
-                ).scalars()
-            )
-            rows = [a for a in attempts if a["delivery_seq"] in live]
-            if rows:
-                conn.execute(insert(delivery_attempts), rows)
+            conn.execute(_RECORD_ATTEMPT, params)
+            if failed:
+                # A delivery deleted meanwhile (subscription removed) has no row to attach to.
+                live = set(
+                    conn.execute(
+                        select(deliveries.c.seq).where(
+                            deliveries.c.seq.in_([a["delivery_seq"] for a in failed])
+                        )
+                    ).scalars()
+                )
+                rows = [a for a in failed if a["delivery_seq"] in live]
+                if rows:
+                    conn.execute(insert(delivery_attempts), rows)
 
     def iter_deliveries(self, after_seq: int, batch: int) -> Iterator[DeliveryRecord]:
         while True:
@@ -398,10 +392,12 @@ class SqlStore:
                 .mappings()
                 .all()
             )
-        return _delivery(
-            row,
-            tuple(Attempt(_r(t["at"]), t["duration_ms"], t["ok"], t["detail"]) for t in tries),
-        )
+        attempts = [Attempt(_r(t["at"]), t["duration_ms"], t["ok"], t["detail"]) for t in tries]
+        if row["delivered_at"] is not None:
+            attempts.append(
+                Attempt(_r(row["delivered_at"]), row["last_duration_ms"] or 0.0, True, "delivered")
+            )
+        return _delivery(row, tuple(attempts))
 
     # -- settings -----------------------------------------------------------------------
     def get_setting(self, key: str) -> Any | None:
@@ -485,6 +481,17 @@ _UPDATE_ALARM = sql_update(alarms).where(alarms.c.id == bindparam("b_id"))
 _INSERT_HISTORY = insert(alarm_history)
 _INSERT_NOTIFICATION = insert(notifications).returning(notifications.c.seq)
 _INSERT_DELIVERY = insert(deliveries)
+_RECORD_ATTEMPT = (
+    sql_update(deliveries)
+    .where(deliveries.c.seq == bindparam("b_seq"))
+    .values(
+        status=bindparam("b_status"),
+        attempts=deliveries.c.attempts + 1,
+        next_attempt_at=bindparam("b_next"),
+        delivered_at=bindparam("b_delivered"),
+        last_duration_ms=bindparam("b_ms"),
+    )
+)
 _DELIVERIES_OF = (
     select(deliveries.c.seq, deliveries.c.id)
     .where(deliveries.c.notification_seq == bindparam("b_seq"))
@@ -636,18 +643,6 @@ def _alarm(row: Any) -> Alarm:
     )
 
 
-def _filter_dict(f: SubscriptionFilter) -> dict[str, Any]:
-    return {
-        "notificationTypes": [t.value for t in f.notification_types],
-        "faultyResourceTypes": list(f.faulty_resource_types),
-        "perceivedSeverities": list(f.perceived_severities),
-        "eventTypes": list(f.event_types),
-        "probableCauses": list(f.probable_causes),
-        "managedObjectIds": list(f.managed_object_ids),
-        "locationPrefix": f.location_prefix,
-    }
-
-
 def _auth_dict(a: Authentication | None) -> dict[str, Any] | None:
     if a is None:
         return None
@@ -672,15 +667,7 @@ def _subscription(row: Any) -> Subscription:
     return Subscription(
         id=row["id"],
         callback_uri=row["callback_uri"],
-        filter=SubscriptionFilter(
-            notification_types=tuple(NotificationType(t) for t in f["notificationTypes"]),
-            faulty_resource_types=tuple(f["faultyResourceTypes"]),
-            perceived_severities=tuple(f["perceivedSeverities"]),
-            event_types=tuple(f["eventTypes"]),
-            probable_causes=tuple(f["probableCauses"]),
-            managed_object_ids=tuple(f["managedObjectIds"]),
-            location_prefix=f["locationPrefix"],
-        ),
+        filter=SubscriptionFilter.from_dict(f),
         authentication=None
         if a is None
         else Authentication(
@@ -704,6 +691,7 @@ def _delivery(row: Any, attempts: tuple[Attempt, ...]) -> DeliveryRecord:
         status=DeliveryStatus(row["status"]),
         created_at=_r(row["created_at"]),
         delivered_at=_ro(row["delivered_at"]),
+        attempt_count=row["attempts"],
         attempts=attempts,
         payload=row["payload"],
     )
