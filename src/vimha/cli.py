@@ -64,7 +64,8 @@ def up(
 ) -> None:
     """Run the embedded cloud (one controller with SQLite in DATA_DIR) in the foreground."""
     from vimha.cloud import embedded
-    from vimha.controller import admin_token_from_file, serve, setup_logging
+    from vimha.controller import admin_token_from_file, serve
+    from vimha.logs import setup_logging
 
     if detach:
         pid = embedded.detach(data_dir, port)
@@ -102,7 +103,8 @@ def controller(
 ) -> None:
     """Run a controller: API and engine loops. The schema must be migrated (`vimha db upgrade`)."""
     from vimha.config import load
-    from vimha.controller import serve, setup_logging
+    from vimha.controller import serve
+    from vimha.logs import setup_logging
 
     cfg = load(config)
     setup_logging(cfg.log_level)

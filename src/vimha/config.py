@@ -92,6 +92,9 @@ class DeliveryConfig(_Model):
     callback_test_timeout: float = 5.0
     flush_interval: float = 0.05
     lane_memory: int = Field(10000, ge=10, description="Jobs held in memory per subscriber.")
+    process: bool = Field(
+        True, description="Deliver from a child process (its own core) instead of in-process."
+    )
 
     @field_validator(
         "initial_backoff",

@@ -58,13 +58,6 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-
-
 def admin_token_from_file(path: Path) -> str:
     """Read the admin token file, creating it (0600) with a fresh token, or with
     $VIMHA_ADMIN_TOKEN when set, if it does not exist."""

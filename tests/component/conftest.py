@@ -50,6 +50,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
             "store": {"url": f"sqlite:///{tmp_path / 'api.db'}"},
             "api": {"page_size": 3, "public_url": "http://vim.example"},
             "delivery": {
+                "process": False,
                 "initial_backoff": 0.05,
                 "max_backoff": 0.2,
                 "timeout": 2,

@@ -3,8 +3,11 @@ killed with SIGKILL mid-stream and restarted; nothing is lost and order is kept.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -110,9 +113,14 @@ def test_slow_consumer_does_not_delay_a_fast_one(
         send_events(controller, 50, 500.0)
         got = consumer.wait_for(lambda got: len(alarm_objects(got)) >= 50, timeout=30)
         assert alarm_objects(got) == [f"h{i:05d}" for i in range(50)]
-        with controller.client() as c:
-            status = c.get("/vim/v1/status").json()
-        assert any(lane["queued"] > 0 for lane in status["deliveryLanes"].values())
+        with controller.client() as c:  # the dispatcher reports its lanes every second
+            deadline = time.monotonic() + 10
+            while True:
+                lanes = c.get("/vim/v1/status").json()["deliveryLanes"]
+                if any(lane["queued"] > 0 for lane in lanes.values()):
+                    break
+                assert time.monotonic() < deadline, lanes
+                time.sleep(0.2)
     finally:
         broken.stop()
 
@@ -125,3 +133,36 @@ def test_sigterm_stops_cleanly(controller: ControllerProcess) -> None:
         raise AssertionError("still answering")
     except httpx.HTTPError:
         pass
+
+
+def _children(pid: int) -> list[int]:
+    """Dispatcher children of a controller (not multiprocessing's resource tracker)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in cmdline:
+                out.append(int(child))
+    return out
+
+
+def test_dispatcher_process_killed_is_restarted_and_loses_nothing(
+    controller: ControllerProcess, consumer: ConsumerProcess
+) -> None:
+    subscribe(controller, consumer)
+    assert controller.proc is not None
+    [child] = _children(controller.proc.pid)
+    sender = threading.Thread(target=send_events, args=(controller, 200, 100.0))
+    sender.start()
+    consumer.wait_for(lambda got: len(alarm_objects(got)) >= 30)
+    os.kill(child, signal.SIGKILL)
+    sender.join()
+    got = consumer.wait_for(lambda got: len(alarm_objects(got)) >= 200, timeout=60)
+    assert alarm_objects(got) == [f"h{i:05d}" for i in range(200)]
+    with controller.client() as c:
+        status = c.get("/vim/v1/status").json()
+    assert status["dispatcherRestarts"] == 1
+    assert child not in _children(controller.proc.pid)

@@ -32,6 +32,8 @@ class SubscriptionCache:
         self._store = store
         self._lock = threading.Lock()
         self._subs: dict[str, Subscription] = {}
+        # Called with ("put", Subscription) or ("drop", id) on changes made through here.
+        self.listeners: list[Callable[[str, Any], None]] = []
 
     def reload(self) -> None:
         subs = {s.id: s for s in self._store.list_subscriptions()}
@@ -41,10 +43,14 @@ class SubscriptionCache:
     def put(self, sub: Subscription) -> None:
         with self._lock:
             self._subs = {**self._subs, sub.id: sub}
+        for listener in self.listeners:
+            listener("put", sub)
 
     def drop(self, sub_id: str) -> None:
         with self._lock:
             self._subs = {k: v for k, v in self._subs.items() if k != sub_id}
+        for listener in self.listeners:
+            listener("drop", sub_id)
 
     def get(self, sub_id: str) -> Subscription | None:
         return self._subs.get(sub_id)

@@ -15,6 +15,7 @@ from vimha.domain.clock import Clock
 from vimha.domain.errors import StoreUnavailable
 from vimha.engine.ageing import RetentionService, ageing_loop
 from vimha.engine.dispatch import Dispatcher
+from vimha.engine.dispatch_process import DispatcherProcess
 from vimha.engine.faults import FaultService, SubscriptionCache
 from vimha.ports.notifier import Notifier
 from vimha.ports.store import Store
@@ -30,16 +31,20 @@ class Runtime:
         self.clock = clock
         base_url = config.api.base_url
         self.subscriptions = SubscriptionCache(store)
-        self.dispatcher = Dispatcher(
-            store,
-            notifier,
-            self.subscriptions,
-            clock,
-            config.delivery.retry_policy(),
-            base_url,
-            config.delivery.flush_interval,
-            config.delivery.lane_memory,
-        )
+        self.dispatcher: Dispatcher | DispatcherProcess
+        if config.delivery.process:
+            self.dispatcher = DispatcherProcess(config, self.subscriptions)
+        else:
+            self.dispatcher = Dispatcher(
+                store,
+                notifier,
+                self.subscriptions,
+                clock,
+                config.delivery.retry_policy(),
+                base_url,
+                config.delivery.flush_interval,
+                config.delivery.lane_memory,
+            )
         self.faults = FaultService(
             store,
             clock,

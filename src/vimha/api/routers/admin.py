@@ -137,6 +137,7 @@ def status(rt: Runtime = Depends(runtime), _: auth.Principal = auth.reader) -> d
             **counts,
         },
         "deliveryLanes": lanes,
+        "dispatcherRestarts": getattr(rt.dispatcher, "restarts", 0),
     }
 
 
