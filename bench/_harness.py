@@ -27,12 +27,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def proc_stats(pid: int) -> tuple[float, float]:
-    """(cpu seconds used so far, RSS in MiB) of a process."""
+def _one(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
     rss_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     return cpu, rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def descendants(pid: int) -> list[int]:
+    out = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                out += [int(child), *descendants(int(child))]
+    except OSError:
+        pass
+    return out
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(cpu seconds used so far, RSS in MiB) of a process and all its descendants."""
+    cpu = rss = 0.0
+    for p in [pid, *descendants(pid)]:
+        try:
+            c, r = _one(p)
+        except OSError:
+            continue
+        cpu += c
+        rss += r
+    return cpu, rss
 
 
 class Controller:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -56,6 +56,7 @@ class Dispatcher:
         flush_interval: float = 0.05,
         lane_memory: int = 10000,
         rand: Callable[[], float] = random.random,
+        record: Callable[[list[AttemptRecord]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -66,6 +67,7 @@ class Dispatcher:
         self.flush_interval = flush_interval
         self.lane_memory = lane_memory
         self.rand = rand
+        self._record = record or self._record_in_thread
         self.lanes: dict[str, Lane] = {}
         self._records: list[AttemptRecord] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,12 +158,15 @@ class Dispatcher:
                 return
             batch, self._records = self._records, []
             try:
-                await asyncio.to_thread(self.store.record_attempts, batch)
+                await self._record(batch)
             except VimhaError as exc:
                 log.warning(
                     "could not record %d delivery outcomes, will retry: %s", len(batch), exc
                 )
                 self._records = batch + self._records
+
+    async def _record_in_thread(self, batch: list[AttemptRecord]) -> None:
+        await asyncio.to_thread(self.store.record_attempts, batch)
 
     def idle(self) -> bool:
         return not self._records and all(not lane.queue for lane in self.lanes.values())

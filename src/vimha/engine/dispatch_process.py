@@ -7,7 +7,10 @@ either side dies: every job is in the store before it is handed over, the child 
 backlog at start, and the parent restarts a child that died (at-least-once).
 
 Messages parent -> child: ("jobs", [DeliveryJob]), ("put", Subscription), ("drop", id),
-("stop", None). Child -> parent: ("ready", None), ("lanes", {id: (queued, spilled)}).
+("stop", None). Child -> parent: ("ready", None), ("lanes", {id: (queued, spilled)}),
+("outcomes", [AttemptRecord]): the child only reads the store; its delivery outcomes are
+written by the parent's store writer, so that SQLite keeps a single writing process (two
+would meet SQLite's busy-wait sleeps of up to 100 ms).
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import contextlib
 import logging
 import multiprocessing
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 from vimha.config import Config
 from vimha.engine.faults import SubscriptionCache
-from vimha.ports.store import DeliveryJob
+from vimha.engine.writer import StoreWriter
+from vimha.ports.store import AttemptRecord, DeliveryJob, UnitOfWork
 
 log = logging.getLogger("vimha.dispatch")
 RESTART_DELAY = 0.5
@@ -41,9 +45,12 @@ class LaneView:
 class DispatcherProcess:
     """The parent's handle: same surface as Dispatcher (submit, run, stop, ready, lanes)."""
 
-    def __init__(self, config: Config, subscriptions: SubscriptionCache) -> None:
+    def __init__(
+        self, config: Config, subscriptions: SubscriptionCache, writer: StoreWriter
+    ) -> None:
         self.config = config
         self.subscriptions = subscriptions
+        self.writer = writer
         self.ready = asyncio.Event()
         self.lanes: dict[str, LaneView] = {}
         self.restarts = 0
@@ -130,8 +137,18 @@ class DispatcherProcess:
                 return
             if kind == "ready":
                 loop.call_soon_threadsafe(self.ready.set)
+            elif kind == "outcomes":
+                # Applied by this process's writer: one writing process, no lock waits.
+                self.writer.submit(_recorder(value))
             elif kind == "lanes":
                 self.lanes = {k: LaneView(range(q), s) for k, (q, s) in value.items()}
+
+
+def _recorder(batch: list[AttemptRecord]) -> Callable[[UnitOfWork], None]:
+    def work(uow: UnitOfWork) -> None:
+        uow.record_attempts(batch)
+
+    return work
 
 
 def child_main(config_data: dict[str, Any], conn: Connection) -> None:
@@ -153,6 +170,13 @@ async def _child(config: Config, conn: Connection) -> None:
     notifier = HttpNotifier(config.delivery.timeout, config.delivery.callback_test_timeout)
     subs = SubscriptionCache(store)
     await asyncio.to_thread(subs.reload)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    send_lock = threading.Lock()
+
+    async def send_outcomes(batch: list[AttemptRecord]) -> None:
+        report("outcomes", batch)
+
     dispatcher = Dispatcher(
         store,
         notifier,
@@ -162,10 +186,8 @@ async def _child(config: Config, conn: Connection) -> None:
         config.api.base_url,
         config.delivery.flush_interval,
         config.delivery.lane_memory,
+        record=send_outcomes,
     )
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    send_lock = threading.Lock()
 
     def reader() -> None:
         while True:

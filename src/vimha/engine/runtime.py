@@ -17,8 +17,9 @@ from vimha.engine.ageing import RetentionService, ageing_loop
 from vimha.engine.dispatch import Dispatcher
 from vimha.engine.dispatch_process import DispatcherProcess
 from vimha.engine.faults import FaultService, SubscriptionCache
+from vimha.engine.writer import StoreWriter
 from vimha.ports.notifier import Notifier
-from vimha.ports.store import Store
+from vimha.ports.store import AttemptRecord, Store
 
 log = logging.getLogger("vimha.runtime")
 
@@ -31,9 +32,11 @@ class Runtime:
         self.clock = clock
         base_url = config.api.base_url
         self.subscriptions = SubscriptionCache(store)
+        # The one writer of this process: ingest, acknowledgements and delivery outcomes.
+        self.writer = StoreWriter(store, self.subscriptions.reload)
         self.dispatcher: Dispatcher | DispatcherProcess
         if config.delivery.process:
-            self.dispatcher = DispatcherProcess(config, self.subscriptions)
+            self.dispatcher = DispatcherProcess(config, self.subscriptions, self.writer)
         else:
             self.dispatcher = Dispatcher(
                 store,
@@ -44,6 +47,7 @@ class Runtime:
                 base_url,
                 config.delivery.flush_interval,
                 config.delivery.lane_memory,
+                record=self._record_outcomes,
             )
         self.faults = FaultService(
             store,
@@ -52,6 +56,7 @@ class Runtime:
             config.vim_connection_id,
             base_url,
             self.dispatcher.submit,
+            self.writer,
         )
         self.retention = RetentionService(store, clock, config.ageing.policy())
         self.started_at = clock.now()
@@ -85,7 +90,10 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.notifier.aclose()
-        await asyncio.to_thread(self.faults.writer.stop)
+        await asyncio.to_thread(self.writer.stop)
+
+    async def _record_outcomes(self, batch: list[AttemptRecord]) -> None:
+        await self.writer.acall(lambda uow: uow.record_attempts(batch))
 
     async def _checkpoints(self, every: float = 5.0) -> None:
         """A fallback for writes that bypass the store writer (delivery outcomes)."""

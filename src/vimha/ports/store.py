@@ -109,6 +109,10 @@ class UnitOfWork(Protocol):
         """Insert or update the alarm and append a history event (not for REPEATED)."""
         ...
 
+    def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        """Write delivery outcomes back, in the given order."""
+        ...
+
     def enqueue(
         self,
         notification_type: NotificationType,

@@ -315,46 +315,8 @@ class SqlStore:
         ]
 
     def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
-        if not records:
-            return
-        params = [
-            {
-                "b_seq": r.delivery_seq,
-                "b_status": r.status.value,
-                "b_next": self._w(r.next_attempt_at),
-                "b_delivered": self._w(r.attempt.at) if r.attempt.ok else None,
-                "b_ms": r.attempt.duration_ms,
-            }
-            for r in records
-        ]
-        # A successful attempt is described by its delivery row (delivered_at and
-        # last_duration_ms); only failed attempts need rows of their own. Most deliveries
-        # succeed at once, so this halves what the write-back writes.
-        failed = [
-            {
-                "delivery_seq": r.delivery_seq,
-                "at": self._w(r.attempt.at),
-                "duration_ms": r.attempt.duration_ms,
-                "ok": False,
-                "detail": r.attempt.detail[:2000],
-            }
-            for r in records
-            if not r.attempt.ok
-        ]
-        with self._write() as conn:
-            conn.execute(_RECORD_ATTEMPT, params)
-            if failed:
-                # A delivery deleted meanwhile (subscription removed) has no row to attach to.
-                live = set(
-                    conn.execute(
-                        select(deliveries.c.seq).where(
-                            deliveries.c.seq.in_([a["delivery_seq"] for a in failed])
-                        )
-                    ).scalars()
-                )
-                rows = [a for a in failed if a["delivery_seq"] in live]
-                if rows:
-                    conn.execute(insert(delivery_attempts), rows)
+        with self.unit_of_work() as uow:
+            uow.record_attempts(records)
 
     def iter_deliveries(self, after_seq: int, batch: int) -> Iterator[DeliveryRecord]:
         while True:
@@ -563,6 +525,51 @@ class _UnitOfWork:
                     "reason": change.reason,
                 },
             )
+
+    def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        if not records:
+            return
+        w = self._store._w
+        self._conn.execute(
+            _RECORD_ATTEMPT,
+            [
+                {
+                    "b_seq": r.delivery_seq,
+                    "b_status": r.status.value,
+                    "b_next": w(r.next_attempt_at),
+                    "b_delivered": w(r.attempt.at) if r.attempt.ok else None,
+                    "b_ms": r.attempt.duration_ms,
+                }
+                for r in records
+            ],
+        )
+        # A successful attempt is described by its delivery row (delivered_at and
+        # last_duration_ms); only failed attempts need rows of their own. Most deliveries
+        # succeed at once, so this halves what the write-back writes.
+        failed = [r for r in records if not r.attempt.ok]
+        if not failed:
+            return
+        # A delivery deleted meanwhile (subscription removed) has no row to attach to.
+        live = set(
+            self._conn.execute(
+                select(deliveries.c.seq).where(
+                    deliveries.c.seq.in_([r.delivery_seq for r in failed])
+                )
+            ).scalars()
+        )
+        rows = [
+            {
+                "delivery_seq": r.delivery_seq,
+                "at": w(r.attempt.at),
+                "duration_ms": r.attempt.duration_ms,
+                "ok": False,
+                "detail": r.attempt.detail[:2000],
+            }
+            for r in failed
+            if r.delivery_seq in live
+        ]
+        if rows:
+            self._conn.execute(insert(delivery_attempts), rows)
 
     def enqueue(
         self,
