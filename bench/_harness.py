@@ -77,10 +77,14 @@ class Controller:
 
     def __enter__(self) -> Controller:
         vimha = [sys.executable, "-m", "vimha"]
-        subprocess.run([*vimha, "db", "upgrade", "--config", str(self.config)], check=True,
-                       capture_output=True)
-        self.proc = subprocess.Popen([*vimha, "controller", "--config", str(self.config)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [*vimha, "db", "upgrade", "--config", str(self.config)], check=True, capture_output=True
+        )
+        self.proc = subprocess.Popen(
+            [*vimha, "controller", "--config", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -108,8 +112,17 @@ class Consumer:
 
     def __enter__(self) -> Consumer:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vimha.cloud.consumer", "--port", str(self.port), "--out",
-             str(self.out)], stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "vimha.cloud.consumer",
+                "--port",
+                str(self.port),
+                "--out",
+                str(self.out),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:

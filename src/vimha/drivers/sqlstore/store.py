@@ -7,7 +7,9 @@ several controllers. Every SQLAlchemy error is translated in `_translate`, the o
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -111,6 +113,33 @@ def make_engine(url: str) -> Engine:
     )
 
 
+class _WriteLock:
+    """A re-entrant thread lock plus, for a file database, an exclusive flock on a side file
+    (held only while the outermost holder is inside)."""
+
+    def __init__(self, path: str | None) -> None:
+        self._thread = threading.RLock()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600) if path else None
+        self._depth = 0
+
+    def __enter__(self) -> None:
+        self._thread.acquire()
+        self._depth += 1
+        if self._depth == 1 and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread.release()
+
+
 @contextmanager
 def _translate() -> Iterator[None]:
     try:
@@ -129,8 +158,13 @@ class SqlStore:
         self.engine = make_engine(url)
         self.sqlite = self.engine.dialect.name == "sqlite"
         self.characteristics = StoreCharacteristics(distributed=not self.sqlite, durable=True)
-        # SQLite has one writer; serialising in-process avoids busy waits and lock upgrades.
-        self._write_lock: threading.RLock | None = threading.RLock() if self.sqlite else None
+        # SQLite has one writer. Writers queue on a thread lock, then on a kernel file lock
+        # shared by every process of this database: SQLite's own busy handler would poll with
+        # sleeps of up to 100 ms instead.
+        self._write_lock: AbstractContextManager[Any] | None = None
+        if self.sqlite:
+            path = self.engine.url.database
+            self._write_lock = _WriteLock(f"{path}.writelock" if path else None)
 
     # -- schema -------------------------------------------------------------------------
     def check_schema(self) -> None:
@@ -143,6 +177,8 @@ class SqlStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        if isinstance(self._write_lock, _WriteLock):
+            self._write_lock.close()
 
     # -- helpers ------------------------------------------------------------------------
     def _w(self, value: datetime | None) -> datetime | None:
