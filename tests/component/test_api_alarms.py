@@ -270,3 +270,18 @@ async def test_status_and_metrics(api: Api) -> None:
     assert r.json()["status"] == "UP" and r.json()["store"]["activeAlarms"] == 1
     r = await api.client.get("/metrics", headers=api.headers(READER))
     assert r.status_code == 200 and "vimha_fault_events_total" in r.text
+
+
+async def test_object_instance_link_leads_to_the_object(api: Api) -> None:
+    a = await api.raise_alarm("cmp,7", "CRITICAL", location={"site": "s1", "rack": "r3"})
+    alarm = (await api.client.get(f"/vimfm/v1/alarms/{a}", headers=api.headers())).json()
+    href = alarm["_links"]["objectInstance"]["href"]
+    r = await api.client.get(href, headers=api.headers(READER))
+    assert r.status_code == 200
+    obj = r.json()
+    assert obj["activeAlarmIds"] == [a] and obj["highestActiveSeverity"] == "CRITICAL"
+    assert obj["location"]["rack"] == "r3"
+    r = await api.client.get(obj["_links"]["alarms"]["href"], headers=api.headers())
+    assert [x["id"] for x in r.json()] == [a]
+    r = await api.client.get("/vim/v1/objects/never-seen", headers=api.headers())
+    assert r.status_code == 404 and r.headers["content-type"] == PROBLEM

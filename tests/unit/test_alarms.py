@@ -110,3 +110,24 @@ def test_location_prefix() -> None:
     assert LOC.within("")
     assert not LOC.within("s1/z")
     assert not LOC.within("s2")
+
+
+def test_object_view_summarises_alarms() -> None:
+    from vimha.domain.alarms import object_view
+
+    assert object_view("cmp-1", []) is None
+    major = raised(Severity.MAJOR)
+    other = apply_event(None, replace(ev(Severity.CRITICAL), fault_type="FAN"), T0, "a2", "vim")
+    assert other is not None
+    cleared = apply_event(
+        other.alarm, replace(ev(Severity.CLEARED), fault_type="FAN"), T0, "x", "vim"
+    )
+    assert cleared is not None
+    view = object_view("cmp-1", [cleared.alarm, major])
+    assert view is not None
+    assert view.active_alarm_ids == ("a1",)
+    assert view.highest_active_severity is Severity.MAJOR
+    assert view.location == LOC
+    only_cleared = object_view("cmp-1", [cleared.alarm])
+    assert only_cleared is not None
+    assert only_cleared.highest_active_severity is Severity.CLEARED

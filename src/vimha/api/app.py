@@ -48,6 +48,7 @@ def create_app(runtime: Runtime, token_auth: TokenAuth) -> FastAPI:
     problems.install(app)
     for module in (versions, alarms, subscriptions, events, admin):
         app.include_router(module.router)
+    app.include_router(alarms.objects_router)
     app.include_router(admin.metrics_router)
     app.add_middleware(EventsFastPath, runtime=runtime, token_auth=token_auth)
     app.add_middleware(VersionHeader)

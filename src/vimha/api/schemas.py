@@ -50,7 +50,7 @@ class FaultyResourceInfo(BaseModel):
 
 class AlarmLinks(BaseModel):
     self: Link
-    objectInstance: Link | None = None
+    objectInstance: Link
 
 
 class Alarm(BaseModel):
@@ -237,3 +237,15 @@ class Status(BaseModel):
     model_config = ConfigDict(extra="allow")
     status: str
     version: str
+
+
+class ManagedObject(BaseModel):
+    """A managed object as its alarms show it."""
+
+    id: str
+    location: dict[str, str]
+    vimLevelResourceTypes: list[str]
+    activeAlarmIds: list[str]
+    highestActiveSeverity: Severity
+    lastEventTime: str
+    links: dict[str, Link] = Field(alias="_links")

@@ -180,6 +180,7 @@ class Alarm:
             "location": self.location.as_dict(),
             "_links": {
                 "self": {"href": f"{base_url}/vimfm/v1/alarms/{self.id}"},
+                "objectInstance": {"href": f"{base_url}/vim/v1/objects/{self.managed_object_id}"},
             },
         }
 
@@ -303,3 +304,37 @@ def apply_ack(alarm: Alarm, ack_state: AckState, now: datetime) -> AlarmChange:
     )
     kind = ChangeKind.ACKNOWLEDGED if acked else ChangeKind.UNACKNOWLEDGED
     return AlarmChange(kind, new, f"alarm {alarm.id} {ack_state.value.lower()}")
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectView:
+    """A managed object as its alarms show it (hosts and services get their own resources
+    with the node agents; this view stays for any object an outside monitor names)."""
+
+    id: str
+    location: Location
+    resource_types: tuple[str, ...]
+    active_alarm_ids: tuple[str, ...]
+    highest_active_severity: Severity
+    last_event_time: datetime
+
+
+def object_view(object_id: str, alarms: list[Alarm]) -> ObjectView | None:
+    """Summarise an object's alarms (newest first); None if no alarm ever named it."""
+    if not alarms:
+        return None
+    active = [a for a in alarms if a.active]
+    highest = max(
+        (a.perceived_severity for a in active),
+        key=SEVERITY_RANK.__getitem__,
+        default=Severity.CLEARED,
+    )
+    located = next((a.location for a in alarms if a.location.levels), Location())
+    return ObjectView(
+        id=object_id,
+        location=located,
+        resource_types=tuple(sorted({a.vim_level_resource_type for a in alarms})),
+        active_alarm_ids=tuple(a.id for a in active),
+        highest_active_severity=highest,
+        last_event_time=max(a.event_time for a in alarms),
+    )

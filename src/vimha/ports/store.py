@@ -142,6 +142,10 @@ class Store(Protocol):
         """Alarms in creation order after `after_seq`, fetched `batch` at a time."""
         ...
 
+    def alarms_of_object(self, object_id: str, limit: int = 1000) -> list[Alarm]:
+        """Alarms about one managed object, newest first."""
+        ...
+
     def alarm_history(self, alarm_id: str) -> list[HistoryEvent]: ...
 
     def add_subscription(self, sub: Subscription) -> Subscription:

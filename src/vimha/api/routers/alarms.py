@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -12,9 +13,17 @@ from pydantic import ValidationError
 from vimha.api import auth
 from vimha.api.deps import FILTER, MARKER, runtime, selector
 from vimha.api.problems import ApiProblem
-from vimha.api.schemas import Alarm, AlarmInList, AlarmModifications, HistoryEventOut
+from vimha.api.schemas import (
+    Alarm,
+    AlarmInList,
+    AlarmModifications,
+    HistoryEventOut,
+    ManagedObject,
+)
 from vimha.api.sol import decode_marker, mapped, page
+from vimha.domain.alarms import object_view
 from vimha.domain.clock import iso
+from vimha.domain.errors import NotFound
 from vimha.domain.filters import Filter, SimpleFilter, known_paths, parse_filter
 from vimha.domain.selectors import Selector
 from vimha.engine.runtime import Runtime
@@ -123,3 +132,40 @@ def alarm_history(
         }
         for h in rt.store.alarm_history(alarmId)
     ]
+
+
+objects_router = APIRouter(prefix="/vim/v1", tags=["alarms"])
+
+
+@objects_router.get("/objects/{objectId}", response_model=ManagedObject)
+def get_object(
+    objectId: str, rt: Runtime = Depends(runtime), _: auth.Principal = auth.reader
+) -> JSONResponse:
+    """A managed object (host, service, instance, link ...) as its alarms show it: the
+    target of each alarm's `_links.objectInstance`."""
+    view = object_view(objectId, rt.store.alarms_of_object(objectId))
+    if view is None:
+        raise NotFound(f"no alarm has named object {objectId}")
+    base = rt.config.api.base_url
+    query = urlencode({"filter": f"(eq,managedObjectId,{_quote(objectId)})"})
+    return JSONResponse(
+        {
+            "id": view.id,
+            "location": view.location.as_dict(),
+            "vimLevelResourceTypes": list(view.resource_types),
+            "activeAlarmIds": list(view.active_alarm_ids),
+            "highestActiveSeverity": view.highest_active_severity.value,
+            "lastEventTime": iso(view.last_event_time),
+            "_links": {
+                "self": {"href": f"{base}/vim/v1/objects/{objectId}"},
+                "alarms": {"href": f"{base}/vimfm/v1/alarms?{query}"},
+            },
+        }
+    )
+
+
+def _quote(value: str) -> str:
+    """A SOL 013 filter value, quoted when it holds a special character."""
+    if any(ch in value for ch in ",)('"):
+        return "'" + value.replace("'", "''") + "'"
+    return value

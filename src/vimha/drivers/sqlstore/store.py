@@ -230,6 +230,21 @@ class SqlStore:
                 return
             after_seq = rows[-1]["seq"]
 
+    def alarms_of_object(self, object_id: str, limit: int = 1000) -> list[Alarm]:
+        """Alarms about one managed object, newest first."""
+        with self._read() as conn:
+            rows = (
+                conn.execute(
+                    select(alarms)
+                    .where(alarms.c.managed_object_id == object_id)
+                    .order_by(alarms.c.seq.desc())
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+        return [_alarm(r) for r in rows]
+
     def alarm_history(self, alarm_id: str) -> list[HistoryEvent]:
         self.get_alarm(alarm_id)
         with self._read() as conn:
