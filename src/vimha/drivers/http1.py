@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 from vimha.domain.errors import DeliveryFailed
 
-MAX_IDLE_PER_ORIGIN = 8
+# Every subscriber's lane keeps one connection; many subscribers may share an origin.
+MAX_IDLE_PER_ORIGIN = 256
 MAX_HEAD = 64 * 1024
 
 

@@ -157,7 +157,12 @@ def child_main(config_data: dict[str, Any], conn: Connection) -> None:
 
     config = Config.model_validate(config_data)
     setup_logging(config.log_level)
-    asyncio.run(_child(config, conn))
+    try:  # the same fast loop uvicorn gives the API process, when installed
+        import uvloop
+
+        uvloop.run(_child(config, conn))
+    except ImportError:
+        asyncio.run(_child(config, conn))
 
 
 async def _child(config: Config, conn: Connection) -> None:
