@@ -95,8 +95,8 @@ class Runtime:
     async def _record_outcomes(self, batch: list[AttemptRecord]) -> None:
         await self.writer.acall(lambda uow: uow.record_attempts(batch))
 
-    async def _checkpoints(self, every: float = 5.0) -> None:
-        """A fallback for writes that bypass the store writer (delivery outcomes)."""
+    async def _checkpoints(self, every: float = 0.2) -> None:
+        """Frequent non-blocking checkpoints keep the WAL short (see SqlStore.checkpoint)."""
         while not self._stop.is_set():
             try:
                 await asyncio.to_thread(self.store.checkpoint)

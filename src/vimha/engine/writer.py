@@ -25,7 +25,8 @@ log = logging.getLogger("vimha.writer")
 T = TypeVar("T")
 RETRIES = 5
 MAX_GROUP = 128
-CHECKPOINT_EVERY = 1.0
+WAL_CHECK_EVERY = 0.5
+WAL_LIMIT = 64 * 2**20
 
 
 @dataclass(slots=True)
@@ -90,12 +91,16 @@ class StoreWriter:
             self._maybe_checkpoint()
 
     def _maybe_checkpoint(self) -> None:
+        """Bound the WAL when background (non-blocking) checkpoints cannot keep up: only
+        under sustained saturation, since a truncating checkpoint stalls the writes."""
         now = time.monotonic()
-        if now - self._last_checkpoint < CHECKPOINT_EVERY:
+        if now - self._last_checkpoint < WAL_CHECK_EVERY:
             return
         self._last_checkpoint = now
+        if self.store.wal_bytes() < WAL_LIMIT:
+            return
         try:
-            self.store.checkpoint()
+            self.store.checkpoint(truncate=True)
         except Exception as exc:  # the next one will do; the WAL only grows meanwhile
             log.warning("store checkpoint failed: %s", exc)
 

@@ -180,8 +180,13 @@ class Store(Protocol):
 
     def purge(self, plan: PurgePlan) -> PurgeCounts: ...
 
-    def checkpoint(self) -> None:
-        """Periodic housekeeping off the request path (SQLite: WAL checkpoint); may no-op."""
+    def checkpoint(self, truncate: bool = False) -> None:
+        """Periodic housekeeping off the request path (SQLite: WAL checkpoint); may no-op.
+        `truncate` may wait for writers; without it, it never blocks them."""
+        ...
+
+    def wal_bytes(self) -> int:
+        """Size of a write-ahead log that checkpoints shrink (0 if none)."""
         ...
 
     def close(self) -> None: ...

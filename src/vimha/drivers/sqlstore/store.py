@@ -455,15 +455,29 @@ class SqlStore:
             n_notifications = conn.execute(delete(notifications).where(orphan)).rowcount
         return PurgeCounts(n_alarms, n_history, n_deliveries, n_notifications)
 
-    def checkpoint(self) -> None:
-        """SQLite: copy the WAL into the database and truncate it. Automatic checkpoints are
-        off; the store writer calls this between groups of writes (about once a second),
-        where it competes with no other writer, so the WAL stays small."""
+    def checkpoint(self, truncate: bool = False) -> None:
+        """SQLite housekeeping; automatic checkpoints are off (they would run on the commit
+        path). PASSIVE never blocks writers: run often from a background thread, it usually
+        completes between writes, and the WAL then rewinds. TRUNCATE waits for writers and
+        readers and shrinks the WAL: for when PASSIVE cannot keep up (sustained saturation).
+        """
         if not self.sqlite:
             return
-        lock: AbstractContextManager[Any] = self._write_lock or nullcontext()
-        with lock, _translate(), self.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        if truncate:
+            lock: AbstractContextManager[Any] = self._write_lock or nullcontext()
+            with lock, _translate(), self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:
+            with _translate(), self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def wal_bytes(self) -> int:
+        """Size of the SQLite WAL file (0 for other backends)."""
+        path = self.engine.url.database if self.sqlite else None
+        try:
+            return os.path.getsize(f"{path}-wal") if path else 0
+        except OSError:
+            return 0
 
     def counts(self) -> dict[str, int]:
         """Row counts, for status and metrics."""
