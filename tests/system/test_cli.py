@@ -130,3 +130,47 @@ def test_up_detach_token_down(tmp_path: Path) -> None:
     assert r.returncode == 0 and "stopped" in r.stdout
     assert vimha("down", "--data-dir", str(data)).stdout.strip() == "vimha was not running"
     assert "Traceback" not in (data / "vimha.log").read_text()
+
+
+def test_ctrl_c_stops_the_embedded_cloud_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole process group, the dispatcher child included."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vimha",
+            "up",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/vimfm/api_versions").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "vimha up did not start"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = output.decode()
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    assert "vimha controller stopped" in text

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -155,6 +156,9 @@ def child_main(config_data: dict[str, Any], conn: Connection) -> None:
     """Entry point of the dispatcher process."""
     from vimha.logs import setup_logging
 
+    # Ctrl-C in a terminal reaches the whole process group; the parent stops us through
+    # the pipe, after draining, so the child ignores it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = Config.model_validate(config_data)
     setup_logging(config.log_level)
     try:  # the same fast loop uvicorn gives the API process, when installed
