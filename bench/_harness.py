@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import yaml
 
+from vimha.cloud.consumer import spawn
+
 TOKEN = "bench-admin-token-0123456789"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -111,26 +113,8 @@ class Consumer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Consumer:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vimha.cloud.consumer",
-                "--port",
-                str(self.port),
-                "--out",
-                str(self.out),
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("consumer did not start")
+        self.proc = spawn(self.port, str(self.out))
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc:

@@ -182,8 +182,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--quick", action="store_true", help="5 s per scenario")
-    parser.add_argument("--in-process", action="store_true",
-                        help="deliver from the controller process (delivery.process: false)")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="deliver from the controller process (delivery.process: false)",
+    )
     args = parser.parse_args()
     duration = 5.0 if args.quick else args.duration
     results = [

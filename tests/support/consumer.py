@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from vimha.cloud.consumer import spawn
 
 
 class ConsumerProcess:
@@ -24,27 +25,7 @@ class ConsumerProcess:
         return f"http://127.0.0.1:{self.port}/notify"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vimha.cloud.consumer",
-                "--port",
-                str(self.port),
-                "--out",
-                str(self.out),
-                *self.extra,
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("consumer did not start")
+        self.proc = spawn(self.port, str(self.out), *self.extra)
 
     def kill(self) -> None:
         """kill -9, and reap it so that the port is free."""
@@ -70,25 +51,23 @@ class ConsumerProcess:
                 out.append(json.loads(line)["n"])
         return out
 
+    def _check(self, predicate: Any, deadline: float) -> list[dict[str, Any]] | None:
+        got = self.received()
+        if predicate(got):
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; received {len(got)} notifications")
+        return None
+
     def wait_for(self, predicate: Any, timeout: float = 20.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
-        while True:
-            got = self.received()
-            if predicate(got):
-                return got
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; received {len(got)} notifications")
+        while (got := self._check(predicate, deadline)) is None:
             time.sleep(0.05)
+        return got
 
     async def until(self, predicate: Any, timeout: float = 20.0) -> list[dict[str, Any]]:
         """Like wait_for, without blocking the event loop (for in-process controllers)."""
-        import asyncio
-
         deadline = time.monotonic() + timeout
-        while True:
-            got = self.received()
-            if predicate(got):
-                return got
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; received {len(got)} notifications")
+        while (got := self._check(predicate, deadline)) is None:
             await asyncio.sleep(0.02)
+        return got

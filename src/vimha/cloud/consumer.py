@@ -18,6 +18,8 @@ import contextlib
 import json
 import secrets
 import signal
+import socket
+import subprocess
 import sys
 import time
 from typing import IO
@@ -156,6 +158,23 @@ def main() -> None:
     args = parser.parse_args()
     out = open(args.out, "a") if args.out else sys.stdout  # noqa: SIM115
     asyncio.run(main_async(args, out))
+
+
+def spawn(port: int, out: str, *extra: str, timeout: float = 15.0) -> subprocess.Popen[bytes]:
+    """Start this consumer as a process and wait until it accepts connections."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vimha.cloud.consumer", "--port", str(port), "--out", out, *extra],
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"the consumer did not start on port {port}")
 
 
 if __name__ == "__main__":
