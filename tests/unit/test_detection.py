@@ -1,0 +1,66 @@
+"""Heartbeat failure detector per plane, with flap damping (pure, fake times)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vimha.domain.detection import DetectionPolicy, PlaneState, PlaneStatus
+from vimha.domain.errors import InvalidInput
+
+P = DetectionPolicy(interval=0.1, misses=3, up_after=3)
+
+
+def run(events: list[tuple[str, float]]) -> list[PlaneStatus]:
+    """Apply ("hb", t) heartbeats and ("tick", t) evaluations; status after each."""
+    state = PlaneState()
+    out = []
+    for kind, t in events:
+        state = state.heard(t, P) if kind == "hb" else state.tick(t, P)
+        out.append(state.status)
+    return out
+
+
+def test_up_after_consecutive_heartbeats() -> None:
+    assert run([("hb", 0.0), ("hb", 0.1), ("hb", 0.2)]) == [
+        PlaneStatus.UNKNOWN,
+        PlaneStatus.UNKNOWN,
+        PlaneStatus.UP,
+    ]
+
+
+def test_down_after_interval_times_misses() -> None:
+    beats = [("hb", 0.0), ("hb", 0.1), ("hb", 0.2)]
+    assert run([*beats, ("tick", 0.49)])[-1] is PlaneStatus.UP  # 0.29 s of silence
+    assert run([*beats, ("tick", 0.51)])[-1] is PlaneStatus.DOWN  # 0.31 s > 0.3 s
+
+
+def test_flapping_link_does_not_come_back_on_one_heartbeat() -> None:
+    beats = [("hb", 0.0), ("hb", 0.1), ("hb", 0.2), ("tick", 0.6)]
+    flap = [*beats, ("hb", 0.61), ("tick", 0.95), ("hb", 0.96), ("tick", 1.3)]
+    assert run(flap)[3:] == [PlaneStatus.DOWN] * 5
+    steady = [*beats, ("hb", 0.61), ("hb", 0.7), ("hb", 0.8)]
+    assert run(steady)[-1] is PlaneStatus.UP
+
+
+def test_a_plane_never_heard_stays_unknown() -> None:
+    assert run([("tick", 5.0)]) == [PlaneStatus.UNKNOWN]
+
+
+def test_heard_once_then_silent_is_down() -> None:
+    assert run([("hb", 0.0), ("tick", 1.0)])[-1] is PlaneStatus.DOWN
+
+
+def test_changed_at_records_the_transition() -> None:
+    state = PlaneState()
+    for t in (0.0, 0.1, 0.2):
+        state = state.heard(t, P)
+    assert state.changed_at == 0.2
+    state = state.tick(1.0, P)
+    assert state.changed_at == 1.0
+    assert state.tick(2.0, P).changed_at == 1.0
+
+
+@pytest.mark.parametrize("kwargs", [{"interval": 0}, {"misses": 0}, {"up_after": 0}])
+def test_invalid_policy(kwargs: dict[str, float]) -> None:
+    with pytest.raises(InvalidInput):
+        DetectionPolicy(**kwargs)  # type: ignore[arg-type]
