@@ -1,0 +1,98 @@
+"""The heartbeat wire format: small UDP datagrams, signed per node, replay-proof.
+
+    "VH1" | node | plane | boot id (16 bytes) | seq (u64) | sent_ms (u64) | status | HMAC
+
+Strings are length-prefixed (u8). The HMAC-SHA256 over everything before it uses the node's
+key, so a forged heartbeat is rejected. Replays are rejected by the guard: within one boot of
+the agent (its random boot id) the sequence number must grow, and a heartbeat older than
+`max_age` seconds (wall clock, allowing that much skew) is refused, so an old boot's packets
+cannot be replayed either. Decoding never raises: it returns a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+MAGIC = b"VH1"
+MAC_LEN = 32
+_FIXED = struct.Struct("!16sQQ")
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    node: str
+    plane: str
+    boot_id: bytes
+    seq: int
+    sent_ms: int
+    status: str = "ok"
+
+
+def encode(hb: Heartbeat, key: bytes) -> bytes:
+    parts = [MAGIC]
+    for text in (hb.node, hb.plane):
+        raw = text.encode()
+        parts += [bytes([len(raw)]), raw]
+    parts.append(_FIXED.pack(hb.boot_id, hb.seq, hb.sent_ms))
+    status = hb.status.encode()[:255]
+    parts += [bytes([len(status)]), status]
+    body = b"".join(parts)
+    return body + hmac.new(key, body, hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    heartbeat: Heartbeat | None
+    reason: str
+
+
+def decode(datagram: bytes, keys: Mapping[str, bytes]) -> Decoded:
+    """Parse and authenticate; `keys` maps node name to its key."""
+    if len(datagram) < len(MAGIC) + MAC_LEN or not datagram.startswith(MAGIC):
+        return Decoded(None, "not a vimha heartbeat")
+    body, mac = datagram[:-MAC_LEN], datagram[-MAC_LEN:]
+    try:
+        pos = len(MAGIC)
+        texts = []
+        for _ in range(2):
+            n = body[pos]
+            texts.append(body[pos + 1 : pos + 1 + n].decode())
+            pos += 1 + n
+        boot_id, seq, sent_ms = _FIXED.unpack_from(body, pos)
+        pos += _FIXED.size
+        n = body[pos]
+        status = body[pos + 1 : pos + 1 + n].decode()
+        if pos + 1 + n != len(body):
+            return Decoded(None, "malformed heartbeat: trailing bytes")
+    except (IndexError, struct.error, UnicodeDecodeError):
+        return Decoded(None, "malformed heartbeat")
+    node, plane = texts
+    key = keys.get(node)
+    if key is None:
+        return Decoded(None, f"heartbeat from unknown node {node!r}")
+    if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
+        return Decoded(None, f"heartbeat from {node!r} with a bad signature")
+    return Decoded(Heartbeat(node, plane, boot_id, seq, sent_ms, status), "ok")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayGuard:
+    """Last (boot id, seq) accepted per (node, plane)."""
+
+    last: Mapping[tuple[str, str], tuple[bytes, int]] = field(default_factory=dict)
+
+    def admit(self, hb: Heartbeat, now_ms: int, max_age: float) -> tuple[bool, str, ReplayGuard]:
+        """(accepted, reason, the guard to keep)."""
+        if abs(now_ms - hb.sent_ms) > max_age * 1000:
+            return False, f"heartbeat from {hb.node} is {abs(now_ms - hb.sent_ms)} ms off", self
+        key = (hb.node, hb.plane)
+        previous = self.last.get(key)
+        if previous is not None and previous[0] == hb.boot_id and hb.seq <= previous[1]:
+            return False, f"replayed heartbeat from {hb.node} (seq {hb.seq})", self
+        updated = dict(self.last)
+        updated[key] = (hb.boot_id, hb.seq)
+        return True, "ok", ReplayGuard(updated)
