@@ -45,7 +45,7 @@ def test_replay_guard() -> None:
     ok, _, guard = guard.admit(HB, 1_000_000, 30)
     assert ok
     ok, reason, guard = guard.admit(HB, 1_000_050, 30)
-    assert not ok and "replayed" in reason
+    assert not ok and reason.startswith("replayed")
     ok, _, guard = guard.admit(replace(HB, seq=8), 1_000_100, 30)
     assert ok
     ok, _, guard = guard.admit(replace(HB, seq=3), 1_000_100, 30)
@@ -53,6 +53,6 @@ def test_replay_guard() -> None:
     ok, _, guard = guard.admit(replace(HB, seq=1, boot_id=b"C" * 16), 1_000_200, 30)
     assert ok  # the agent restarted: a new boot id starts its own sequence
     ok, reason, guard = guard.admit(replace(HB, seq=99, sent_ms=900_000), 1_000_200, 30)
-    assert not ok and "off" in reason  # too old: an earlier boot's packet replayed
+    assert not ok and reason.startswith("stale")  # too old: an earlier boot's packet replayed
     ok, _, guard = guard.admit(replace(HB, plane="storage", seq=1), 1_000_200, 30)
     assert ok  # planes are tracked separately

@@ -6,7 +6,8 @@ Strings are length-prefixed (u8). The HMAC-SHA256 over everything before it uses
 key, so a forged heartbeat is rejected. Replays are rejected by the guard: within one boot of
 the agent (its random boot id) the sequence number must grow, and a heartbeat older than
 `max_age` seconds (wall clock, allowing that much skew) is refused, so an old boot's packets
-cannot be replayed either. Decoding never raises: it returns a reason.
+cannot be replayed either. Decoding never raises: it returns a reason "<category>: <detail>"
+(categories: foreign, malformed, unknown node, bad signature, stale, replayed).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Decoded:
 def decode(datagram: bytes, keys: Mapping[str, bytes]) -> Decoded:
     """Parse and authenticate; `keys` maps node name to its key."""
     if len(datagram) < len(MAGIC) + MAC_LEN or not datagram.startswith(MAGIC):
-        return Decoded(None, "not a vimha heartbeat")
+        return Decoded(None, "foreign: not a vimha heartbeat")
     body, mac = datagram[:-MAC_LEN], datagram[-MAC_LEN:]
     try:
         pos = len(MAGIC)
@@ -67,15 +68,15 @@ def decode(datagram: bytes, keys: Mapping[str, bytes]) -> Decoded:
         n = body[pos]
         status = body[pos + 1 : pos + 1 + n].decode()
         if pos + 1 + n != len(body):
-            return Decoded(None, "malformed heartbeat: trailing bytes")
+            return Decoded(None, "malformed: trailing bytes")
     except (IndexError, struct.error, UnicodeDecodeError):
-        return Decoded(None, "malformed heartbeat")
+        return Decoded(None, "malformed: truncated or bad encoding")
     node, plane = texts
     key = keys.get(node)
     if key is None:
-        return Decoded(None, f"heartbeat from unknown node {node!r}")
+        return Decoded(None, f"unknown node: heartbeat from {node!r}")
     if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
-        return Decoded(None, f"heartbeat from {node!r} with a bad signature")
+        return Decoded(None, f"bad signature: heartbeat from {node!r}")
     return Decoded(Heartbeat(node, plane, boot_id, seq, sent_ms, status), "ok")
 
 
@@ -88,11 +89,15 @@ class ReplayGuard:
     def admit(self, hb: Heartbeat, now_ms: int, max_age: float) -> tuple[bool, str, ReplayGuard]:
         """(accepted, reason, the guard to keep)."""
         if abs(now_ms - hb.sent_ms) > max_age * 1000:
-            return False, f"heartbeat from {hb.node} is {abs(now_ms - hb.sent_ms)} ms off", self
+            return (
+                False,
+                f"stale: heartbeat from {hb.node} is {abs(now_ms - hb.sent_ms)} ms off",
+                self,
+            )
         key = (hb.node, hb.plane)
         previous = self.last.get(key)
         if previous is not None and previous[0] == hb.boot_id and hb.seq <= previous[1]:
-            return False, f"replayed heartbeat from {hb.node} (seq {hb.seq})", self
+            return False, f"replayed: heartbeat from {hb.node} (seq {hb.seq})", self
         updated = dict(self.last)
         updated[key] = (hb.boot_id, hb.seq)
         return True, "ok", ReplayGuard(updated)

@@ -1,0 +1,140 @@
+"""Heartbeats over UDP: the agent's sender (one socket per network plane, bound to that
+plane's address, so a dead link really silences that plane) and the controller's listener.
+
+The listener authenticates every datagram (domain/heartbeat.py), drops forgeries and replays,
+and hands accepted heartbeats to a callback with the monotonic receive time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from vimha.domain.heartbeat import Heartbeat, ReplayGuard, decode, encode
+
+log = logging.getLogger("vimha.heartbeat")
+
+
+@dataclass(frozen=True, slots=True)
+class PlaneRoute:
+    """Send this plane's heartbeats from `local` to `remote` (host, port)."""
+
+    plane: str
+    local: str
+    remote: tuple[str, int]
+
+
+class HeartbeatSender:
+    def __init__(
+        self,
+        node: str,
+        key: bytes,
+        routes: list[PlaneRoute],
+        interval: float,
+        status: Callable[[], str] = lambda: "ok",
+    ) -> None:
+        self.node = node
+        self.key = key
+        self.routes = routes
+        self.interval = interval
+        self.status = status
+        self.boot_id = os.urandom(16)
+        self.seq = 0
+        self.sent = 0
+        self.errors = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        transports = []
+        for route in self.routes:
+            transport, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=(route.local, 0), remote_addr=route.remote
+            )
+            transports.append((route, transport))
+        try:
+            next_at = loop.time()
+            while not stop.is_set():
+                self.seq += 1
+                now_ms = int(time.time() * 1000)
+                for route, transport in transports:
+                    hb = Heartbeat(
+                        self.node, route.plane, self.boot_id, self.seq, now_ms, self.status()
+                    )
+                    try:
+                        transport.sendto(encode(hb, self.key))
+                        self.sent += 1
+                    except OSError:  # the plane's link is down: that is what we report
+                        self.errors += 1
+                next_at += self.interval
+                delay = next_at - loop.time()
+                if delay < 0:  # we stalled; do not burst to catch up
+                    next_at = loop.time()
+                    delay = 0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        finally:
+            for _, transport in transports:
+                transport.close()
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, listener: HeartbeatListener) -> None:
+        self.listener = listener
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.listener.received(data, addr)
+
+
+class HeartbeatListener:
+    def __init__(
+        self,
+        keys: Mapping[str, bytes],
+        on_heartbeat: Callable[[Heartbeat, float], None],
+        max_age: float = 30.0,
+    ) -> None:
+        self.keys = keys
+        self.on_heartbeat = on_heartbeat
+        self.max_age = max_age
+        self.guard = ReplayGuard()
+        self.accepted = 0
+        self.rejected: dict[str, int] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=(host, port)
+        )
+        self._transport = transport
+        address: tuple[str, int] = transport.get_extra_info("sockname")[:2]
+        return address
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def received(self, data: bytes, addr: tuple[str, int]) -> None:
+        decoded = decode(data, self.keys)
+        hb = decoded.heartbeat
+        if hb is None:
+            self._reject(decoded.reason, addr)
+            return
+        ok, reason, self.guard = self.guard.admit(hb, int(time.time() * 1000), self.max_age)
+        if not ok:
+            self._reject(reason, addr)
+            return
+        self.accepted += 1
+        self.on_heartbeat(hb, time.monotonic())
+
+    def _reject(self, reason: str, addr: tuple[str, int]) -> None:
+        kind = reason.split(":")[0]
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1
+        if self.rejected[kind] in (1, 10, 100, 1000) or self.rejected[kind] % 10000 == 0:
+            log.warning(
+                "heartbeat rejected from %s: %s (%d so far)", addr[0], reason, self.rejected[kind]
+            )
