@@ -112,6 +112,19 @@ def controller(
 
 
 @app.command()
+def agent(
+    config: Annotated[Path, typer.Option("--config", help="Agent YAML config file")],
+) -> None:
+    """Run a node agent: signed heartbeats on every network plane."""
+    from vimha.agent.main import load_agent_config, run_agent
+    from vimha.logs import setup_logging
+
+    cfg = load_agent_config(config)
+    setup_logging(cfg.log_level)
+    raise typer.Exit(asyncio.run(run_agent(cfg)))
+
+
+@app.command()
 def token(data_dir: DataDir = Path(".vimha")) -> None:
     """Print the embedded cloud's admin token."""
     path = data_dir / "admin-token"

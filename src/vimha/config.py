@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vimha.domain.delivery import RetryPolicy
+from vimha.domain.detection import DetectionPolicy
 from vimha.domain.errors import InvalidInput
 from vimha.domain.events import DEFAULT_HIERARCHY
 from vimha.domain.retention import RetentionPolicy, parse_duration
@@ -149,6 +150,43 @@ class AgeingConfig(_Model):
         return RetentionPolicy.from_dict(self.retention)
 
 
+class HeartbeatConfig(_Model):
+    interval: float = 0.1
+    misses: int = Field(3, ge=1)
+    up_after: int = Field(3, ge=1)
+    max_age: float = Field(30.0, description="Heartbeats older than this (s) are refused.")
+    listen: dict[str, str] = Field(
+        default_factory=dict, description="Network plane -> host:port the controller hears on."
+    )
+
+    @field_validator("interval", "max_age", mode="before")
+    @classmethod
+    def _dur(cls, value: Any) -> float:
+        return _seconds(value)
+
+    @field_validator("listen")
+    @classmethod
+    def _addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        for plane, address in value.items():
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"listen.{plane}: expected host:port, got {address!r}")
+        return value
+
+    def policy(self) -> DetectionPolicy:
+        return DetectionPolicy(self.interval, self.misses, self.up_after)
+
+
+class HostConfig(_Model):
+    name: str = Field(min_length=1)
+    roles: tuple[Literal["control", "compute", "storage", "network"], ...] = ("compute",)
+    location: dict[str, str] = Field(default_factory=dict)
+    key: str = Field(min_length=16, description="Shared secret signing the node's heartbeats")
+    planes: tuple[str, ...] = Field(
+        (), description="Planes this host heartbeats on (default: every listened plane)"
+    )
+
+
 class Config(_Model):
     vim_connection_id: str = "vimha"
     data_dir: str = ".vimha"
@@ -159,6 +197,24 @@ class Config(_Model):
     topology: TopologyConfig = TopologyConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     ageing: AgeingConfig = AgeingConfig()
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
+    hosts: tuple[HostConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _inventory(self) -> Config:
+        names = [h.name for h in self.hosts]
+        if len(set(names)) != len(names):
+            raise ValueError("hosts: names must be unique")
+        if self.hosts and not self.heartbeat.listen:
+            raise ValueError("hosts are declared but heartbeat.listen names no plane")
+        for host in self.hosts:
+            unknown = set(host.planes) - set(self.heartbeat.listen)
+            if unknown:
+                raise ValueError(f"hosts.{host.name}.planes: {sorted(unknown)} not listened on")
+            levels = set(host.location) - set(self.topology.hierarchy)
+            if levels:
+                raise ValueError(f"hosts.{host.name}.location: unknown level(s) {sorted(levels)}")
+        return self
 
     @model_validator(mode="after")
     def _auth_present(self) -> Config:

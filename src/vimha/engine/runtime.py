@@ -17,6 +17,7 @@ from vimha.engine.ageing import RetentionService, ageing_loop
 from vimha.engine.dispatch import Dispatcher
 from vimha.engine.dispatch_process import DispatcherProcess
 from vimha.engine.faults import FaultService, SubscriptionCache
+from vimha.engine.health import HealthMonitor
 from vimha.engine.writer import StoreWriter
 from vimha.ports.notifier import Notifier
 from vimha.ports.store import AttemptRecord, Store
@@ -59,6 +60,7 @@ class Runtime:
             self.writer,
         )
         self.retention = RetentionService(store, clock, config.ageing.policy())
+        self.health = HealthMonitor(config, self.faults, clock) if config.hosts else None
         self.started_at = clock.now()
         self.failed = asyncio.Event()
         self._stop = asyncio.Event()
@@ -69,6 +71,8 @@ class Runtime:
         self._spawn("dispatcher", self.dispatcher.run())
         self._spawn("ageing", ageing_loop(self.retention, self.config.ageing.interval, self._stop))
         self._spawn("checkpoint", self._checkpoints())
+        if self.health is not None:
+            self._spawn("health", self.health.run(self._stop))
         ready = asyncio.ensure_future(self.dispatcher.ready.wait())
         failed = asyncio.ensure_future(self.failed.wait())
         await asyncio.wait({ready, failed}, return_when=asyncio.FIRST_COMPLETED)

@@ -1,0 +1,86 @@
+"""`vimha agent --config FILE`: sends signed heartbeats on each network plane.
+
+node: cmp-1
+key: "the host's key, as in the controller's hosts list"
+interval: 0.1
+planes:
+  - {name: mgmt, local: 127.0.0.2, controller: "127.0.0.1:8471"}
+  - {name: storage, local: 127.0.0.3, controller: "127.0.0.1:8472"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vimha.domain.errors import InvalidInput
+from vimha.drivers.heartbeat_udp import HeartbeatSender, PlaneRoute
+
+log = logging.getLogger("vimha.agent")
+
+
+class PlaneConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1)
+    local: str = Field(min_length=1, description="This node's address on the plane")
+    controller: str = Field(description="host:port where the controller hears this plane")
+
+    @field_validator("controller")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    node: str = Field(min_length=1)
+    key: str = Field(min_length=16)
+    interval: float = Field(0.1, gt=0)
+    planes: tuple[PlaneConfig, ...] = Field(min_length=1)
+    log_level: str = "info"
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    try:
+        data: Any = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InvalidInput(f"agent config {path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"agent config {path}: not valid YAML: {exc}") from None
+    try:
+        return AgentConfig.model_validate(data or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(f"agent config {path}: {problems}") from None
+
+
+async def run_agent(config: AgentConfig) -> int:
+    routes = []
+    for plane in config.planes:
+        host, _, port = plane.controller.rpartition(":")
+        routes.append(PlaneRoute(plane.name, plane.local, (host, int(port))))
+    sender = HeartbeatSender(config.node, config.key.encode(), routes, config.interval)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "agent %s heartbeating on %s every %.3fs",
+        config.node,
+        ", ".join(p.name for p in config.planes),
+        config.interval,
+    )
+    await sender.run(stop)
+    log.info("agent %s stopped", config.node)
+    return 0

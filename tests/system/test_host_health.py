@@ -1,0 +1,163 @@
+"""Host health from real agent processes over UDP on two planes: an agent killed with SIGKILL
+makes its host DOWN with an alarm and a HostHealthChangeNotification; its return clears both.
+(Until the BMC drivers exist, a silent host is classified HOST_UNREACHABLE.)"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import free_port
+from tests.support.consumer import ConsumerProcess
+from tests.system.conftest import ControllerProcess, vimha
+
+KEYS = {"cmp-1": "key-of-cmp-1-0123456789", "cmp-2": "key-of-cmp-2-0123456789"}
+ADDRS = {"cmp-1": ("127.0.0.2", "127.0.0.3"), "cmp-2": ("127.0.0.4", "127.0.0.5")}
+
+
+class Agent:
+    def __init__(self, base: Path, node: str, ports: tuple[int, int]) -> None:
+        self.config = base / f"{node}.yaml"
+        mgmt, storage = ADDRS[node]
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "node": node,
+                    "key": KEYS[node],
+                    "interval": 0.05,
+                    "planes": [
+                        {"name": "mgmt", "local": mgmt, "controller": f"127.0.0.1:{ports[0]}"},
+                        {
+                            "name": "storage",
+                            "local": storage,
+                            "controller": f"127.0.0.1:{ports[1]}",
+                        },
+                    ],
+                }
+            )
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vimha", "agent", "--config", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[tuple[ControllerProcess, dict[str, Agent]]]:
+    ports = (free_port(), free_port())
+    ctl = ControllerProcess(
+        tmp_path,
+        heartbeat={
+            "interval": 0.05,
+            "misses": 4,
+            "up_after": 2,
+            "listen": {"mgmt": f"127.0.0.1:{ports[0]}", "storage": f"127.0.0.1:{ports[1]}"},
+        },
+        hosts=[
+            {"name": "cmp-1", "key": KEYS["cmp-1"], "location": {"site": "s1", "rack": "r1"}},
+            {"name": "cmp-2", "key": KEYS["cmp-2"], "location": {"site": "s1", "rack": "r2"}},
+        ],
+    )
+    ctl.migrate()
+    ctl.start()
+    agents = {n: Agent(tmp_path, n, ports) for n in KEYS}
+    try:
+        yield ctl, agents
+    finally:
+        for agent in agents.values():
+            agent.stop()
+        ctl.stop()
+
+
+def wait(
+    ctl: ControllerProcess, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    with ctl.client() as c:
+        while True:
+            hosts = {h["id"]: h for h in c.get("/vim/v1/hosts").json()}
+            if predicate(hosts):
+                return hosts
+            assert time.monotonic() < deadline, hosts
+            time.sleep(0.05)
+
+
+def test_killed_agent_makes_its_host_down_and_back(
+    cloud: tuple[ControllerProcess, dict[str, Agent]], consumer: ConsumerProcess
+) -> None:
+    ctl, agents = cloud
+    with ctl.client() as c:
+        r = c.post(
+            "/vimfm/v1/subscriptions",
+            json={"callbackUri": consumer.url, "filter": {"managedObjectIds": ["cmp-1", "cmp-2"]}},
+        )
+        assert r.status_code == 201
+    for agent in agents.values():
+        agent.start()
+    wait(ctl, lambda h: all(x["healthStatus"] == "UP" for x in h.values()))
+    time.sleep(0.5)
+    seen = len(consumer.received())
+
+    def after(kind: str, **fields: str) -> Callable[[list[dict[str, Any]]], bool]:
+        def check(received: list[dict[str, Any]]) -> bool:
+            return any(
+                x["notificationType"] == kind and all(x.get(k) == v for k, v in fields.items())
+                for x in received[seen:]
+            )
+
+        return check
+
+    agents["cmp-1"].kill()
+    hosts = wait(ctl, lambda h: h["cmp-1"]["healthStatus"] == "DOWN")
+    assert hosts["cmp-1"]["failureKind"] == "HOST_UNREACHABLE"
+    assert hosts["cmp-2"]["healthStatus"] == "UP"
+    with ctl.client() as c:
+        alarms = c.get("/vimfm/v1/alarms", params={"filter": "(eq,managedObjectId,cmp-1)"}).json()
+    [alarm] = alarms
+    assert alarm["faultType"] == "HOST_UNREACHABLE" and alarm["perceivedSeverity"] == "CRITICAL"
+    assert alarm["location"]["rack"] == "r1"
+    got = consumer.wait_for(after("HostHealthChangeNotification", healthStatus="DOWN"))[seen:]
+    change = next(x for x in got if x["notificationType"] == "HostHealthChangeNotification")
+    assert change["hostId"] == "cmp-1" and change["previousHealthStatus"] == "UP"
+    assert change["failureKind"] == "HOST_UNREACHABLE" and change["location"]["rack"] == "r1"
+    agents["cmp-1"].start()
+    wait(ctl, lambda h: h["cmp-1"]["healthStatus"] == "UP")
+    got = consumer.wait_for(after("AlarmClearedNotification"))[seen:]
+    got = consumer.wait_for(after("HostHealthChangeNotification", healthStatus="UP"))[seen:]
+    about_cmp2 = [
+        x
+        for x in got
+        if x.get("hostId") == "cmp-2" or x.get("alarm", {}).get("managedObjectId") == "cmp-2"
+    ]
+    assert about_cmp2 == []  # cmp-2 never changed
+
+
+def test_agent_config_errors_are_sentences(tmp_path: Path) -> None:
+    bad = tmp_path / "agent.yaml"
+    bad.write_text(yaml.safe_dump({"node": "x", "key": "short", "planes": []}))
+    r = vimha("agent", "--config", str(bad))
+    assert r.returncode == 2 and "key" in r.stderr and "Traceback" not in r.stderr
+    r = vimha("agent", "--config", str(tmp_path / "none.yaml"))
+    assert r.returncode == 2 and "not found" in r.stderr
