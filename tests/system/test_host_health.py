@@ -26,6 +26,8 @@ ADDRS = {"cmp-1": ("127.0.0.2", "127.0.0.3"), "cmp-2": ("127.0.0.4", "127.0.0.5"
 class Agent:
     def __init__(self, base: Path, node: str, ports: tuple[int, int]) -> None:
         self.config = base / f"{node}.yaml"
+        self.control = base / f"{node}-control"
+        self.control.mkdir()
         mgmt, storage = ADDRS[node]
         self.config.write_text(
             yaml.safe_dump(
@@ -33,6 +35,7 @@ class Agent:
                     "node": node,
                     "key": KEYS[node],
                     "interval": 0.05,
+                    "control_dir": str(self.control),
                     "planes": [
                         {"name": "mgmt", "local": mgmt, "controller": f"127.0.0.1:{ports[0]}"},
                         {
@@ -152,6 +155,45 @@ def test_killed_agent_makes_its_host_down_and_back(
         if x.get("hostId") == "cmp-2" or x.get("alarm", {}).get("managedObjectId") == "cmp-2"
     ]
     assert about_cmp2 == []  # cmp-2 never changed
+
+
+def test_one_plane_down_degrades_without_failover_and_heals(
+    cloud: tuple[ControllerProcess, dict[str, Agent]], consumer: ConsumerProcess
+) -> None:
+    """ARCH-8 in loopback mode: the agent's drop rule silences its storage plane."""
+    ctl, agents = cloud
+    with ctl.client() as c:
+        assert (
+            c.post("/vimfm/v1/subscriptions", json={"callbackUri": consumer.url}).status_code == 201
+        )
+    for agent in agents.values():
+        agent.start()
+    wait(ctl, lambda h: all(x["healthStatus"] == "UP" for x in h.values()))
+    drop = agents["cmp-1"].control / "drop-storage"
+    drop.touch()
+    hosts = wait(ctl, lambda h: h["cmp-1"]["healthStatus"] == "DEGRADED")
+    assert hosts["cmp-1"]["failureKind"] == "LINK_FAULT"
+    assert hosts["cmp-1"]["planes"]["storage"]["status"] == "DOWN"
+    assert hosts["cmp-1"]["planes"]["mgmt"]["status"] == "UP"
+    time.sleep(1.0)  # stays DEGRADED: one plane is never a node failure
+    hosts = wait(ctl, lambda h: True)
+    assert hosts["cmp-1"]["healthStatus"] == "DEGRADED"
+    with ctl.client() as c:
+        active = c.get("/vimfm/v1/alarms").json()
+    assert [(a["managedObjectId"], a["faultType"], a["perceivedSeverity"]) for a in active] == [
+        ("cmp-1/storage", "NETWORK_PLANE_DOWN", "MAJOR")
+    ]
+    drop.unlink()
+    wait(ctl, lambda h: h["cmp-1"]["healthStatus"] == "UP")
+    got = consumer.wait_for(
+        lambda n: any(x["notificationType"] == "AlarmClearedNotification" for x in n)
+    )
+    kinds = [x["notificationType"] for x in got]
+    assert "AlarmNotification" in kinds and "AlarmClearedNotification" in kinds
+    assert not any(
+        x.get("alarm", {}).get("faultType") in ("HOST_UNREACHABLE", "COMPUTE_NODE_FAILURE")
+        for x in got
+    )
 
 
 def test_agent_config_errors_are_sentences(tmp_path: Path) -> None:

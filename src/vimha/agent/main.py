@@ -47,6 +47,12 @@ class AgentConfig(BaseModel):
     interval: float = Field(0.1, gt=0)
     planes: tuple[PlaneConfig, ...] = Field(min_length=1)
     log_level: str = "info"
+    control_dir: str | None = Field(
+        None,
+        description="Fault injection without root: while <control_dir>/drop-<plane> exists, "
+        "the agent sends nothing on that plane (in network-namespace mode the link itself "
+        "goes down instead).",
+    )
 
 
 def load_agent_config(path: Path) -> AgentConfig:
@@ -70,7 +76,14 @@ async def run_agent(config: AgentConfig) -> int:
     for plane in config.planes:
         host, _, port = plane.controller.rpartition(":")
         routes.append(PlaneRoute(plane.name, plane.local, (host, int(port))))
-    sender = HeartbeatSender(config.node, config.key.encode(), routes, config.interval)
+    control = Path(config.control_dir) if config.control_dir else None
+
+    def dropped(plane: str) -> bool:
+        return control is not None and (control / f"drop-{plane}").exists()
+
+    sender = HeartbeatSender(
+        config.node, config.key.encode(), routes, config.interval, dropped=dropped
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -37,12 +37,14 @@ class HeartbeatSender:
         routes: list[PlaneRoute],
         interval: float,
         status: Callable[[], str] = lambda: "ok",
+        dropped: Callable[[str], bool] = lambda plane: False,
     ) -> None:
         self.node = node
         self.key = key
         self.routes = routes
         self.interval = interval
         self.status = status
+        self.dropped = dropped
         self.boot_id = os.urandom(16)
         self.seq = 0
         self.sent = 0
@@ -62,6 +64,8 @@ class HeartbeatSender:
                 self.seq += 1
                 now_ms = int(time.time() * 1000)
                 for route, transport in transports:
+                    if self.dropped(route.plane):
+                        continue  # fault injection in loopback mode: this plane is "down"
                     hb = Heartbeat(
                         self.node, route.plane, self.boot_id, self.seq, now_ms, self.status()
                     )
