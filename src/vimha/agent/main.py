@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,13 @@ class AgentConfig(BaseModel):
     interval: float = Field(0.1, gt=0)
     planes: tuple[PlaneConfig, ...] = Field(min_length=1)
     log_level: str = "info"
+    priority: int = Field(
+        -10,
+        ge=-20,
+        le=19,
+        description="Scheduling niceness to take when allowed (root): a starved agent would "
+        "stop heartbeating and look dead.",
+    )
     control_dir: str | None = Field(
         None,
         description="Fault injection without root: while <control_dir>/drop-<plane> exists, "
@@ -71,7 +79,15 @@ def load_agent_config(path: Path) -> AgentConfig:
         raise InvalidInput(f"agent config {path}: {problems}") from None
 
 
+def take_priority(niceness: int) -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    except OSError as exc:  # not root: run at normal priority, and say so
+        log.warning("could not set scheduling priority %d: %s", niceness, exc)
+
+
 async def run_agent(config: AgentConfig) -> int:
+    take_priority(config.priority)
     routes = []
     for plane in config.planes:
         host, _, port = plane.controller.rpartition(":")

@@ -57,6 +57,8 @@ class HealthMonitor:
         }
         self.current: dict[str, Classification] = {}
         self.started = clock.monotonic()
+        self.last_step = self.started
+        self.stalls = 0
         self.listeners: list[HeartbeatListener] = []
 
     def on_heartbeat(self, hb: Heartbeat, at: float) -> None:
@@ -85,6 +87,14 @@ class HealthMonitor:
 
     async def step(self) -> None:
         now = self.clock.monotonic()
+        stalled = now - self.last_step > self.policy.timeout / 2
+        self.last_step = now
+        if stalled:
+            # Our own loop was starved (CPU saturation, a pause): the heartbeats that arrived
+            # meanwhile are still queued in the sockets. Judge silence only after reading them,
+            # or a busy controller would take its own stall for dead hosts.
+            self.stalls += 1
+            return
         for key, state in self.states.items():
             self.states[key] = state.tick(now, self.policy)
         in_grace = now - self.started < max(GRACE_MIN, GRACE_TIMEOUTS * self.policy.timeout)

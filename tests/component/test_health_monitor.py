@@ -1,0 +1,65 @@
+"""The health loop with a fake clock and a real SQLite store: a stall of the controller's own
+loop is not taken for dead hosts; real silence is."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.support.fakes import FakeClock
+from vimha.config import load
+from vimha.domain.heartbeat import Heartbeat
+from vimha.drivers.sqlstore import SqlStore
+from vimha.engine.faults import FaultService, SubscriptionCache
+from vimha.engine.health import HealthMonitor
+
+
+def monitor(tmp_path: Path) -> tuple[HealthMonitor, FakeClock, SqlStore]:
+    config = load(
+        None,
+        {
+            "auth": {"token_file": str(tmp_path / "t")},
+            "heartbeat": {
+                "interval": 0.1,
+                "misses": 3,
+                "up_after": 2,
+                "listen": {"mgmt": "127.0.0.1:1", "storage": "127.0.0.1:2"},
+            },
+            "hosts": [{"name": "cmp-1", "key": "k" * 16, "location": {"rack": "r1"}}],
+        },
+    )
+    store = SqlStore(f"sqlite:///{tmp_path / 's.db'}")
+    store.upgrade()
+    clock = FakeClock()
+    faults = FaultService(
+        store, clock, SubscriptionCache(store), "vim", "http://x", lambda jobs: None
+    )
+    return HealthMonitor(config, faults, clock), clock, store
+
+
+def beat(m: HealthMonitor, clock: FakeClock, seq: int) -> None:
+    for plane in ("mgmt", "storage"):
+        m.on_heartbeat(Heartbeat("cmp-1", plane, os.urandom(16), seq, 0), clock.monotonic())
+
+
+async def test_own_stall_is_not_a_dead_host(tmp_path: Path) -> None:
+    m, clock, store = monitor(tmp_path)
+    for seq in range(3):
+        clock.advance(0.05)
+        beat(m, clock, seq)
+        await m.step()
+    assert m.current["cmp-1"].health.value == "UP"
+    clock.advance(2.0)  # the controller's loop was starved for 2 s
+    await m.step()
+    assert m.current["cmp-1"].health.value == "UP" and m.stalls == 1
+    beat(m, clock, 10)  # the heartbeats queued meanwhile are read
+    clock.advance(0.05)
+    await m.step()
+    assert m.current["cmp-1"].health.value == "UP"
+    for _ in range(8):  # now real silence: 0.4 s > 0.3 s
+        clock.advance(0.05)
+        await m.step()
+    assert m.current["cmp-1"].health.value == "DOWN"
+    assert [a.fault_type for _, a in store.iter_alarms(0, 10)] == ["HOST_UNREACHABLE"]
+    m.faults.writer.stop()
+    store.close()
