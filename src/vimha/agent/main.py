@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from vimha.agent.services import Reporter, ServiceConfig, supervise
 from vimha.domain.errors import InvalidInput
 from vimha.drivers.heartbeat_udp import HeartbeatSender, PlaneRoute
 
@@ -55,12 +56,27 @@ class AgentConfig(BaseModel):
         description="Scheduling niceness to take when allowed (root): a starved agent would "
         "stop heartbeating and look dead.",
     )
+    controller_url: str | None = Field(
+        None, description="The controller API, for the services' alarms"
+    )
+    token: str | None = Field(None, description="An operator token of the controller API")
+    services: tuple[ServiceConfig, ...] = ()
     control_dir: str | None = Field(
         None,
         description="Fault injection without root: while <control_dir>/drop-<plane> exists, "
         "the agent sends nothing on that plane (in network-namespace mode the link itself "
         "goes down instead).",
     )
+
+
+def _check_reporting(config: AgentConfig) -> None:
+    if config.services and not (config.controller_url and config.token):
+        raise InvalidInput(
+            "agent config: services need controller_url and token to report their alarms"
+        )
+    names = [s.name for s in config.services]
+    if len(set(names)) != len(names):
+        raise InvalidInput("agent config: service names must be unique")
 
 
 def load_agent_config(path: Path) -> AgentConfig:
@@ -71,7 +87,9 @@ def load_agent_config(path: Path) -> AgentConfig:
     except yaml.YAMLError as exc:
         raise InvalidInput(f"agent config {path}: not valid YAML: {exc}") from None
     try:
-        return AgentConfig.model_validate(data or {})
+        config = AgentConfig.model_validate(data or {})
+        _check_reporting(config)
+        return config
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
@@ -105,11 +123,21 @@ async def run_agent(config: AgentConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info(
-        "agent %s heartbeating on %s every %.3fs",
+        "agent %s heartbeating on %s every %.3fs; supervising %s",
         config.node,
         ", ".join(p.name for p in config.planes),
         config.interval,
+        ", ".join(s.name for s in config.services) or "no service",
     )
+    reporter = Reporter(config.controller_url, config.token)
+    report_task = asyncio.create_task(reporter.run())
+    watchdogs = [
+        asyncio.create_task(supervise(config.node, svc, reporter, stop)) for svc in config.services
+    ]
     await sender.run(stop)
+    for result in await asyncio.gather(*watchdogs, return_exceptions=True):
+        if isinstance(result, BaseException):
+            log.error("a watchdog failed: %r", result)
+    report_task.cancel()
     log.info("agent %s stopped", config.node)
     return 0

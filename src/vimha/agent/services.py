@@ -1,0 +1,199 @@
+"""Supervised services of a node (FAULT-2/3/4): start, check, restart, report.
+
+Checks: `process` (alive, not a zombie, not stopped by SIGSTOP), `tcp` (and accepts a
+connection) and `http` (and answers 2xx to GET). The process state is part of every check: a
+stopped process still accepts TCP connections into the kernel's backlog. Decisions come from
+domain/supervision.py; alarms go to the controller as native fault events, in order, retried
+while the controller is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from vimha.domain.supervision import ActionKind, RestartPolicy, ServiceState, decide
+from vimha.drivers.http1 import Http1Client
+
+log = logging.getLogger("vimha.agent.services")
+FAILED_CAUSE = "service failed its health check"
+GAVE_UP_CAUSE = "service failed beyond its restart budget"
+
+
+class RestartConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_restarts: int = Field(5, ge=0)
+    window: float = Field(60.0, gt=0)
+    backoff_initial: float = Field(0.1, gt=0)
+    backoff_max: float = Field(5.0, gt=0)
+    start_grace: float = Field(5.0, ge=0)
+
+    def policy(self) -> RestartPolicy:
+        return RestartPolicy(
+            self.max_restarts, self.window, self.backoff_initial, self.backoff_max, self.start_grace
+        )
+
+
+class ServiceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    command: tuple[str, ...] = Field(min_length=1)
+    check: Literal["process", "tcp", "http"] = "process"
+    target: str | None = Field(None, description="host:port (tcp) or URL (http)")
+    interval: float = Field(0.5, gt=0)
+    timeout: float = Field(1.0, gt=0)
+    restart: RestartConfig = RestartConfig()
+
+
+def process_state(pid: int) -> str | None:
+    """The kernel's one-letter state of a process (R, S, D, T, Z ...), None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+class SupervisedProcess:
+    def __init__(self, cfg: ServiceConfig) -> None:
+        self.cfg = cfg
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._http = Http1Client(cfg.timeout)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            list(self.cfg.command),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # SIGKILL works on a stopped process too
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+
+    async def check(self) -> tuple[bool, str]:
+        proc = self.proc
+        if proc is None:
+            return False, "not started"
+        proc.poll()  # reap it if it exited, so that it does not linger as a zombie
+        state = process_state(proc.pid) if proc.returncode is None else None
+        if state is None:
+            return False, f"process exited ({proc.returncode})"
+        if state in ("Z", "X"):
+            return False, "process is a zombie"
+        if state in ("T", "t"):
+            return False, "process is stopped (SIGSTOP)"
+        if self.cfg.check == "tcp" and self.cfg.target:
+            host, _, port = self.cfg.target.rpartition(":")
+            try:
+                async with asyncio.timeout(self.cfg.timeout):
+                    _, writer = await asyncio.open_connection(host, int(port))
+                writer.close()
+            except (OSError, TimeoutError) as exc:
+                return False, f"tcp {self.cfg.target}: {type(exc).__name__}"
+        if self.cfg.check == "http" and self.cfg.target:
+            from vimha.domain.errors import DeliveryFailed
+
+            try:
+                response = await self._http.request("GET", self.cfg.target, {}, b"")
+            except DeliveryFailed as exc:
+                return False, f"http {self.cfg.target}: {exc.detail}"
+            if not 200 <= response.status < 300:
+                return False, f"http {self.cfg.target}: answered {response.status}"
+        return True, "ok"
+
+
+class Reporter:
+    """Native fault events to the controller, in order, retried until accepted."""
+
+    def __init__(self, url: str | None, token: str | None) -> None:
+        self.url = url.rstrip("/") if url else None
+        self.token = token
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def report(self, event: dict[str, Any]) -> None:
+        if self.url is not None:
+            self.queue.put_nowait(event)
+
+    async def run(self) -> None:
+        if self.url is None:
+            return
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with httpx.AsyncClient(base_url=self.url, headers=headers, timeout=5) as client:
+            while True:
+                event = await self.queue.get()
+                delay = 0.1
+                while True:
+                    try:
+                        r = await client.post("/vim/v1/events", json=event)
+                        if r.status_code < 500:
+                            if r.status_code >= 400:
+                                log.error("controller refused an event: %s", r.text[:200])
+                            break
+                    except httpx.HTTPError as exc:
+                        log.warning("controller unreachable (%s); retrying", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(5.0, delay * 2)
+
+
+async def supervise(node: str, cfg: ServiceConfig, reporter: Reporter, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    policy = cfg.restart.policy()
+    proc = SupervisedProcess(cfg)
+    proc.start()
+    state = ServiceState(cfg.name, started_at=loop.time())
+    obj = f"{node}/{cfg.name}"
+    try:
+        while not stop.is_set():
+            ok, detail = await proc.check()
+            state, actions = decide(state, ok, detail, loop.time(), policy)
+            for action in actions:
+                log.info("%s: %s", obj, action.reason)
+                if action.kind is ActionKind.RESTART:
+                    proc.kill()
+                    proc.start()
+                elif action.kind is ActionKind.RAISE_RESTART_ALARM:
+                    reporter.report(
+                        _event(obj, "SERVICE_FAILED", FAILED_CAUSE, "MAJOR", action.reason)
+                    )
+                elif action.kind is ActionKind.CLEAR_RESTART_ALARM:
+                    reporter.report(
+                        _event(obj, "SERVICE_FAILED", FAILED_CAUSE, "CLEARED", action.reason)
+                    )
+                elif action.kind is ActionKind.RAISE_GAVE_UP_ALARM:
+                    reporter.report(
+                        _event(obj, "SERVICE_GAVE_UP", GAVE_UP_CAUSE, "CRITICAL", action.reason)
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), cfg.interval)
+    finally:
+        proc.kill()
+
+
+def _event(obj: str, fault: str, cause: str, severity: str, reason: str) -> dict[str, Any]:
+    node = obj.split("/")[0]
+    return {
+        "managedObjectId": obj,
+        "faultType": fault,
+        "probableCause": cause,
+        "perceivedSeverity": severity,
+        "eventType": "PROCESSING_ERROR_ALARM",
+        "vimLevelResourceType": "service",
+        "faultDetails": [reason],
+        "location": {"host": node},
+    }
