@@ -30,7 +30,8 @@ app.add_typer(subs_app, name="subscriptions")
 app.add_typer(events_app, name="events")
 app.add_typer(db_app, name="db")
 
-out = Console()
+# Piped output (scripts, tests) gets wide tables instead of 80-column wrapping.
+out = Console(width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True)
 
 Url = Annotated[str | None, typer.Option("--url", help="API URL (else $VIMHA_URL, else local)")]
@@ -316,6 +317,24 @@ def events_send(
             out.print(f"{change['change']:<9} {change['alarmId']}  {change['reason']}")
         if not result["changes"]:
             out.print(f"{result['accepted']} event(s) accepted; no alarm changed")
+
+
+@app.command()
+def hosts(url: Url = None, token: Token = None, as_json: Json = False) -> None:
+    """Hosts with their health, failure kind, planes and reason."""
+    data = client(url, token).json("GET", "/vim/v1/hosts")
+    table = Table("host", "health", "failure", "planes", "location", "reason")
+    for h in data:
+        planes = " ".join(f"{p}:{v['status']}" for p, v in h.get("planes", {}).items())
+        table.add_row(
+            h["id"],
+            h["healthStatus"],
+            h.get("failureKind") or "",
+            planes,
+            h.get("location", {}).get("path", ""),
+            h.get("reason", ""),
+        )
+    emit(data, as_json, table)
 
 
 @app.command()

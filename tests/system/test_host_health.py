@@ -4,6 +4,7 @@ makes its host DOWN with an alarm and a HostHealthChangeNotification; its return
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import yaml
 
 from tests.conftest import free_port
 from tests.support.consumer import ConsumerProcess
-from tests.system.conftest import ControllerProcess, vimha
+from tests.system.conftest import TOKEN, ControllerProcess, vimha
 
 KEYS = {"cmp-1": "key-of-cmp-1-0123456789", "cmp-2": "key-of-cmp-2-0123456789"}
 ADDRS = {"cmp-1": ("127.0.0.2", "127.0.0.3"), "cmp-2": ("127.0.0.4", "127.0.0.5")}
@@ -134,6 +135,10 @@ def test_killed_agent_makes_its_host_down_and_back(
 
     agents["cmp-1"].kill()
     hosts = wait(ctl, lambda h: h["cmp-1"]["healthStatus"] == "DOWN")
+    shown = vimha("hosts", "--url", ctl.url, "--token", TOKEN)
+    assert shown.returncode == 0 and "HOST_UNREACHABLE" in shown.stdout
+    listed = json.loads(vimha("hosts", "--json", "--url", ctl.url, "--token", TOKEN).stdout)
+    assert {h["id"]: h["healthStatus"] for h in listed} == {"cmp-1": "DOWN", "cmp-2": "UP"}
     assert hosts["cmp-1"]["failureKind"] == "HOST_UNREACHABLE"
     assert hosts["cmp-2"]["healthStatus"] == "UP"
     with ctl.client() as c:
