@@ -25,10 +25,12 @@ alarms_app = typer.Typer(no_args_is_help=True, help="Alarms (SOL 003 fault manag
 subs_app = typer.Typer(no_args_is_help=True, help="Subscriptions to notifications.")
 events_app = typer.Typer(no_args_is_help=True, help="Send fault events.")
 db_app = typer.Typer(no_args_is_help=True, help="The controller's database.")
+chaos_app = typer.Typer(no_args_is_help=True, help="Inject real faults into the embedded cloud.")
 app.add_typer(alarms_app, name="alarms")
 app.add_typer(subs_app, name="subscriptions")
 app.add_typer(events_app, name="events")
 app.add_typer(db_app, name="db")
+app.add_typer(chaos_app, name="chaos")
 
 # Piped output (scripts, tests) gets wide tables instead of 80-column wrapping.
 out = Console(width=None if sys.stdout.isatty() else 240)
@@ -65,7 +67,7 @@ def up(
 ) -> None:
     """Run the embedded cloud (one controller with SQLite in DATA_DIR) in the foreground."""
     from vimha.cloud import embedded
-    from vimha.controller import admin_token_from_file, serve
+    from vimha.controller import admin_token_from_file
     from vimha.logs import setup_logging
 
     if detach:
@@ -78,15 +80,17 @@ def up(
     config = embedded.embedded_config(data_dir, port)
     setup_logging(config.log_level)
     token_path = Path(config.auth.token_file or "")
-    admin_token_from_file(token_path)
+    token = admin_token_from_file(token_path)
     out.print(
         f"vimha embedded cloud: API http://127.0.0.1:{port}  data: {data_dir.resolve()}\n"
         f"admin token in {token_path} (or `vimha token`); e.g.\n"
         f'  curl -H "Authorization: Bearer $(vimha token)" http://127.0.0.1:{port}/vimfm/v1/alarms\n'
+        "8 nodes (ctl-1..3, cmp-1..4, sto-1): `vimha hosts`; faults: `vimha chaos --help`.\n"
         "Ctrl-C stops it.",
         highlight=False,
     )
-    raise typer.Exit(asyncio.run(serve(config, migrate=True)))
+    cloud_config, launcher = embedded.prepare_cloud(data_dir, port, token)
+    raise typer.Exit(asyncio.run(embedded.run_cloud(cloud_config, launcher)))
 
 
 @app.command()
@@ -317,6 +321,46 @@ def events_send(
             out.print(f"{change['change']:<9} {change['alarmId']}  {change['reason']}")
         if not result["changes"]:
             out.print(f"{result['accepted']} event(s) accepted; no alarm changed")
+
+
+@chaos_app.command("kill-agent")
+def chaos_kill_agent(node: str, data_dir: DataDir = Path(".vimha")) -> None:
+    """SIGKILL a node's agent (its launcher restarts it after 2 s)."""
+    from vimha.cloud import chaos
+
+    out.print(chaos.kill_agent(data_dir, node))
+
+
+@chaos_app.command("kill-service")
+def chaos_kill_service(node: str, data_dir: DataDir = Path(".vimha")) -> None:
+    """SIGKILL a node's demo service (its agent's watchdog restarts it)."""
+    from vimha.cloud import chaos
+
+    out.print(chaos.kill_service(data_dir, node))
+
+
+@chaos_app.command("hang-service")
+def chaos_hang_service(node: str, data_dir: DataDir = Path(".vimha")) -> None:
+    """SIGSTOP a node's demo service (a hung service: the watchdog restarts it)."""
+    from vimha.cloud import chaos
+
+    out.print(chaos.hang_service(data_dir, node))
+
+
+@chaos_app.command("plane-down")
+def chaos_plane_down(node: str, plane: str, data_dir: DataDir = Path(".vimha")) -> None:
+    """Take one network plane of a node down (loopback mode: the agent drops its heartbeats)."""
+    from vimha.cloud import chaos
+
+    out.print(chaos.plane_down(data_dir, node, plane))
+
+
+@chaos_app.command("heal")
+def chaos_heal(node: str | None = typer.Argument(None), data_dir: DataDir = Path(".vimha")) -> None:
+    """Undo plane faults and continue stopped processes, on one node or all."""
+    from vimha.cloud import chaos
+
+    out.print(chaos.heal(data_dir, node))
 
 
 @app.command()

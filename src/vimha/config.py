@@ -155,6 +155,12 @@ class HeartbeatConfig(_Model):
     misses: int = Field(3, ge=1)
     up_after: int = Field(3, ge=1)
     max_age: float = Field(30.0, description="Heartbeats older than this (s) are refused.")
+    startup_grace: float = Field(
+        5.0,
+        ge=0,
+        description="A host not heard since the controller started is UNKNOWN "
+        "(no alarm) this long, then DOWN.",
+    )
     listen: dict[str, str] = Field(
         default_factory=dict, description="Network plane -> host:port the controller hears on."
     )

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vimha.agent.services import Reporter, ServiceConfig, supervise
+from vimha.cloud.parent import watch_parent
 from vimha.domain.errors import InvalidInput
 from vimha.drivers.heartbeat_udp import HeartbeatSender, PlaneRoute
 
@@ -122,6 +123,7 @@ async def run_agent(config: AgentConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watch_parent(lambda: loop.call_soon_threadsafe(stop.set))
     log.info(
         "agent %s heartbeating on %s every %.3fs; supervising %s",
         config.node,

@@ -69,12 +69,16 @@ class SupervisedProcess:
         self._http = Http1Client(cfg.timeout)
 
     def start(self) -> None:
+        # The service ends with the agent when it opts in (the embedded cloud's demo services
+        # do); on a real node services are units of their own and outlive an agent restart.
+        env = {**os.environ, "VIMHA_EXIT_WITH_PARENT": "1"}
         self.proc = subprocess.Popen(
             list(self.cfg.command),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
 
     def kill(self) -> None:

@@ -1,33 +1,74 @@
-"""`vimha up`: the embedded default. For now one controller with SQLite in the data dir;
-later issues add nodes, BMCs and demo services."""
+"""`vimha up`: the embedded default: a controller with SQLite in the data dir, and 8 nodes
+(agents on two loopback planes, one demo service each, kept alive by a launcher). Simulated
+BMCs come later (issue 3)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from vimha.cloud.nodes import (
+    Launcher,
+    NodePlan,
+    host_inventory,
+    listen_addresses,
+    plan,
+    write_agent_config,
+    write_state,
+)
 from vimha.config import Config, load
 from vimha.domain.errors import Permanent
 
 
-def embedded_config(data_dir: Path, port: int, host: str = "127.0.0.1") -> Config:
+def embedded_config(
+    data_dir: Path, port: int, host: str = "127.0.0.1", nodes: list[NodePlan] | None = None
+) -> Config:
     data_dir = data_dir.resolve()
-    return load(
-        None,
-        {
-            "vim_connection_id": "vimha-embedded",
-            "data_dir": str(data_dir),
-            "api": {"host": host, "port": port},
-            "store": {"url": f"sqlite:///{data_dir / 'vimha.db'}"},
-            "auth": {"token_file": str(data_dir / "admin-token")},
-        },
-    )
+    overrides: dict[str, Any] = {
+        "vim_connection_id": "vimha-embedded",
+        "data_dir": str(data_dir),
+        "api": {"host": host, "port": port},
+        "store": {"url": f"sqlite:///{data_dir / 'vimha.db'}"},
+        "auth": {"token_file": str(data_dir / "admin-token")},
+    }
+    if nodes:
+        # Eight agents starting at once on a small machine take a few seconds.
+        overrides["heartbeat"] = {"listen": listen_addresses(port), "startup_grace": 10}
+        overrides["hosts"] = host_inventory(nodes)
+    return load(None, overrides)
+
+
+def prepare_cloud(data_dir: Path, port: int, token: str) -> tuple[Config, Launcher]:
+    """Plan the nodes, write their agents' configs and the state `vimha chaos` reads."""
+    data_dir = data_dir.resolve()
+    nodes = plan(data_dir, port)
+    config = embedded_config(data_dir, port, nodes=nodes)
+    configs = {n.name: write_agent_config(data_dir, n, port, token) for n in nodes}
+    write_state(data_dir, nodes)
+    (data_dir / "logs").mkdir(exist_ok=True)
+    return config, Launcher(configs, data_dir / "logs")
+
+
+async def run_cloud(config: Config, launcher: Launcher) -> int:
+    """The controller and the nodes' agents (with their demo services), until a signal."""
+    from vimha.controller import serve
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(launcher.run(stop))
+    try:
+        return await serve(config, migrate=True)
+    finally:
+        stop.set()
+        await task
+        await asyncio.to_thread(launcher.stop)
 
 
 def pid_file(data_dir: Path) -> Path:

@@ -33,7 +33,6 @@ from vimha.engine.faults import FaultService
 
 log = logging.getLogger("vimha.health")
 GRACE_TIMEOUTS = 5
-GRACE_MIN = 2.0  # a restarted controller must not alarm on hosts it has not heard yet
 
 
 class HealthMonitor:
@@ -97,7 +96,8 @@ class HealthMonitor:
             return
         for key, state in self.states.items():
             self.states[key] = state.tick(now, self.policy)
-        in_grace = now - self.started < max(GRACE_MIN, GRACE_TIMEOUTS * self.policy.timeout)
+        grace = max(self.config.heartbeat.startup_grace, GRACE_TIMEOUTS * self.policy.timeout)
+        in_grace = now - self.started < grace
         snapshots, unknown = [], {}
         for host, planes in self.planes.items():
             statuses = [self.states[(host, p)].status for p in planes]

@@ -1,0 +1,60 @@
+"""A stand-in for one of the VIM's services in the embedded cloud: an HTTP server that answers
+GET / with 200 and can be told to crash (POST /crash) or hang (POST /hang: every request then
+blocks, like a deadlocked service). `--node` and `--service` only label the process, so that
+`vimha chaos` can find it.
+
+    python -m vimha.cloud.demo_service --port 9101 --node cmp-1 --service nova-compute
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from vimha.cloud.parent import watch_parent
+
+HUNG = threading.Event()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def _reply(self, status: int, body: bytes = b"") -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        while HUNG.is_set():
+            time.sleep(3600)
+        self._reply(200, b"ok\n")
+
+    def do_POST(self) -> None:
+        if self.path == "/crash":
+            self._reply(202)
+            os._exit(1)
+        if self.path == "/hang":
+            HUNG.set()
+            self._reply(202)
+            return
+        self._reply(404)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--node", default="")
+    parser.add_argument("--service", default="")
+    args = parser.parse_args()
+    watch_parent(lambda: os._exit(0))
+    ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""`vimha up` starts a controller and 8 nodes; `vimha chaos` injects real faults; the cloud
+detects, alarms and recovers; `vimha down` leaves no process behind."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.system.conftest import vimha
+from vimha.cloud import chaos
+
+
+class Cloud:
+    def __init__(self, data: Path, port: int) -> None:
+        self.data = data
+        self.url = f"http://127.0.0.1:{port}"
+        self.token = (data / "admin-token").read_text().strip()
+
+    def get(self, path: str, **params: str) -> Any:
+        r = httpx.get(
+            self.url + path,
+            params=params,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=10,
+        )
+        r.raise_for_status()
+        return r.json()
+
+    def hosts(self) -> dict[str, dict[str, Any]]:
+        return {h["id"]: h for h in self.get("/vim/v1/hosts")}
+
+    def chaos(self, *args: str) -> str:
+        r = vimha("chaos", *args, "--data-dir", str(self.data))
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def cleared(self, obj: str) -> int:
+        return len(
+            self.get(
+                "/vimfm/v1/alarms",
+                filter=(f"(eq,managedObjectId,{obj});(eq,perceivedSeverity,CLEARED)"),
+            )
+        )
+
+
+def until(pred: Callable[[], Any], timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := pred()):
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.1)
+    return result
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[Cloud]:
+    data, port = tmp_path / "cloud", free_port()
+    r = vimha(
+        "up",
+        "--detach",
+        "--data-dir",
+        str(data),
+        "--port",
+        str(port),
+        env={"VIMHA_ADMIN_TOKEN": ""},
+    )
+    assert r.returncode == 0, r.stderr
+    c = Cloud(data, port)
+    try:
+        until(lambda: all(h["healthStatus"] == "UP" for h in c.hosts().values()), 60)
+        yield c
+    finally:
+        vimha("down", "--data-dir", str(data))
+
+
+def test_chaos_in_the_embedded_cloud(cloud: Cloud) -> None:
+    hosts = cloud.hosts()
+    assert sorted(hosts) == sorted(
+        ["ctl-1", "ctl-2", "ctl-3", "cmp-1", "cmp-2", "cmp-3", "cmp-4", "sto-1"]
+    )
+    assert hosts["cmp-3"]["location"]["path"] == "s1/z2/r2/cmp-3"
+
+    assert "SIGKILL" in cloud.chaos("kill-service", "cmp-1")
+    until(lambda: cloud.cleared("cmp-1/nova-compute") == 1)  # raised, restarted, cleared
+
+    assert "SIGSTOP" in cloud.chaos("hang-service", "sto-1")
+    until(lambda: cloud.cleared("sto-1/storage-daemon") == 1)
+
+    cloud.chaos("plane-down", "cmp-2", "storage")
+    until(lambda: cloud.hosts()["cmp-2"]["healthStatus"] == "DEGRADED")
+    assert cloud.hosts()["cmp-2"]["failureKind"] == "LINK_FAULT"
+    cloud.chaos("heal", "cmp-2")
+    until(lambda: cloud.hosts()["cmp-2"]["healthStatus"] == "UP")
+    assert cloud.cleared("cmp-2/storage") == 1
+
+    cloud.chaos("kill-agent", "cmp-3")
+    until(lambda: cloud.hosts()["cmp-3"]["healthStatus"] == "DOWN")
+    until(lambda: cloud.hosts()["cmp-3"]["healthStatus"] == "UP")  # the launcher restarts it
+    assert cloud.cleared("cmp-3") == 1
+    others = {k: v["healthStatus"] for k, v in cloud.hosts().items()}
+    assert set(others.values()) == {"UP"}
+
+
+def test_chaos_errors(cloud: Cloud, tmp_path: Path) -> None:
+    r = vimha("chaos", "kill-agent", "nope", "--data-dir", str(cloud.data))
+    assert r.returncode == 2 and "unknown node" in r.stderr and "cmp-1" in r.stderr
+    r = vimha("chaos", "plane-down", "cmp-1", "wifi", "--data-dir", str(cloud.data))
+    assert r.returncode == 2 and "unknown plane" in r.stderr
+    r = vimha("chaos", "kill-agent", "cmp-1", "--data-dir", str(tmp_path / "none"))
+    assert r.returncode == 1 and "vimha up" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_down_leaves_no_process(tmp_path: Path) -> None:
+    data, port = tmp_path / "c2", free_port()
+    assert vimha("up", "--detach", "--data-dir", str(data), "--port", str(port)).returncode == 0
+    state = chaos.load_state(data)
+    until(lambda: all(chaos.agent_pids(n) for n in state.values()), 60)
+    assert vimha("down", "--data-dir", str(data)).returncode == 0
+    until(lambda: not any(chaos.agent_pids(n) or chaos.service_pids(n) for n in state.values()), 20)
