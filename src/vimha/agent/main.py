@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from vimha.agent.sdnotify import Notifier
 from vimha.agent.services import Reporter, ServiceConfig, supervise
 from vimha.cloud.parent import watch_parent
 from vimha.domain.errors import InvalidInput
@@ -116,8 +117,14 @@ async def run_agent(config: AgentConfig) -> int:
     def dropped(plane: str) -> bool:
         return control is not None and (control / f"drop-{plane}").exists()
 
+    systemd = Notifier()
     sender = HeartbeatSender(
-        config.node, config.key.encode(), routes, config.interval, dropped=dropped
+        config.node,
+        config.key.encode(),
+        routes,
+        config.interval,
+        dropped=dropped,
+        on_round=systemd.watchdog,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -136,7 +143,9 @@ async def run_agent(config: AgentConfig) -> int:
     watchdogs = [
         asyncio.create_task(supervise(config.node, svc, reporter, stop)) for svc in config.services
     ]
+    systemd.ready()
     await sender.run(stop)
+    systemd.stopping()
     for result in await asyncio.gather(*watchdogs, return_exceptions=True):
         if isinstance(result, BaseException):
             log.error("a watchdog failed: %r", result)

@@ -38,6 +38,7 @@ class HeartbeatSender:
         interval: float,
         status: Callable[[], str] = lambda: "ok",
         dropped: Callable[[str], bool] = lambda plane: False,
+        on_round: Callable[[], None] = lambda: None,
     ) -> None:
         self.node = node
         self.key = key
@@ -45,6 +46,7 @@ class HeartbeatSender:
         self.interval = interval
         self.status = status
         self.dropped = dropped
+        self.on_round = on_round  # called after each round of heartbeats (watchdog petting)
         self.boot_id = os.urandom(16)
         self.seq = 0
         self.sent = 0
@@ -74,6 +76,7 @@ class HeartbeatSender:
                         self.sent += 1
                     except OSError:  # the plane's link is down: that is what we report
                         self.errors += 1
+                self.on_round()
                 next_at += self.interval
                 delay = next_at - loop.time()
                 if delay < 0:  # we stalled; do not burst to catch up
