@@ -1,0 +1,158 @@
+"""A node's BMC over Redfish, through sushy (the client OpenStack Ironic uses).
+
+Reads the power state, the system's health rollup and the chassis components (temperatures,
+fans, power supplies), and fences: ComputerSystem.Reset ForceOff, then reads back until the
+power is confirmed off. Every sushy or transport error becomes BmcUnreachable, here only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sushy
+from sushy import auth as sushy_auth
+
+from vimha.domain.classification import BmcView, HardwareHealth
+from vimha.domain.errors import Temporary
+
+T = TypeVar("T")
+
+
+class BmcUnreachable(Temporary):
+    """The BMC did not answer, or answered nonsense."""
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    kind: str  # temperature, fan, psu
+    name: str
+    health: HardwareHealth | None
+    reading: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BmcReading:
+    power_on: bool | None
+    health: HardwareHealth | None
+    components: tuple[Component, ...]
+
+    def failing(self) -> tuple[Component, ...]:
+        return tuple(
+            c for c in self.components if c.health is not HardwareHealth.OK and c.health is not None
+        )
+
+    def view(self) -> BmcView:
+        detail = ", ".join(f"{c.name} {c.health.value}" for c in self.failing() if c.health)
+        return BmcView(True, self.power_on, self.health, detail)
+
+
+def _health(value: Any) -> HardwareHealth | None:
+    text = str(getattr(value, "value", value) or "").lower()
+    for health in HardwareHealth:
+        if health.value.lower() in text:
+            return health
+    return None
+
+
+def _power(value: Any) -> bool | None:
+    text = str(getattr(value, "value", value) or "").lower()
+    if text.endswith("on") and "off" not in text:
+        return True
+    return False if "off" in text else None
+
+
+@contextmanager
+def _translate(url: str) -> Iterator[None]:
+    try:
+        yield
+    except (sushy.exceptions.SushyError, OSError, ValueError, AttributeError) as exc:
+        raise BmcUnreachable(f"BMC {url}: {type(exc).__name__}: {exc}".strip()[:300]) from exc
+    except Exception as exc:  # requests' errors and anything sushy lets through
+        raise BmcUnreachable(f"BMC {url}: {type(exc).__name__}: {exc}"[:300]) from exc
+
+
+class RedfishBmc:
+    def __init__(
+        self,
+        url: str,
+        user: str,
+        password: str,
+        timeout: float = 3.0,
+        system: str = "/redfish/v1/Systems/1",
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.user = user
+        self.password = password
+        self.timeout = timeout
+        self.system_path = system
+        self._conn: Any = None
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = sushy.Sushy(
+                f"{self.url}/redfish/v1",
+                auth=sushy_auth.BasicAuth(self.user, self.password),
+                verify=False,
+                # sushy's default (10 retries, 3 s apart) would stall detection and fencing;
+                # the health loop retries on its own schedule.
+                server_side_retries=1,
+                server_side_retries_delay=0.1,
+            )
+            self._conn._conn._session.request = _with_timeout(
+                self._conn._conn._session.request, self.timeout
+            )
+        return self._conn
+
+    def read(self) -> BmcReading:
+        with _translate(self.url):
+            conn = self._connection()
+            system = conn.get_system(self.system_path)
+            components: list[Component] = []
+            for chassis_path in [c for c in (system.json.get("Links", {}).get("Chassis") or [])]:
+                chassis = conn.get_chassis(chassis_path["@odata.id"])
+                thermal = chassis.thermal
+                for t in thermal.temperatures or []:
+                    components.append(
+                        Component(
+                            "temperature", t.name, _health(t.status.health), t.reading_celsius
+                        )
+                    )
+                for f in thermal.fans or []:
+                    components.append(Component("fan", f.name, _health(f.status.health), f.reading))
+                for p in chassis.power.power_supplies or []:
+                    components.append(Component("psu", p.name, _health(p.status.health)))
+            rollup = _health(system.status.health_rollup) or _health(system.status.health)
+            return BmcReading(_power(system.power_state), rollup, tuple(components))
+
+    def force_off(
+        self, confirm_within: float = 10.0, sleep: Callable[[float], None] = time.sleep
+    ) -> bool:
+        """Fence: ForceOff, then read back. True only once the power is confirmed off."""
+        with _translate(self.url):
+            system = self._connection().get_system(self.system_path)
+            system.reset_system(sushy.ResetType.FORCE_OFF)
+        deadline = time.monotonic() + confirm_within
+        while time.monotonic() < deadline:
+            try:
+                if self.read().power_on is False:
+                    return True
+            except BmcUnreachable:
+                pass
+            sleep(0.1)
+        return False
+
+    def power_on(self) -> None:
+        with _translate(self.url):
+            self._connection().get_system(self.system_path).reset_system(sushy.ResetType.ON)
+
+
+def _with_timeout(request: Callable[..., T], timeout: float) -> Callable[..., T]:
+    def wrapped(*args: Any, **kwargs: Any) -> T:
+        kwargs.setdefault("timeout", timeout)
+        return request(*args, **kwargs)
+
+    return wrapped

@@ -1,0 +1,86 @@
+"""The sushy-based Redfish driver against the simulated BMC, run as a real process."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from vimha.domain.classification import HardwareHealth
+from vimha.drivers.redfish import BmcUnreachable, RedfishBmc
+
+
+@pytest.fixture
+def bmc_url() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vimha.cloud.bmc_sim",
+            "--port",
+            str(port),
+            "--user",
+            "admin",
+            "--password",
+            "pw",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "simulated BMC did not start"
+            time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_reads_power_health_and_components(bmc_url: str) -> None:
+    reading = RedfishBmc(bmc_url, "admin", "pw").read()
+    assert reading.power_on is True and reading.health is HardwareHealth.OK
+    kinds = {(c.kind, c.name) for c in reading.components}
+    assert kinds == {("temperature", "CPU1 Temp"), ("fan", "Fan1"), ("psu", "PSU1")}
+    assert reading.failing() == ()
+
+
+@pytest.mark.parametrize(("fault", "component"), [("psu-fail", "PSU1"), ("overheat", "CPU1 Temp")])
+def test_hardware_faults_show_as_critical_with_the_component(
+    bmc_url: str, fault: str, component: str
+) -> None:
+    httpx.post(f"{bmc_url}/sim/{fault}").raise_for_status()
+    view = RedfishBmc(bmc_url, "admin", "pw").read().view()
+    assert view.health is HardwareHealth.CRITICAL and component in view.detail
+    httpx.post(f"{bmc_url}/sim/heal").raise_for_status()
+    assert RedfishBmc(bmc_url, "admin", "pw").read().health is HardwareHealth.OK
+
+
+def test_fencing_is_confirmed_by_reading_back(bmc_url: str) -> None:
+    bmc = RedfishBmc(bmc_url, "admin", "pw")
+    assert bmc.force_off(confirm_within=5) is True
+    assert bmc.read().power_on is False
+    bmc.power_on()
+    assert bmc.read().power_on is True
+
+
+def test_errors_become_bmc_unreachable(bmc_url: str) -> None:
+    with pytest.raises(BmcUnreachable, match="AccessError"):
+        RedfishBmc(bmc_url, "admin", "wrong").read()
+    with pytest.raises(BmcUnreachable):
+        RedfishBmc(f"http://127.0.0.1:{free_port()}", "a", "b", timeout=1).read()
+    dead = RedfishBmc(f"http://127.0.0.1:{free_port()}", "a", "b", timeout=0.5)
+    with pytest.raises(BmcUnreachable):  # no fencing without a BMC: nothing gets recovered
+        dead.force_off(confirm_within=0.5)
