@@ -84,3 +84,51 @@ def test_errors_become_bmc_unreachable(bmc_url: str) -> None:
     dead = RedfishBmc(f"http://127.0.0.1:{free_port()}", "a", "b", timeout=0.5)
     with pytest.raises(BmcUnreachable):  # no fencing without a BMC: nothing gets recovered
         dead.force_off(confirm_within=0.5)
+
+
+@pytest.fixture
+def sushy_tools_url() -> Iterator[str]:
+    """sushy-tools' Redfish emulator with its fake driver: a second, independent BMC, so
+    the driver is not shaped only by our own simulator."""
+    import shutil
+
+    from tests.conftest import require_system
+
+    emulator = shutil.which("sushy-emulator") or str(
+        __import__("pathlib").Path(sys.executable).parent / "sushy-emulator"
+    )
+    require_system(__import__("os").path.exists(emulator), "sushy-tools (pip: sushy-tools)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [emulator, "--fake", "-i", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/redfish/v1/Systems").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "sushy-emulator did not start"
+        time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_driver_against_sushy_tools_emulator(sushy_tools_url: str) -> None:
+    bmc = RedfishBmc(sushy_tools_url, "", "")
+    reading = bmc.read()
+    assert reading.power_on in (True, False) and reading.health is HardwareHealth.OK
+    assert bmc.system_path.startswith("/redfish/v1/Systems/")
+    bmc.power_on()
+    deadline = time.monotonic() + 20  # the fake driver applies power changes in 1-11 s
+    while bmc.read().power_on is not True:
+        assert time.monotonic() < deadline, "never powered on"
+        time.sleep(0.2)
+    assert bmc.force_off(confirm_within=20) is True
+    assert bmc.read().power_on is False

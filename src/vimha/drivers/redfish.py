@@ -82,13 +82,13 @@ class RedfishBmc:
         user: str,
         password: str,
         timeout: float = 3.0,
-        system: str = "/redfish/v1/Systems/1",
+        system: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.user = user
         self.password = password
         self.timeout = timeout
-        self.system_path = system
+        self._system_path = system  # None: the first member of /redfish/v1/Systems
         self._conn: Any = None
 
     def _connection(self) -> Any:
@@ -107,24 +107,24 @@ class RedfishBmc:
             )
         return self._conn
 
+    @property
+    def system_path(self) -> str:
+        if self._system_path is None:
+            with _translate(self.url):
+                members = self._connection().get_system_collection().members_identities
+                if not members:
+                    raise BmcUnreachable(f"BMC {self.url}: no ComputerSystem")
+                self._system_path = str(sorted(members)[0])
+        return self._system_path
+
     def read(self) -> BmcReading:
+        path = self.system_path
         with _translate(self.url):
             conn = self._connection()
-            system = conn.get_system(self.system_path)
+            system = conn.get_system(path)
             components: list[Component] = []
-            for chassis_path in [c for c in (system.json.get("Links", {}).get("Chassis") or [])]:
-                chassis = conn.get_chassis(chassis_path["@odata.id"])
-                thermal = chassis.thermal
-                for t in thermal.temperatures or []:
-                    components.append(
-                        Component(
-                            "temperature", t.name, _health(t.status.health), t.reading_celsius
-                        )
-                    )
-                for f in thermal.fans or []:
-                    components.append(Component("fan", f.name, _health(f.status.health), f.reading))
-                for p in chassis.power.power_supplies or []:
-                    components.append(Component("psu", p.name, _health(p.status.health)))
+            for link in system.json.get("Links", {}).get("Chassis") or []:
+                components += _chassis_components(conn.get_chassis(link["@odata.id"]))
             rollup = _health(system.status.health_rollup) or _health(system.status.health)
             return BmcReading(_power(system.power_state), rollup, tuple(components))
 
@@ -146,8 +146,35 @@ class RedfishBmc:
         return False
 
     def power_on(self) -> None:
+        path = self.system_path
         with _translate(self.url):
-            self._connection().get_system(self.system_path).reset_system(sushy.ResetType.ON)
+            self._connection().get_system(path).reset_system(sushy.ResetType.ON)
+
+
+def _chassis_components(chassis: Any) -> list[Component]:
+    """Temperatures, fans and power supplies; a chassis may lack Thermal or Power."""
+    out: list[Component] = []
+    missing = (
+        sushy.exceptions.MissingAttributeError,
+        sushy.exceptions.ResourceNotFoundError,
+        sushy.exceptions.MissingActionError,
+    )
+    try:
+        thermal = chassis.thermal
+        for t in thermal.temperatures or []:
+            out.append(
+                Component("temperature", t.name, _health(t.status.health), t.reading_celsius)
+            )
+        for f in thermal.fans or []:
+            out.append(Component("fan", f.name, _health(f.status.health), f.reading))
+    except missing:
+        pass
+    try:
+        for p in chassis.power.power_supplies or []:
+            out.append(Component("psu", p.name, _health(p.status.health)))
+    except missing:
+        pass
+    return out
 
 
 def _with_timeout(request: Callable[..., T], timeout: float) -> Callable[..., T]:
