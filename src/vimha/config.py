@@ -183,6 +183,14 @@ class HeartbeatConfig(_Model):
         return DetectionPolicy(self.interval, self.misses, self.up_after)
 
 
+class BmcConfig(_Model):
+    url: str = Field(min_length=1, description="Redfish base URL, e.g. https://10.0.0.5")
+    user: str = ""
+    password: str = ""
+    interval: float = Field(2.0, gt=0, description="How often the controller reads it")
+    timeout: float = Field(1.0, gt=0)
+
+
 class HostConfig(_Model):
     name: str = Field(min_length=1)
     roles: tuple[Literal["control", "compute", "storage", "network"], ...] = ("compute",)
@@ -191,6 +199,7 @@ class HostConfig(_Model):
     planes: tuple[str, ...] = Field(
         (), description="Planes this host heartbeats on (default: every listened plane)"
     )
+    bmc: BmcConfig | None = None
 
 
 class Config(_Model):

@@ -118,6 +118,15 @@ class RedfishBmc:
         return self._system_path
 
     def read(self) -> BmcReading:
+        """Read the BMC; one retry on a fresh connection, since BMCs often close idle
+        keep-alive connections and the first request on a stale one fails."""
+        try:
+            return self._read()
+        except BmcUnreachable:
+            self._conn = None
+            return self._read()
+
+    def _read(self) -> BmcReading:
         path = self.system_path
         with _translate(self.url):
             conn = self._connection()

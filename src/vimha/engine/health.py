@@ -1,8 +1,9 @@
 """The host health loop (issue 3): heartbeats in -> plane states -> classification ->
 alarms and HostHealthChangeNotifications. Observe, decide (domain), act (fault service).
 
-Until the BMC drivers exist, every host is observed with an unreachable BMC, so a host whose
-planes are all silent classifies as HOST_UNREACHABLE (or RACK_FAILURE with rack peers).
+A host's BMC (Redfish, if declared) is read every `bmc.interval`, and afresh as soon as the
+host loses every plane, so the classification tells node software from host hardware
+(FAULT-8). A host without a BMC is observed with an unreachable one: cause unknown.
 A host never heard stays UNKNOWN (no alarm) for a grace period after start.
 """
 
@@ -29,6 +30,7 @@ from vimha.domain.health import decide_health
 from vimha.domain.heartbeat import Heartbeat
 from vimha.domain.subscriptions import NotificationType, Subject
 from vimha.drivers.heartbeat_udp import HeartbeatListener
+from vimha.drivers.redfish import BmcUnreachable, RedfishBmc
 from vimha.engine.faults import FaultService
 
 log = logging.getLogger("vimha.health")
@@ -59,6 +61,13 @@ class HealthMonitor:
         self.last_step = self.started
         self.stalls = 0
         self.listeners: list[HeartbeatListener] = []
+        self.bmcs = {
+            h.name: RedfishBmc(h.bmc.url, h.bmc.user, h.bmc.password, h.bmc.timeout)
+            for h in config.hosts
+            if h.bmc is not None
+        }
+        self.bmc_views: dict[str, tuple[float, BmcView]] = {}
+        self.all_lost_since: dict[str, float] = {}
 
     def on_heartbeat(self, hb: Heartbeat, at: float) -> None:
         key = (hb.node, hb.plane)
@@ -75,14 +84,47 @@ class HealthMonitor:
             bound = await listener.start(host, int(port))
             log.info("hearing heartbeats of plane %s on %s:%d", plane, *bound)
             self.listeners.append(listener)
+        poller = asyncio.create_task(self._poll_bmcs(stop))
         try:
             while not stop.is_set():
                 await self.step()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.policy.interval / 2)
         finally:
+            poller.cancel()
             for listener in self.listeners:
                 listener.close()
+
+    async def _poll_bmcs(self, stop: asyncio.Event) -> None:
+        every = min((h.bmc.interval for h in self.config.hosts if h.bmc), default=2.0)
+        while not stop.is_set():
+            await asyncio.gather(*(self._read_bmc(h) for h in self.bmcs))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+    async def _read_bmc(self, host: str) -> BmcView:
+        bmc = self.bmcs[host]
+        try:
+            view = (await asyncio.to_thread(bmc.read)).view()
+        except BmcUnreachable as exc:
+            log.warning("BMC of %s: %s", host, exc.detail)
+            view = BmcView(False, detail=exc.detail)
+        self.bmc_views[host] = (self.clock.monotonic(), view)
+        return view
+
+    async def _bmc_view(self, host: str, all_lost: bool, now: float) -> BmcView:
+        """The host's BMC as last read; when every plane was just lost, read it afresh so
+        that the classification rests on what the BMC says now."""
+        if host not in self.bmcs:
+            return BmcView(False, detail="no BMC declared")
+        if not all_lost:
+            self.all_lost_since.pop(host, None)
+            return self.bmc_views.get(host, (0.0, BmcView(False)))[1]
+        since = self.all_lost_since.setdefault(host, now)
+        read_at, view = self.bmc_views.get(host, (-1.0, BmcView(False)))
+        if read_at < since:
+            view = await self._read_bmc(host)
+        return view
 
     async def step(self) -> None:
         now = self.clock.monotonic()
@@ -107,14 +149,9 @@ class HealthMonitor:
                 )
                 continue
             rack = dict(self.locations[host].levels).get("rack", "")
-            snapshots.append(
-                HostSnapshot(
-                    host,
-                    rack,
-                    {p: s is PlaneStatus.UP for p, s in zip(planes, statuses, strict=True)},
-                    BmcView(reachable=False),
-                )
-            )
+            up = {p: s is PlaneStatus.UP for p, s in zip(planes, statuses, strict=True)}
+            bmc = await self._bmc_view(host, not any(up.values()), now)
+            snapshots.append(HostSnapshot(host, rack, up, bmc))
         new = {**unknown, **classify_all(snapshots)}
         actions = decide_health(self.current, new, self.locations, self.clock.now())
         self.current = new
