@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from vimha.cloud.procs import spawn_module
 from vimha.domain.classification import HardwareHealth
 from vimha.drivers.redfish import BmcUnreachable, RedfishBmc
 
@@ -19,29 +19,7 @@ from vimha.drivers.redfish import BmcUnreachable, RedfishBmc
 @pytest.fixture
 def bmc_url() -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vimha.cloud.bmc_sim",
-            "--port",
-            str(port),
-            "--user",
-            "admin",
-            "--password",
-            "pw",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            assert time.monotonic() < deadline, "simulated BMC did not start"
-            time.sleep(0.05)
+    proc = spawn_module("vimha.cloud.bmc_sim", port, "--user", "admin", "--password", "pw")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

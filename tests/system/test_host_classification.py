@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,34 +12,13 @@ import pytest
 from tests.conftest import free_port
 from tests.system.conftest import ControllerProcess
 from tests.system.test_host_health import KEYS, Agent, wait
+from vimha.cloud.procs import spawn_module
 
 
 @pytest.fixture
 def bmc_port() -> Iterator[int]:
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vimha.cloud.bmc_sim",
-            "--port",
-            str(port),
-            "--user",
-            "admin",
-            "--password",
-            "pw",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/redfish/v1", timeout=0.5)
-            break
-        except httpx.HTTPError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    proc = spawn_module("vimha.cloud.bmc_sim", port, "--user", "admin", "--password", "pw")
     try:
         yield port
     finally:

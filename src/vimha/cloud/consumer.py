@@ -18,7 +18,6 @@ import contextlib
 import json
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -162,19 +161,9 @@ def main() -> None:
 
 def spawn(port: int, out: str, *extra: str, timeout: float = 15.0) -> subprocess.Popen[bytes]:
     """Start this consumer as a process and wait until it accepts connections."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vimha.cloud.consumer", "--port", str(port), "--out", out, *extra],
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"the consumer did not start on port {port}")
+    from vimha.cloud.procs import spawn_module
+
+    return spawn_module("vimha.cloud.consumer", port, "--out", out, *extra, timeout=timeout)
 
 
 if __name__ == "__main__":
