@@ -117,14 +117,18 @@ class RedfishBmc:
                 self._system_path = str(sorted(members)[0])
         return self._system_path
 
-    def read(self) -> BmcReading:
-        """Read the BMC; one retry on a fresh connection, since BMCs often close idle
-        keep-alive connections and the first request on a stale one fails."""
-        try:
-            return self._read()
-        except BmcUnreachable:
-            self._conn = None
-            return self._read()
+    def read(self, attempts: int = 3) -> BmcReading:
+        """Read the BMC; retried on a fresh connection (BMCs often drop idle keep-alive
+        connections, or one without answering), briefly: the caller polls anyway."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._read()
+            except BmcUnreachable:
+                if attempt == attempts:
+                    raise
+                self._conn = None
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
 
     def _read(self) -> BmcReading:
         path = self.system_path
