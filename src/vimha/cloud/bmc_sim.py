@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -154,7 +155,18 @@ def make_handler(state: BmcState, user: str, password: str) -> type[BaseHTTPRequ
     expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
     class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+        # One request per connection: simple and robust (the driver copes with both kinds).
+        protocol_version = "HTTP/1.0"
+
+        def handle_one_request(self) -> None:
+            try:
+                super().handle_one_request()
+            except (ConnectionError, TimeoutError):
+                self.close_connection = True
+            except Exception:  # never drop a connection without an answer
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self._send(500, {"error": {"message": "simulator error"}})
 
         def _send(self, status: int, doc: Any = None) -> None:
             body = json.dumps(doc).encode() if doc is not None else b""
