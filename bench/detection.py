@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,40 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from _harness import Consumer, Controller, free_port, percentile, proc_stats
-
-
-class Agent:
-    def __init__(self, base: Path, node: str, key: str, addrs: tuple[str, str],
-                 ports: tuple[int, int]) -> None:
-        self.node = node
-        self.control = base / f"{node}-control"
-        self.control.mkdir()
-        self.config = base / f"{node}.yaml"
-        self.config.write_text(yaml.safe_dump({
-            "node": node, "key": key, "interval": 0.1, "control_dir": str(self.control),
-            "log_level": "warning", "planes": [
-                {"name": "mgmt", "local": addrs[0], "controller": f"127.0.0.1:{ports[0]}"},
-                {"name": "storage", "local": addrs[1], "controller": f"127.0.0.1:{ports[1]}"},
-            ]}))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vimha", "agent", "--config", str(self.config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+from vimha.cloud.procs import AgentProcess
 
 
 def hosts_of(client: httpx.Client) -> dict[str, dict[str, Any]]:
@@ -107,21 +75,40 @@ def main() -> None:
     ports = (free_port(), free_port())
     names = [f"cmp-{i + 1}" for i in range(args.hosts)]
     keys = {n: f"key-of-{n}-0123456789" for n in names}
-    hosts_cfg = [{"name": n, "key": keys[n], "location": {"site": "s1", "rack": f"r{i % 2 + 1}"}}
-                 for i, n in enumerate(names)]
+    hosts_cfg = [
+        {"name": n, "key": keys[n], "location": {"site": "s1", "rack": f"r{i % 2 + 1}"}}
+        for i, n in enumerate(names)
+    ]
     out = base / "received.jsonl"
     node_kill: list[float] = []
     node_notify: list[float] = []
     plane_loss: list[float] = []
     misclassified = 0
-    with Controller(heartbeat={"listen": {"mgmt": f"127.0.0.1:{ports[0]}",
-                                          "storage": f"127.0.0.1:{ports[1]}"}},
-                    hosts=hosts_cfg) as ctl, Consumer(out) as consumer, httpx.Client(
-            base_url=ctl.url, headers=ctl.headers, timeout=10) as client:
-        agents = {n: Agent(base, n, keys[n], (f"127.0.1.{2 * i + 1}", f"127.0.1.{2 * i + 2}"),
-                           ports) for i, n in enumerate(names)}
-        client.post("/vimfm/v1/subscriptions", json={
-            "callbackUri": f"http://127.0.0.1:{consumer.port}/n"}).raise_for_status()
+    with (
+        Controller(
+            heartbeat={
+                "listen": {"mgmt": f"127.0.0.1:{ports[0]}", "storage": f"127.0.0.1:{ports[1]}"}
+            },
+            hosts=hosts_cfg,
+        ) as ctl,
+        Consumer(out) as consumer,
+        httpx.Client(base_url=ctl.url, headers=ctl.headers, timeout=10) as client,
+    ):
+        agents = {
+            n: AgentProcess(
+                base,
+                n,
+                keys[n],
+                (f"127.0.1.{2 * i + 1}", f"127.0.1.{2 * i + 2}"),
+                ports,
+                interval=0.1,
+                log_level="warning",
+            )
+            for i, n in enumerate(names)
+        }
+        client.post(
+            "/vimfm/v1/subscriptions", json={"callbackUri": f"http://127.0.0.1:{consumer.port}/n"}
+        ).raise_for_status()
         for a in agents.values():
             a.start()
         for n in names:
@@ -131,12 +118,23 @@ def main() -> None:
             start = len(received(out))
             t0 = time.time()
             victim.kill()
-            alarm = wait_notification(out, start, lambda n, v=victim.node: (
-                n["notificationType"] == "AlarmNotification"
-                and n["alarm"]["managedObjectId"] == v))
-            change = wait_notification(out, start, lambda n, v=victim.node: (
-                n["notificationType"] == "HostHealthChangeNotification"
-                and n["hostId"] == v and n["healthStatus"] == "DOWN"))
+            alarm = wait_notification(
+                out,
+                start,
+                lambda n, v=victim.node: (
+                    n["notificationType"] == "AlarmNotification"
+                    and n["alarm"]["managedObjectId"] == v
+                ),
+            )
+            change = wait_notification(
+                out,
+                start,
+                lambda n, v=victim.node: (
+                    n["notificationType"] == "HostHealthChangeNotification"
+                    and n["hostId"] == v
+                    and n["healthStatus"] == "DOWN"
+                ),
+            )
             node_kill.append((epoch(alarm["n"]["alarm"]["alarmRaisedTime"]) - t0) * 1000)
             node_notify.append((change["t"] - t0) * 1000)
             victim.start()
@@ -159,8 +157,10 @@ def main() -> None:
             wait_health(client, victim.node, "UP")
         # False positives with both cores saturated.
         start = len(received(out))
-        burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                   for _ in range(os.cpu_count() or 2)]
+        burners = [
+            subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 2)
+        ]
         agent_pid = agents[names[0]].proc.pid  # type: ignore[union-attr]
         cpu0, _ = proc_stats(agent_pid)
         t0 = time.monotonic()
@@ -172,20 +172,30 @@ def main() -> None:
                 b.wait()
         cpu1, agent_rss = proc_stats(agent_pid)
         soak = time.monotonic() - t0
-        false_changes = [rec["n"] for rec in received(out)[start:]
-                         if rec["n"]["notificationType"] == "HostHealthChangeNotification"]
+        false_changes = [
+            rec["n"]
+            for rec in received(out)[start:]
+            if rec["n"]["notificationType"] == "HostHealthChangeNotification"
+        ]
         for a in agents.values():
             a.stop()
     result = {
         "benchmark": "detection",
         "settings": {"interval_ms": 100, "misses": 3, "up_after": 3, "hosts": args.hosts},
-        "node_failure_to_alarm_ms": {"p50": round(percentile(node_kill, 50), 1),
-                                     "p99": round(percentile(node_kill, 99), 1),
-                                     "max": round(max(node_kill), 1), "n": len(node_kill)},
-        "node_failure_to_notification_ms": {"p50": round(percentile(node_notify, 50), 1),
-                                            "p99": round(percentile(node_notify, 99), 1)},
-        "one_plane_loss_to_degraded_ms": {"p50": round(percentile(plane_loss, 50), 1),
-                                          "p99": round(percentile(plane_loss, 99), 1)},
+        "node_failure_to_alarm_ms": {
+            "p50": round(percentile(node_kill, 50), 1),
+            "p99": round(percentile(node_kill, 99), 1),
+            "max": round(max(node_kill), 1),
+            "n": len(node_kill),
+        },
+        "node_failure_to_notification_ms": {
+            "p50": round(percentile(node_notify, 50), 1),
+            "p99": round(percentile(node_notify, 99), 1),
+        },
+        "one_plane_loss_to_degraded_ms": {
+            "p50": round(percentile(plane_loss, 50), 1),
+            "p99": round(percentile(plane_loss, 99), 1),
+        },
         "one_plane_loss_misclassified": misclassified,
         "false_positives_under_full_cpu": len(false_changes),
         "false_positive_changes": [
@@ -197,14 +207,21 @@ def main() -> None:
         "agent_cpu_percent_of_a_core": round(100 * (cpu1 - cpu0) / soak, 2),
     }
     print(json.dumps(result, indent=2))
-    ok = (result["node_failure_to_alarm_ms"]["p99"] <= 500 and misclassified == 0
-          and not false_changes and agent_rss < 60 and result["agent_cpu_percent_of_a_core"] < 2)
-    print(f"detection: node failure -> alarm p50/p99 "
-          f"{result['node_failure_to_alarm_ms']['p50']}/{result['node_failure_to_alarm_ms']['p99']}"
-          f" ms; one plane lost -> DEGRADED p99 {result['one_plane_loss_to_degraded_ms']['p99']} "
-          f"ms, misclassified {misclassified}; false positives under full CPU for {soak:.0f}s: "
-          f"{len(false_changes)}; agent {agent_rss:.0f} MiB, "
-          f"{result['agent_cpu_percent_of_a_core']}% CPU; targets {'MET' if ok else 'NOT MET'}")
+    ok = (
+        result["node_failure_to_alarm_ms"]["p99"] <= 500
+        and misclassified == 0
+        and not false_changes
+        and agent_rss < 60
+        and result["agent_cpu_percent_of_a_core"] < 2
+    )
+    print(
+        f"detection: node failure -> alarm p50/p99 "
+        f"{result['node_failure_to_alarm_ms']['p50']}/{result['node_failure_to_alarm_ms']['p99']}"
+        f" ms; one plane lost -> DEGRADED p99 {result['one_plane_loss_to_degraded_ms']['p99']} "
+        f"ms, misclassified {misclassified}; false positives under full CPU for {soak:.0f}s: "
+        f"{len(false_changes)}; agent {agent_rss:.0f} MiB, "
+        f"{result['agent_cpu_percent_of_a_core']}% CPU; targets {'MET' if ok else 'NOT MET'}"
+    )
 
 
 if __name__ == "__main__":

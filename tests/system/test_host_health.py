@@ -5,9 +5,6 @@ makes its host DOWN with an alarm and a HostHealthChangeNotification; its return
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,53 +16,17 @@ import yaml
 from tests.conftest import free_port
 from tests.support.consumer import ConsumerProcess
 from tests.system.conftest import TOKEN, ControllerProcess, vimha
+from vimha.cloud.procs import AgentProcess
 
 KEYS = {"cmp-1": "key-of-cmp-1-0123456789", "cmp-2": "key-of-cmp-2-0123456789"}
 ADDRS = {"cmp-1": ("127.0.0.2", "127.0.0.3"), "cmp-2": ("127.0.0.4", "127.0.0.5")}
 
 
-class Agent:
+class Agent(AgentProcess):
+    """One of this module's two nodes, heartbeating every 50 ms."""
+
     def __init__(self, base: Path, node: str, ports: tuple[int, int]) -> None:
-        self.config = base / f"{node}.yaml"
-        self.control = base / f"{node}-control"
-        self.control.mkdir()
-        mgmt, storage = ADDRS[node]
-        self.config.write_text(
-            yaml.safe_dump(
-                {
-                    "node": node,
-                    "key": KEYS[node],
-                    "interval": 0.05,
-                    "control_dir": str(self.control),
-                    "planes": [
-                        {"name": "mgmt", "local": mgmt, "controller": f"127.0.0.1:{ports[0]}"},
-                        {
-                            "name": "storage",
-                            "local": storage,
-                            "controller": f"127.0.0.1:{ports[1]}",
-                        },
-                    ],
-                }
-            )
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vimha", "agent", "--config", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        super().__init__(base, node, KEYS[node], ADDRS[node], ports, interval=0.05)
 
 
 @pytest.fixture

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 
 def spawn_module(
@@ -28,3 +33,54 @@ def spawn_module(
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"{module} did not start on port {port}")
+
+
+class AgentProcess:
+    """A `vimha agent` on two loopback planes (mgmt, storage), with a control dir for the
+    drop rule, as a process that can be started, killed (SIGKILL) and stopped."""
+
+    def __init__(
+        self,
+        base: Path,
+        node: str,
+        key: str,
+        addrs: tuple[str, str],
+        ports: tuple[int, int],
+        interval: float = 0.1,
+        log_level: str | None = None,
+    ) -> None:
+        self.node = node
+        self.control = base / f"{node}-control"
+        self.control.mkdir()
+        self.config = base / f"{node}.yaml"
+        config: dict[str, Any] = {
+            "node": node,
+            "key": key,
+            "interval": interval,
+            "control_dir": str(self.control),
+            "planes": [
+                {"name": "mgmt", "local": addrs[0], "controller": f"127.0.0.1:{ports[0]}"},
+                {"name": "storage", "local": addrs[1], "controller": f"127.0.0.1:{ports[1]}"},
+            ],
+        }
+        if log_level:
+            config["log_level"] = log_level
+        self.config.write_text(yaml.safe_dump(config))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vimha", "agent", "--config", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
