@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from vimha.client import Client, ClientError, resolve
 from vimha.domain.errors import InvalidInput, VimhaError
@@ -34,7 +35,7 @@ app.add_typer(chaos_app, name="chaos")
 
 # Piped output (scripts, tests) gets wide tables instead of 80-column wrapping.
 out = Console(width=None if sys.stdout.isatty() else 240)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays on one line for grep
 
 Url = Annotated[str | None, typer.Option("--url", help="API URL (else $VIMHA_URL, else local)")]
 Token = Annotated[str | None, typer.Option("--token", help="API token (else $VIMHA_TOKEN)")]
@@ -42,8 +43,12 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts")]
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Embedded cloud's data folder")]
 
 
+def say_error(message: object) -> None:
+    err.print(Text.assemble(("error:", "red"), " ", str(message)), highlight=False)
+
+
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    say_error(message)
     raise typer.Exit(code)
 
 
@@ -396,18 +401,18 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
     except ClientError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        say_error(exc)
         sys.exit(1)
     except InvalidInput as exc:
-        err.print(f"[red]error:[/red] {exc.detail}", highlight=False)
+        say_error(exc.detail)
         sys.exit(2)
     except VimhaError as exc:
-        err.print(f"[red]error:[/red] {exc.detail}", highlight=False)
+        say_error(exc.detail)
         sys.exit(1)
     except Exception as exc:  # click usage errors (typer may vendor click) and the unexpected
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
         if callable(show) and isinstance(code, int):
             show()
             sys.exit(code)
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False)
+        say_error(f"{type(exc).__name__}: {exc}")
         sys.exit(1)
