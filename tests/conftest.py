@@ -4,6 +4,7 @@ a reason on a machine without it, but fails when VIMHA_REQUIRE_SYSTEM is set (CI
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -14,6 +15,8 @@ import pytest
 
 from tests.support.consumer import ConsumerProcess
 from tests.support.postgres import PostgresServer, find_pg_bin
+from vimha.cloud.nodes import check_ports
+from vimha.domain.errors import Permanent
 
 
 def require_system(ok: bool, reason: str) -> None:
@@ -28,6 +31,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def cloud_port() -> int:
+    """A base port for an embedded cloud, below the ephemeral range (32768+), where outgoing
+    connections could take one of the ports the cloud needs after it was found free."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        try:
+            check_ports(port)
+        except Permanent:
+            continue
+        return port
+    raise RuntimeError("no free port block for an embedded cloud")
 
 
 @pytest.fixture(scope="session")

@@ -330,7 +330,7 @@ def events_send(
 
 @chaos_app.command("kill-agent")
 def chaos_kill_agent(node: str, data_dir: DataDir = Path(".vimha")) -> None:
-    """SIGKILL a node's agent (its launcher restarts it after 2 s)."""
+    """SIGKILL a node's agent: the node fails and is fenced (`heal NODE` powers it on)."""
     from vimha.cloud import chaos
 
     out.print(chaos.kill_agent(data_dir, node))
@@ -360,9 +360,42 @@ def chaos_plane_down(node: str, plane: str, data_dir: DataDir = Path(".vimha")) 
     out.print(chaos.plane_down(data_dir, node, plane))
 
 
+@chaos_app.command("power-off")
+def chaos_power_off(node: str, data_dir: DataDir = Path(".vimha")) -> None:
+    """Power a node off through its BMC (Redfish ForceOff): its processes stop."""
+    from vimha.cloud import chaos
+
+    out.print(chaos.power_off(data_dir, node))
+
+
+@chaos_app.command("power-on")
+def chaos_power_on(node: str, data_dir: DataDir = Path(".vimha")) -> None:
+    """Power a node on through its BMC: its agent and services start."""
+    from vimha.cloud import chaos
+
+    out.print(chaos.power_on(data_dir, node))
+
+
+@chaos_app.command("psu-fail")
+def chaos_psu_fail(node: str, data_dir: DataDir = Path(".vimha")) -> None:
+    """Fail a node's power supply (its BMC reports PSU1 Critical)."""
+    from vimha.cloud import chaos
+
+    out.print(chaos.psu_fail(data_dir, node))
+
+
+@chaos_app.command("overheat")
+def chaos_overheat(node: str, data_dir: DataDir = Path(".vimha")) -> None:
+    """Overheat a node's CPU (its BMC reports 95 C, Critical)."""
+    from vimha.cloud import chaos
+
+    out.print(chaos.overheat(data_dir, node))
+
+
 @chaos_app.command("heal")
 def chaos_heal(node: str | None = typer.Argument(None), data_dir: DataDir = Path(".vimha")) -> None:
-    """Undo plane faults and continue stopped processes, on one node or all."""
+    """Undo every fault on one node or all: planes up, processes continued, sensors
+    normal, powered on."""
     from vimha.cloud import chaos
 
     out.print(chaos.heal(data_dir, node))

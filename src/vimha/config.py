@@ -12,10 +12,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vimha.domain.alarms import Location
 from vimha.domain.delivery import RetryPolicy
 from vimha.domain.detection import DetectionPolicy
 from vimha.domain.errors import InvalidInput
-from vimha.domain.events import DEFAULT_HIERARCHY
+from vimha.domain.events import DEFAULT_HIERARCHY, location_from
+from vimha.domain.fencing import FencePolicy
 from vimha.domain.retention import RetentionPolicy, parse_duration
 
 Role = Literal["admin", "operator", "reader"]
@@ -183,6 +185,25 @@ class HeartbeatConfig(_Model):
         return DetectionPolicy(self.interval, self.misses, self.up_after)
 
 
+class FencingConfig(_Model):
+    enabled: bool = Field(True, description="Fence failed hosts through their BMC (ForceOff)")
+    delay: float = Field(
+        1.0, ge=0, description="Seconds a host stays failed (every plane lost) before fencing"
+    )
+    retry: float = Field(10.0, gt=0, description="Seconds between attempts after a failed one")
+    confirm_within: float = Field(
+        10.0, gt=0, description="Seconds to read back the power-off before calling it failed"
+    )
+
+    @field_validator("delay", "retry", "confirm_within", mode="before")
+    @classmethod
+    def _dur(cls, value: Any) -> float:
+        return _seconds(value)
+
+    def policy(self) -> FencePolicy:
+        return FencePolicy(self.enabled, self.delay, self.retry, self.confirm_within)
+
+
 class BmcConfig(_Model):
     url: str = Field(min_length=1, description="Redfish base URL, e.g. https://10.0.0.5")
     user: str = ""
@@ -213,7 +234,16 @@ class Config(_Model):
     delivery: DeliveryConfig = DeliveryConfig()
     ageing: AgeingConfig = AgeingConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
+    fencing: FencingConfig = FencingConfig()
     hosts: tuple[HostConfig, ...] = ()
+
+    def locations(self) -> dict[str, Location]:
+        """Each declared host's place in the aggregation hierarchy."""
+        hierarchy = self.topology.hierarchy
+        return {
+            h.name: location_from(h.location, hierarchy, f"hosts.{h.name}", host=h.name)
+            for h in self.hosts
+        }
 
     @model_validator(mode="after")
     def _inventory(self) -> Config:

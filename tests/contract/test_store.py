@@ -36,7 +36,7 @@ from vimha.domain.subscriptions import (
     SubscriptionFilter,
 )
 from vimha.drivers.sqlstore import SqlStore
-from vimha.ports.store import Attempt, AttemptRecord
+from vimha.ports.store import Attempt, AttemptRecord, FenceRecord
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 LOC = Location((("site", "s1"), ("rack", "r1"), ("host", "cmp-1")))
@@ -251,6 +251,24 @@ def test_settings(store: SqlStore) -> None:
     store.put_setting("k", {"a": [1, 2]})
     store.put_setting("k", {"a": [3]})
     assert store.get_setting("k") == {"a": [3]}
+
+
+def test_fence_records_newest_first_per_host(store: SqlStore) -> None:
+    t0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    first = store.add_fence_record(
+        FenceRecord("cmp-1", "HOST_UNREACHABLE", t0, t0 + timedelta(seconds=3), "FAILED", "no BMC")
+    )
+    second = store.add_fence_record(
+        FenceRecord("cmp-1", "HOST_UNREACHABLE", t0, t0 + timedelta(seconds=9), "CONFIRMED", "off")
+    )
+    store.add_fence_record(FenceRecord("cmp-2", "COMPUTE_NODE_FAILURE", t0, t0, "CONFIRMED", ""))
+    assert 0 < first.seq < second.seq
+    records = store.fence_records("cmp-1")
+    assert [r.result for r in records] == ["CONFIRMED", "FAILED"]
+    assert records[0].finished_at == t0 + timedelta(seconds=9)
+    assert records[0].started_at.tzinfo is not None
+    assert len(store.fence_records()) == 3
+    assert store.fence_records("cmp-3") == []
 
 
 def test_purge_follows_policy_and_never_loses_live_data(store: SqlStore) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import cloud_port
+from tests.support.consumer import ConsumerProcess
 from tests.system.conftest import vimha
 from vimha.cloud import chaos
 
@@ -59,7 +60,7 @@ def until(pred: Callable[[], Any], timeout: float = 30) -> Any:
 
 @pytest.fixture
 def cloud(tmp_path: Path) -> Iterator[Cloud]:
-    data, port = tmp_path / "cloud", free_port()
+    data, port = tmp_path / "cloud", cloud_port()
     r = vimha(
         "up",
         "--detach",
@@ -98,12 +99,56 @@ def test_chaos_in_the_embedded_cloud(cloud: Cloud) -> None:
     until(lambda: cloud.hosts()["cmp-2"]["healthStatus"] == "UP")
     assert cloud.cleared("cmp-2/storage") == 1
 
-    cloud.chaos("kill-agent", "cmp-3")
-    until(lambda: cloud.hosts()["cmp-3"]["healthStatus"] == "DOWN")
-    until(lambda: cloud.hosts()["cmp-3"]["healthStatus"] == "UP")  # the launcher restarts it
-    assert cloud.cleared("cmp-3") == 1
     others = {k: v["healthStatus"] for k, v in cloud.hosts().items()}
     assert set(others.values()) == {"UP"}
+
+
+def test_failed_nodes_are_fenced_through_their_bmc(cloud: Cloud, consumer: ConsumerProcess) -> None:
+    r = httpx.post(
+        cloud.url + "/vimfm/v1/subscriptions",
+        json={
+            "callbackUri": consumer.url,
+            "filter": {"notificationTypes": ["HostHealthChangeNotification"]},
+        },
+        headers={"Authorization": f"Bearer {cloud.token}"},
+    )
+    assert r.status_code == 201, r.text
+    cmp3 = chaos.node(chaos.load_state(cloud.data), "cmp-3")
+    assert chaos.service_pids(cmp3)
+
+    # A dead agent: node state unknown, so it is powered off through its BMC, which stops
+    # everything on it; the launcher does not restart an agent on a powered-off node.
+    cloud.chaos("kill-agent", "cmp-3")
+    host = until(lambda: (h := cloud.hosts()["cmp-3"])["healthStatus"] == "FENCED" and h)
+    assert host["failureKind"] == "COMPUTE_NODE_FAILURE" and host["fencing"]["recoverable"]
+    assert host["bmc"]["powerState"] == "Off"
+    [record] = cloud.get("/vim/v1/hosts/cmp-3/fencing")
+    assert record["result"] == "CONFIRMED" and record["failureKind"] == "COMPUTE_NODE_FAILURE"
+    until(lambda: not chaos.service_pids(cmp3))  # the power cut stopped its service too
+    time.sleep(3)  # longer than the launcher's restart delay
+    assert cloud.hosts()["cmp-3"]["healthStatus"] == "FENCED"
+
+    got = consumer.wait_for(lambda n: any(x.get("healthStatus") == "FENCED" for x in n))
+    seen = [(x["hostId"], x["healthStatus"]) for x in got]
+    assert seen[:2] == [("cmp-3", "DOWN"), ("cmp-3", "FENCED")], seen
+
+    # Powered off through its BMC by an operator: host hardware failure, fenced at once.
+    assert "confirmed" in cloud.chaos("power-off", "cmp-4")
+    host = until(lambda: (h := cloud.hosts()["cmp-4"])["healthStatus"] == "FENCED" and h)
+    assert host["failureKind"] == "HOST_HW_FAILURE"
+
+    # A failed PSU on a running host: an EQUIPMENT alarm at the component, the host stays UP.
+    cloud.chaos("psu-fail", "cmp-1")
+    until(lambda: cloud.get("/vimfm/v1/alarms", filter="(eq,managedObjectId,cmp-1/PSU1)"))
+    assert cloud.hosts()["cmp-1"]["healthStatus"] == "UP"
+
+    out = cloud.chaos("heal")
+    assert "cmp-3: powered on" in out and "cmp-4: powered on" in out
+    until(lambda: all(h["healthStatus"] == "UP" for h in cloud.hosts().values()), 60)
+    for obj in ("cmp-3", "cmp-4", "cmp-1/PSU1"):
+        until(lambda obj=obj: cloud.cleared(obj) >= 1)
+    assert cloud.get("/vimfm/v1/alarms") == []
+    assert cloud.hosts()["cmp-3"]["fencing"]["state"] == "NONE"
 
 
 def test_chaos_errors(cloud: Cloud, tmp_path: Path) -> None:
@@ -114,10 +159,14 @@ def test_chaos_errors(cloud: Cloud, tmp_path: Path) -> None:
     r = vimha("chaos", "kill-agent", "cmp-1", "--data-dir", str(tmp_path / "none"))
     assert r.returncode == 1 and "vimha up" in r.stderr
     assert "Traceback" not in r.stderr
+    port = cloud.url.rsplit(":", 1)[1]
+    r = vimha("up", "--data-dir", str(tmp_path / "other"), "--port", port)
+    assert r.returncode == 1 and f"port {port}, needed by the embedded cloud" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_down_leaves_no_process(tmp_path: Path) -> None:
-    data, port = tmp_path / "c2", free_port()
+    data, port = tmp_path / "c2", cloud_port()
     assert vimha("up", "--detach", "--data-dir", str(data), "--port", str(port)).returncode == 0
     state = chaos.load_state(data)
     until(lambda: all(chaos.agent_pids(n) for n in state.values()), 60)

@@ -1,10 +1,12 @@
 """FAULT-8 with real processes: an agent's silence is classified with what the host's BMC
-(a simulated Redfish BMC, read through sushy) says at that moment."""
+(a simulated Redfish BMC, read through sushy) says at that moment; and a silent host is
+fenced through that BMC, with no fencing (and no recovery) while the BMC cannot confirm."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,10 +28,10 @@ def bmc_port() -> Iterator[int]:
         proc.wait(10)
 
 
-@pytest.fixture
-def setup(tmp_path: Path, bmc_port: int) -> Iterator[tuple[ControllerProcess, Agent, str]]:
+def controller(
+    tmp_path: Path, bmc: str, fencing: dict[str, Any]
+) -> tuple[ControllerProcess, Agent]:
     ports = (free_port(), free_port())
-    bmc = f"http://127.0.0.1:{bmc_port}"
     ctl = ControllerProcess(
         tmp_path,
         heartbeat={
@@ -46,10 +48,18 @@ def setup(tmp_path: Path, bmc_port: int) -> Iterator[tuple[ControllerProcess, Ag
                 "bmc": {"url": bmc, "user": "admin", "password": "pw", "interval": 0.5},
             }
         ],
+        fencing=fencing,
     )
     ctl.migrate()
     ctl.start()
-    agent = Agent(tmp_path, "cmp-1", ports)
+    return ctl, Agent(tmp_path, "cmp-1", ports)
+
+
+@pytest.fixture
+def setup(tmp_path: Path, bmc_port: int) -> Iterator[tuple[ControllerProcess, Agent, str]]:
+    bmc = f"http://127.0.0.1:{bmc_port}"
+    # Classification alone: fencing would power the simulated host off between cycles.
+    ctl, agent = controller(tmp_path, bmc, {"enabled": False})
     try:
         yield ctl, agent, bmc
     finally:
@@ -96,3 +106,63 @@ def test_software_failure_vs_hardware_failure(setup: tuple[ControllerProcess, Ag
     # healed, while the agent was dead); a reachable BMC never leaves the cause unknown.
     assert "COMPUTE_NODE_FAILURE" in kinds and "HOST_HW_FAILURE" in kinds
     assert "HOST_UNREACHABLE" not in kinds
+
+
+def test_fencing_waits_for_a_confirmed_power_off(tmp_path: Path) -> None:
+    port = free_port()
+    bmc = f"http://127.0.0.1:{port}"
+    bmc_proc = spawn_module("vimha.cloud.bmc_sim", port, "--user", "admin", "--password", "pw")
+    ctl, agent = controller(tmp_path, bmc, {"delay": 0.2, "retry": 1.0, "confirm_within": 2})
+    try:
+        agent.start()
+        wait(ctl, lambda h: h["cmp-1"]["healthStatus"] == "UP")
+        bmc_proc.kill()  # the BMC is gone, then the host goes silent: state unknown
+        bmc_proc.wait(10)
+        agent.kill()
+        host = wait(ctl, lambda h: h["cmp-1"]["fencing"]["state"] == "FAILED")["cmp-1"]
+        assert host["healthStatus"] == "DOWN" and host["failureKind"] == "HOST_UNREACHABLE"
+        assert host["fencing"]["recoverable"] is False
+        assert "ForceOff failed" in host["fencing"]["detail"]
+        with ctl.client() as c:
+            alarms = c.get("/vimfm/v1/alarms", params={"filter": "(eq,managedObjectId,cmp-1)"})
+        assert {a["faultType"] for a in alarms.json()} == {"HOST_UNREACHABLE", "FENCING_FAILED"}
+
+        bmc_proc = spawn_module("vimha.cloud.bmc_sim", port, "--user", "admin", "--password", "pw")
+        host = wait(ctl, lambda h: h["cmp-1"]["healthStatus"] == "FENCED")["cmp-1"]
+        assert host["fencing"]["state"] == "CONFIRMED" and host["fencing"]["recoverable"]
+        assert host["fencing"]["attempts"] >= 2
+        assert host["bmc"]["powerState"] == "Off"
+        with ctl.client() as c:
+            records = c.get("/vim/v1/hosts/cmp-1/fencing").json()
+            alarms = c.get(
+                "/vimfm/v1/alarms",
+                params={"filter": "(eq,managedObjectId,cmp-1);(neq,perceivedSeverity,NONE)"},
+            ).json()
+        assert records[0]["result"] == "CONFIRMED" and records[-1]["result"] == "FAILED"
+        assert "power off confirmed" in records[0]["detail"]
+        state = {a["faultType"]: a["perceivedSeverity"] for a in alarms}
+        assert state["FENCING_FAILED"] == "CLEARED"
+        assert state["HOST_UNREACHABLE"] == "CRITICAL"  # the failure stays until the host is back
+        r = httpx.get(f"{bmc}/redfish/v1/Systems/1", auth=("admin", "pw"))
+        assert r.json()["PowerState"] == "Off"
+
+        # The controller restarts: the host is still fenced (read back from the store).
+        ctl.stop()
+        ctl.start()
+        host = wait(ctl, lambda h: h["cmp-1"]["healthStatus"] == "FENCED")["cmp-1"]
+        assert host["fencing"]["state"] == "CONFIRMED"
+
+        # Powered on and answering again: no longer fenced, alarms cleared.
+        agent.start()
+        host = wait(ctl, lambda h: h["cmp-1"]["healthStatus"] == "UP")["cmp-1"]
+        assert host["fencing"]["state"] == "NONE"
+        with ctl.client() as c:
+            assert (
+                c.get("/vimfm/v1/alarms", params={"filter": "(eq,managedObjectId,cmp-1)"}).json()
+                == []
+            )
+    finally:
+        agent.stop()
+        ctl.stop()
+        bmc_proc.kill()
+        bmc_proc.wait(10)

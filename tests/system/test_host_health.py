@@ -1,6 +1,7 @@
 """Host health from real agent processes over UDP on two planes: an agent killed with SIGKILL
 makes its host DOWN with an alarm and a HostHealthChangeNotification; its return clears both.
-(Until the BMC drivers exist, a silent host is classified HOST_UNREACHABLE.)"""
+These hosts have no BMC: a silent one is HOST_UNREACHABLE, and it cannot be fenced, which
+raises FENCING_FAILED (no recovery without fencing)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def cloud(tmp_path: Path) -> Iterator[tuple[ControllerProcess, dict[str, Agent]]
             "up_after": 2,
             "listen": {"mgmt": f"127.0.0.1:{ports[0]}", "storage": f"127.0.0.1:{ports[1]}"},
         },
+        fencing={"delay": 0.2},
         hosts=[
             {"name": "cmp-1", "key": KEYS["cmp-1"], "location": {"site": "s1", "rack": "r1"}},
             {"name": "cmp-2", "key": KEYS["cmp-2"], "location": {"site": "s1", "rack": "r2"}},
@@ -102,17 +104,32 @@ def test_killed_agent_makes_its_host_down_and_back(
     assert {h["id"]: h["healthStatus"] for h in listed} == {"cmp-1": "DOWN", "cmp-2": "UP"}
     assert hosts["cmp-1"]["failureKind"] == "HOST_UNREACHABLE"
     assert hosts["cmp-2"]["healthStatus"] == "UP"
+    hosts = wait(ctl, lambda h: h["cmp-1"]["fencing"]["state"] == "FAILED")
+    assert hosts["cmp-1"]["healthStatus"] == "DOWN"  # not FENCED: nothing confirmed it
+    assert hosts["cmp-1"]["fencing"]["recoverable"] is False
+    assert "no BMC" in hosts["cmp-1"]["fencing"]["detail"]
     with ctl.client() as c:
         alarms = c.get("/vimfm/v1/alarms", params={"filter": "(eq,managedObjectId,cmp-1)"}).json()
-    [alarm] = alarms
-    assert alarm["faultType"] == "HOST_UNREACHABLE" and alarm["perceivedSeverity"] == "CRITICAL"
+        records = c.get("/vim/v1/hosts/cmp-1/fencing").json()
+    by_type = {a["faultType"]: a for a in alarms}
+    assert sorted(by_type) == ["FENCING_FAILED", "HOST_UNREACHABLE"]
+    alarm = by_type["HOST_UNREACHABLE"]
+    assert alarm["perceivedSeverity"] == "CRITICAL"
     assert alarm["location"]["rack"] == "r1"
+    assert by_type["FENCING_FAILED"]["perceivedSeverity"] == "CRITICAL"
+    assert any("not be recovered" in d for d in by_type["FENCING_FAILED"]["faultDetails"])
+    assert [(r["result"], r["failureKind"]) for r in records] == [("FAILED", "HOST_UNREACHABLE")]
     got = consumer.wait_for(after("HostHealthChangeNotification", healthStatus="DOWN"))[seen:]
     change = next(x for x in got if x["notificationType"] == "HostHealthChangeNotification")
     assert change["hostId"] == "cmp-1" and change["previousHealthStatus"] == "UP"
     assert change["failureKind"] == "HOST_UNREACHABLE" and change["location"]["rack"] == "r1"
     agents["cmp-1"].start()
-    wait(ctl, lambda h: h["cmp-1"]["healthStatus"] == "UP")
+    hosts = wait(ctl, lambda h: h["cmp-1"]["healthStatus"] == "UP")
+    assert hosts["cmp-1"]["fencing"]["state"] == "NONE"
+    with ctl.client() as c:
+        assert (
+            c.get("/vimfm/v1/alarms", params={"filter": "(eq,managedObjectId,cmp-1)"}).json() == []
+        )
     got = consumer.wait_for(after("AlarmClearedNotification"))[seen:]
     got = consumer.wait_for(after("HostHealthChangeNotification", healthStatus="UP"))[seen:]
     about_cmp2 = [

@@ -74,7 +74,18 @@ def snap(host: str = "cmp-1", rack: str = "r1", **kw: object) -> HostSnapshot:
             "nova-compute",
         ),
         (snap(planes=NONE, maintenance=True), HealthStatus.MAINTENANCE, None, "maintenance"),
-        (snap(planes=NONE, fenced=True), HealthStatus.FENCED, None, "fenced"),
+        (
+            snap(planes=NONE, fenced=FailureKind.COMPUTE_NODE_FAILURE),
+            HealthStatus.FENCED,
+            FailureKind.COMPUTE_NODE_FAILURE,
+            "fenced",
+        ),
+        (
+            snap(fenced=FailureKind.COMPUTE_NODE_FAILURE),
+            HealthStatus.UP,
+            None,
+            "every plane up",
+        ),
         (snap(planes={}), HealthStatus.UNKNOWN, None, "no network plane"),
     ],
 )

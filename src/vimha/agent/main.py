@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from vimha.agent.hardware import HardwareConfig, watch_hardware
 from vimha.agent.sdnotify import Notifier
 from vimha.agent.services import Reporter, ServiceConfig, supervise
 from vimha.cloud.parent import watch_parent
@@ -63,6 +64,9 @@ class AgentConfig(BaseModel):
     )
     token: str | None = Field(None, description="An operator token of the controller API")
     services: tuple[ServiceConfig, ...] = ()
+    hardware: HardwareConfig = Field(
+        default_factory=HardwareConfig, description="Local sensors: hwmon and EDAC"
+    )
     control_dir: str | None = Field(
         None,
         description="Fault injection without root: while <control_dir>/drop-<plane> exists, "
@@ -143,6 +147,10 @@ async def run_agent(config: AgentConfig) -> int:
     watchdogs = [
         asyncio.create_task(supervise(config.node, svc, reporter, stop)) for svc in config.services
     ]
+    if config.hardware.enabled and config.controller_url:
+        watchdogs.append(
+            asyncio.create_task(watch_hardware(config.node, config.hardware, reporter, stop))
+        )
     systemd.ready()
     await sender.run(stop)
     systemd.stopping()

@@ -1,6 +1,7 @@
 """`vimha chaos`: real faults in the embedded cloud. Processes are found by their command
-lines under /proc; plane faults use the agents' drop rule (loopback mode: no root, no real
-link to cut; the network-namespace mode, where a link really goes down, comes later)."""
+lines under /proc; power and sensor faults go through each node's simulated BMC (power over
+Redfish with sushy, the production path); plane faults use the agents' drop rule (loopback
+mode: no root, no real link to cut)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from vimha.cloud.nodes import PLANES
+from vimha.cloud.procs import find_processes
 from vimha.domain.errors import InvalidInput, Permanent
+from vimha.drivers.redfish import BmcUnreachable, RedfishBmc
 
 
 def load_state(data_dir: Path) -> dict[str, Any]:
@@ -29,22 +34,6 @@ def node(state: dict[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
-def _processes(*needles: str) -> list[int]:
-    """Live processes whose command line holds every needle."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state not in ("Z", "X") and all(n in cmd for n in needles):
-            pids.append(int(entry.name))
-    return pids
-
-
 def _signal(pids: list[int], sig: signal.Signals, what: str) -> str:
     if not pids:
         raise Permanent(f"no running {what} found")
@@ -54,11 +43,11 @@ def _signal(pids: list[int], sig: signal.Signals, what: str) -> str:
 
 
 def agent_pids(n: dict[str, Any]) -> list[int]:
-    return _processes("vimha", "agent", "--config", n["config"])
+    return find_processes("vimha", "agent", "--config", n["config"])
 
 
 def service_pids(n: dict[str, Any]) -> list[int]:
-    return _processes("vimha.cloud.demo_service", f"--node {n['name']} ")
+    return find_processes("vimha.cloud.demo_service", f"--node {n['name']} ")
 
 
 def kill_agent(data_dir: Path, name: str) -> str:
@@ -84,6 +73,47 @@ def plane_down(data_dir: Path, name: str, plane: str) -> str:
     return f"plane {plane} of {name} is down (the agent drops its heartbeats)"
 
 
+def _bmc(n: dict[str, Any]) -> RedfishBmc:
+    return RedfishBmc(n["bmc_url"], "admin", n["bmc_password"], timeout=3.0)
+
+
+def _sim(n: dict[str, Any], fault: str) -> None:
+    try:
+        httpx.post(f"{n['bmc_url']}/sim/{fault}", timeout=3.0).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise Permanent(f"the BMC of {n['name']} did not answer: {exc}") from exc
+
+
+def power_off(data_dir: Path, name: str) -> str:
+    n = node(load_state(data_dir), name)
+    try:
+        confirmed = _bmc(n).force_off(confirm_within=5.0)
+    except BmcUnreachable as exc:
+        raise Permanent(f"the BMC of {name} did not answer: {exc.detail}") from exc
+    if not confirmed:
+        raise Permanent(f"ForceOff sent to the BMC of {name}, but power is still on")
+    return f"{name} powered off through its BMC (Redfish ForceOff, confirmed): its processes stop"
+
+
+def power_on(data_dir: Path, name: str) -> str:
+    n = node(load_state(data_dir), name)
+    try:
+        _bmc(n).power_on()
+    except BmcUnreachable as exc:
+        raise Permanent(f"the BMC of {name} did not answer: {exc.detail}") from exc
+    return f"{name} powered on through its BMC: its agent starts"
+
+
+def psu_fail(data_dir: Path, name: str) -> str:
+    _sim(node(load_state(data_dir), name), "psu-fail")
+    return f"PSU1 of {name} failed (its BMC reports it Critical)"
+
+
+def overheat(data_dir: Path, name: str) -> str:
+    _sim(node(load_state(data_dir), name), "overheat")
+    return f"CPU1 of {name} overheats (95 C, its BMC reports it Critical)"
+
+
 def heal(data_dir: Path, name: str | None = None) -> str:
     state = load_state(data_dir)
     names = [name] if name else list(state)
@@ -95,4 +125,14 @@ def heal(data_dir: Path, name: str | None = None) -> str:
             done.append(f"{each}: {drop.name[5:]} up")
         for pid in service_pids(n) + agent_pids(n):
             os.kill(pid, signal.SIGCONT)
-    return "; ".join(done) or "healed (nothing was down; stopped processes continued)"
+        _sim(n, "heal")
+        bmc = _bmc(n)
+        try:
+            if bmc.read().power_on is False:
+                bmc.power_on()
+                done.append(f"{each}: powered on")
+        except BmcUnreachable as exc:
+            raise Permanent(f"the BMC of {each} did not answer: {exc.detail}") from exc
+    return (
+        "; ".join(done) or "healed (nothing was down; sensors normal, stopped processes continued)"
+    )

@@ -1,6 +1,6 @@
 """`vimha up`: the embedded default: a controller with SQLite in the data dir, and 8 nodes
-(agents on two loopback planes, one demo service each, kept alive by a launcher). Simulated
-BMCs come later (issue 3)."""
+(agents on two loopback planes, one demo service and one simulated Redfish BMC each, kept
+alive by a launcher)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import httpx
 from vimha.cloud.nodes import (
     Launcher,
     NodePlan,
+    check_ports,
     host_inventory,
     listen_addresses,
     plan,
@@ -49,12 +50,13 @@ def embedded_config(
 def prepare_cloud(data_dir: Path, port: int, token: str) -> tuple[Config, Launcher]:
     """Plan the nodes, write their agents' configs and the state `vimha chaos` reads."""
     data_dir = data_dir.resolve()
+    check_ports(port)
     nodes = plan(data_dir, port)
     config = embedded_config(data_dir, port, nodes=nodes)
     configs = {n.name: write_agent_config(data_dir, n, port, token) for n in nodes}
     write_state(data_dir, nodes)
     (data_dir / "logs").mkdir(exist_ok=True)
-    return config, Launcher(configs, data_dir / "logs")
+    return config, Launcher(configs, data_dir / "logs", nodes)
 
 
 async def run_cloud(config: Config, launcher: Launcher) -> int:
@@ -62,6 +64,7 @@ async def run_cloud(config: Config, launcher: Launcher) -> int:
     from vimha.controller import serve
 
     stop = asyncio.Event()
+    launcher.start_bmcs()  # before the controller: a BMC that cannot start stops `vimha up`
     task = asyncio.create_task(launcher.run(stop))
     try:
         return await serve(config, migrate=True)

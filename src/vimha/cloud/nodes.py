@@ -1,24 +1,36 @@
 """The embedded cloud's nodes: 3 control, 4 compute (2 zones, 2 racks), 1 storage, each with an
-agent on two loopback planes and one demo service; and the launcher that keeps the agents
-alive (the role systemd plays on a real node)."""
+agent on two loopback planes, one demo service and a simulated Redfish BMC; and the launcher
+that keeps the agents alive (the role systemd plays on a real node) while the node is powered.
+
+The BMCs run in the launcher's process, as a node's BMC is a device apart from the node:
+powering a node off through its BMC kills the node's agent and services (SIGKILL, as a power
+cut does) and keeps them down until it is powered on again."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import secrets
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from dataclasses import asdict, dataclass
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from vimha.cloud.bmc_sim import BmcState, serve
 from vimha.cloud.parent import ENV
+from vimha.cloud.procs import find_processes
+from vimha.domain.errors import Permanent
 
 log = logging.getLogger("vimha.cloud")
 RESTART_DELAY = 2.0
@@ -46,6 +58,12 @@ class NodePlan:
     addresses: dict[str, str]  # plane -> this node's address
     service: str
     service_port: int
+    bmc_port: int
+    bmc_password: str
+
+    @property
+    def bmc_url(self) -> str:
+        return f"http://127.0.0.1:{self.bmc_port}"
 
 
 def plan(data_dir: Path, port: int) -> list[NodePlan]:
@@ -55,6 +73,7 @@ def plan(data_dir: Path, port: int) -> list[NodePlan]:
     nodes = []
     for i, (name, roles, zone, rack, service) in enumerate(LAYOUT, start=1):
         keys.setdefault(name, secrets.token_hex(16))
+        keys.setdefault(f"{name}:bmc", secrets.token_hex(8))
         nodes.append(
             NodePlan(
                 name,
@@ -64,12 +83,40 @@ def plan(data_dir: Path, port: int) -> list[NodePlan]:
                 {plane: f"127.{j + 1}.{i // 256}.{i % 256}" for j, plane in enumerate(PLANES)},
                 service,
                 port + 100 + i,
+                port + 200 + i,
+                keys[f"{name}:bmc"],
             )
         )
     fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(keys, fh)
     return nodes
+
+
+def tcp_ports(port: int) -> list[int]:
+    """The TCP ports a cloud at `port` takes: the API, the demo services, the BMCs."""
+    n = len(LAYOUT)
+    return [
+        port,
+        *(port + 100 + i for i in range(1, n + 1)),
+        *(port + 200 + i for i in range(1, n + 1)),
+    ]
+
+
+def check_ports(port: int) -> None:
+    """Refuse at once, with the port named, rather than fail half-started."""
+    if not port > 0 and port + 200 + len(LAYOUT) < 65536:
+        raise Permanent(f"--port {port}: the cloud needs ports up to {port + 200 + len(LAYOUT)}")
+    for p in tcp_ports(port):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError as exc:
+                raise Permanent(
+                    f"port {p}, needed by the embedded cloud at --port {port}, is taken "
+                    f"({exc.strerror}): choose another --port"
+                ) from None
 
 
 def listen_addresses(port: int) -> dict[str, str]:
@@ -126,22 +173,59 @@ def write_state(data_dir: Path, nodes: list[NodePlan]) -> None:
         n.name: {
             **asdict(n),
             "key": None,
+            "bmc_url": n.bmc_url,
             "control": str(data_dir / "nodes" / n.name / "control"),
             "config": str(data_dir / "nodes" / n.name / "agent.yaml"),
         }
         for n in nodes
     }
-    (data_dir / "cloud.json").write_text(json.dumps(state, indent=2))
+    fd = os.open(data_dir / "cloud.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:  # it holds the BMC credentials
+        json.dump(state, fh, indent=2)
 
 
 class Launcher:
-    """Starts one agent per node and restarts any that dies, after RESTART_DELAY."""
+    """Starts each node's BMC and agent; restarts an agent that dies, after RESTART_DELAY,
+    while its node is powered on."""
 
-    def __init__(self, configs: dict[str, Path], log_dir: Path) -> None:
+    def __init__(
+        self, configs: dict[str, Path], log_dir: Path, nodes: list[NodePlan] | None = None
+    ) -> None:
         self.configs = configs
         self.log_dir = log_dir
+        self.nodes = {n.name: n for n in nodes or []}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: dict[str, int] = {}
+        self.powered = dict.fromkeys(configs, True)
+        self.lock = threading.Lock()
+        self.bmcs: list[ThreadingHTTPServer] = []
+
+    def start_bmcs(self) -> None:
+        for n in self.nodes.values():
+            state = BmcState(on_power=functools.partial(self.set_power, n.name))
+            try:
+                server = serve("127.0.0.1", n.bmc_port, "admin", n.bmc_password, state)
+            except OSError as exc:
+                raise Permanent(f"BMC of {n.name}: port {n.bmc_port}: {exc.strerror}") from None
+            self.bmcs.append(server)
+
+    def set_power(self, node: str, on: bool) -> None:
+        """What the node's power does to its processes (called by its BMC)."""
+        with self.lock:
+            self.powered[node] = on
+            proc = self.procs.get(node)
+            if on:
+                if proc is None or proc.poll() is not None:
+                    self._start(node)
+                log.warning("%s powered on through its BMC", node)
+                return
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            for pid in find_processes("vimha.cloud.demo_service", f"--node {node} "):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            log.warning("%s powered off through its BMC: its processes are stopped", node)
 
     def _start(self, node: str) -> None:
         logfile = open(self.log_dir / f"{node}.log", "ab")  # noqa: SIM115 - owned by the child
@@ -158,25 +242,32 @@ class Launcher:
         logfile.close()
 
     async def run(self, stop: asyncio.Event) -> None:
+        if not self.bmcs:
+            self.start_bmcs()
         for node in self.configs:
             self._start(node)
         log.info("started %d node agents", len(self.configs))
         dead_since: dict[str, float] = {}
         loop = asyncio.get_running_loop()
         while not stop.is_set():
-            for node, proc in self.procs.items():
-                if proc.poll() is None:
-                    continue
-                since = dead_since.setdefault(node, loop.time())
-                if loop.time() - since >= RESTART_DELAY:
-                    log.warning("agent of %s exited (%s); restarting it", node, proc.returncode)
-                    self.restarts[node] = self.restarts.get(node, 0) + 1
-                    del dead_since[node]
-                    self._start(node)
+            with self.lock:
+                for node, proc in list(self.procs.items()):
+                    if proc.poll() is None or not self.powered[node]:
+                        dead_since.pop(node, None)
+                        continue
+                    since = dead_since.setdefault(node, loop.time())
+                    if loop.time() - since >= RESTART_DELAY:
+                        log.warning("agent of %s exited (%s); restarting", node, proc.returncode)
+                        self.restarts[node] = self.restarts.get(node, 0) + 1
+                        del dead_since[node]
+                        self._start(node)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
 
     def stop(self) -> None:
+        for server in self.bmcs:
+            server.shutdown()
+            server.server_close()
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.terminate()
@@ -189,6 +280,18 @@ class Launcher:
 
 def host_inventory(nodes: list[NodePlan]) -> list[dict[str, Any]]:
     return [
-        {"name": n.name, "roles": list(n.roles), "location": n.location, "key": n.key}
+        {
+            "name": n.name,
+            "roles": list(n.roles),
+            "location": n.location,
+            "key": n.key,
+            "bmc": {
+                "url": n.bmc_url,
+                "user": "admin",
+                "password": n.bmc_password,
+                "interval": 1.0,
+                "timeout": 1.0,
+            },
+        }
         for n in nodes
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -11,6 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+def find_processes(*needles: str) -> list[int]:
+    """Live processes (not zombies) whose command line holds every needle."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X") and all(n in cmd for n in needles):
+            pids.append(int(entry.name))
+    return pids
 
 
 def spawn_module(
@@ -48,6 +65,7 @@ class AgentProcess:
         ports: tuple[int, int],
         interval: float = 0.1,
         log_level: str | None = None,
+        **extra: Any,
     ) -> None:
         self.node = node
         self.control = base / f"{node}-control"
@@ -65,6 +83,7 @@ class AgentProcess:
         }
         if log_level:
             config["log_level"] = log_level
+        config.update(extra)
         self.config.write_text(yaml.safe_dump(config))
         self.proc: subprocess.Popen[bytes] | None = None
 

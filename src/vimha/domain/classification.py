@@ -62,7 +62,7 @@ class HostSnapshot:
     bmc: BmcView
     failed_services: tuple[str, ...] = ()
     maintenance: bool = False
-    fenced: bool = False
+    fenced: FailureKind | None = None  # fenced by vimha after this failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +135,12 @@ if set(FAILURE_ALARMS) != set(FailureKind):
 def classify(snap: HostSnapshot, rack_outage: bool = False) -> Classification:
     """One host's classification; `rack_outage` says whether its rack is failing as a whole."""
     h = snap.host
-    if snap.fenced:
-        return Classification(HealthStatus.FENCED, None, f"{h} is fenced (powered off by vimha)")
+    if snap.fenced is not None and not any(snap.planes.values()):
+        return Classification(
+            HealthStatus.FENCED,
+            snap.fenced,
+            f"{h} is fenced (powered off through its BMC by vimha) after {snap.fenced.value}",
+        )
     if snap.maintenance:
         return Classification(HealthStatus.MAINTENANCE, None, f"{h} is in maintenance")
     lost = tuple(sorted(p for p, up in snap.planes.items() if not up))
@@ -203,7 +207,7 @@ def classify_all(
         if s.planes
         and not any(s.planes.values())
         and not s.bmc.reachable
-        and not s.fenced
+        and s.fenced is None
         and not s.maintenance
     )
     failing = {rack for rack, n in unreachable.items() if rack and n >= rack_threshold}

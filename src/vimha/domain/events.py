@@ -8,7 +8,7 @@ refused whole: any malformed item raises InvalidInput naming it, before anything
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -123,6 +123,35 @@ def location_from(
             raise InvalidInput(f"{where}.{level}: a string without '/' is required")
         levels.append((level, value))
     return Location(tuple(levels))
+
+
+def to_native(event: FaultEvent) -> dict[str, Any]:
+    """The native-event form of an event (what an agent posts to /vim/v1/events)."""
+    return {
+        "managedObjectId": event.managed_object_id,
+        "faultType": event.fault_type,
+        "probableCause": event.probable_cause,
+        "perceivedSeverity": event.perceived_severity.value,
+        "eventType": event.event_type.value,
+        "eventTime": event.event_time.isoformat(),
+        "faultyResourceType": event.faulty_resource_type.value,
+        "vimLevelResourceType": event.vim_level_resource_type,
+        "resourceId": event.resource_id or event.managed_object_id,
+        "faultDetails": list(event.fault_details),
+        "location": {k: v for k, v in event.location.levels if k != "component"},
+        "isRootCause": event.is_root_cause,
+        "correlatedAlarmIds": list(event.correlated_alarm_ids),
+    }
+
+
+def placed(event: FaultEvent, inventory: Mapping[str, Location]) -> FaultEvent:
+    """An event located by its host alone (an agent knows its name, not its rack) gets the
+    host's declared place in the hierarchy, so location filters see it where it is."""
+    levels = dict(event.location.levels)
+    known = inventory.get(levels.get("host", ""))
+    if known is None or len(levels) != 1:
+        return event
+    return replace(event, location=known)
 
 
 NATIVE_KEYS = frozenset(

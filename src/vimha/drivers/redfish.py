@@ -18,20 +18,13 @@ from sushy import auth as sushy_auth
 
 from vimha.domain.classification import BmcView, HardwareHealth
 from vimha.domain.errors import Temporary
+from vimha.domain.hardware import Component
 
 T = TypeVar("T")
 
 
 class BmcUnreachable(Temporary):
     """The BMC did not answer, or answered nonsense."""
-
-
-@dataclass(frozen=True, slots=True)
-class Component:
-    kind: str  # temperature, fan, psu
-    name: str
-    health: HardwareHealth | None
-    reading: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

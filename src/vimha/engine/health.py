@@ -19,19 +19,21 @@ from vimha.domain.alarms import Location
 from vimha.domain.classification import (
     BmcView,
     Classification,
+    HardwareHealth,
     HealthStatus,
     HostSnapshot,
     classify_all,
 )
 from vimha.domain.clock import Clock, iso
 from vimha.domain.detection import PlaneState, PlaneStatus
-from vimha.domain.events import location_from
+from vimha.domain.hardware import Component, decide_hardware, system_component
 from vimha.domain.health import decide_health
 from vimha.domain.heartbeat import Heartbeat
 from vimha.domain.subscriptions import NotificationType, Subject
 from vimha.drivers.heartbeat_udp import HeartbeatListener
 from vimha.drivers.redfish import BmcUnreachable, RedfishBmc
 from vimha.engine.faults import FaultService
+from vimha.engine.fencing import Fencer
 
 log = logging.getLogger("vimha.health")
 GRACE_TIMEOUTS = 5
@@ -47,12 +49,7 @@ class HealthMonitor:
         self.hosts = {h.name: h for h in config.hosts}
         self.planes = {h.name: (h.planes or listened) for h in config.hosts}
         self.keys = {h.name: h.key.encode() for h in config.hosts}
-        self.locations: dict[str, Location] = {
-            h.name: location_from(
-                h.location, config.topology.hierarchy, f"hosts.{h.name}", host=h.name
-            )
-            for h in config.hosts
-        }
+        self.locations: dict[str, Location] = config.locations()
         self.states: dict[tuple[str, str], PlaneState] = {
             (h, p): PlaneState() for h, planes in self.planes.items() for p in planes
         }
@@ -68,6 +65,15 @@ class HealthMonitor:
         }
         self.bmc_views: dict[str, tuple[float, BmcView]] = {}
         self.all_lost_since: dict[str, float] = {}
+        self.hardware: dict[str, dict[str, HardwareHealth]] = {}  # host -> alarmed components
+        self.fencer = Fencer(
+            config.fencing.policy(),
+            faults.store,
+            self.bmcs,
+            self.locations,
+            clock,
+            on_result=self._read_bmc,
+        )
 
     def on_heartbeat(self, hb: Heartbeat, at: float) -> None:
         key = (hb.node, hb.plane)
@@ -76,6 +82,7 @@ class HealthMonitor:
             self.states[key] = state.heard(at, self.policy)
 
     async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.to_thread(self.fencer.restore, list(self.hosts))
         for plane, address in self.config.heartbeat.listen.items():
             host, _, port = address.rpartition(":")
             listener = HeartbeatListener(
@@ -92,6 +99,7 @@ class HealthMonitor:
                     await asyncio.wait_for(stop.wait(), self.policy.interval / 2)
         finally:
             poller.cancel()
+            await self.fencer.close()
             for listener in self.listeners:
                 listener.close()
 
@@ -105,12 +113,28 @@ class HealthMonitor:
     async def _read_bmc(self, host: str) -> BmcView:
         bmc = self.bmcs[host]
         try:
-            view = (await asyncio.to_thread(bmc.read)).view()
+            reading = await asyncio.to_thread(bmc.read)
         except BmcUnreachable as exc:
             log.warning("BMC of %s: %s", host, exc.detail)
             view = BmcView(False, detail=exc.detail)
+        else:
+            view = reading.view()
+            if reading.power_on:  # sensors of a host that is off say nothing
+                await self._judge_hardware(host, reading.components, reading.health)
         self.bmc_views[host] = (self.clock.monotonic(), view)
         return view
+
+    async def _judge_hardware(
+        self, host: str, components: tuple[Component, ...], rollup: HardwareHealth | None
+    ) -> None:
+        """FAULT-1: component health -> ENVIRONMENTAL / EQUIPMENT alarms at the component."""
+        system = system_component(rollup, components)
+        every = (*components, system) if system else components
+        events, self.hardware[host] = decide_hardware(
+            host, self.hardware.get(host, {}), every, self.locations[host], self.clock.now()
+        )
+        if events:
+            await self.faults.ingest_async(events)
 
     async def _bmc_view(self, host: str, all_lost: bool, now: float) -> BmcView:
         """The host's BMC as last read; when every plane was just lost, read it afresh so
@@ -151,12 +175,14 @@ class HealthMonitor:
             rack = dict(self.locations[host].levels).get("rack", "")
             up = {p: s is PlaneStatus.UP for p, s in zip(planes, statuses, strict=True)}
             bmc = await self._bmc_view(host, not any(up.values()), now)
-            snapshots.append(HostSnapshot(host, rack, up, bmc))
+            fenced = self.fencer.fenced_kind(host)
+            snapshots.append(HostSnapshot(host, rack, up, bmc, fenced=fenced))
         new = {**unknown, **classify_all(snapshots)}
         actions = decide_health(self.current, new, self.locations, self.clock.now())
         self.current = new
-        if actions.events:
-            await self.faults.ingest_async(actions.events)
+        events = [*actions.events, *self.fencer.step(new)]
+        if events:
+            await self.faults.ingest_async(events)
         for change in actions.changes:
             log.info("host %s: %s", change.host, change.reason)
             if change.previous is None and change.current.health in (
@@ -179,6 +205,31 @@ class HealthMonitor:
         }
         subject = Subject(NotificationType.HOST_HEALTH_CHANGE, object_id=host, location=location)
         self.faults.publish(NotificationType.HOST_HEALTH_CHANGE, payload, subject, host)
+
+    def _bmc_json(self, host: str) -> dict[str, Any] | None:
+        if host not in self.bmcs:
+            return None
+        read_at, bmc = self.bmc_views.get(host, (None, BmcView(False, detail="not read yet")))
+        return {
+            "url": self.bmcs[host].url,
+            "reachable": bmc.reachable,
+            "powerState": None if bmc.power_on is None else ("On" if bmc.power_on else "Off"),
+            "health": bmc.health.value if bmc.health else None,
+            "detail": bmc.detail,
+            "readMsAgo": None
+            if read_at is None
+            else round((self.clock.monotonic() - read_at) * 1000),
+        }
+
+    def _fencing_json(self, host: str) -> dict[str, Any]:
+        state = self.fencer.state(host)
+        return {
+            "state": state.phase.value,
+            "failureKind": state.kind.value if state.kind else None,
+            "attempts": state.attempts,
+            "detail": state.detail,
+            "recoverable": state.recoverable,
+        }
 
     def view(self, host: str) -> dict[str, Any] | None:
         cfg = self.hosts.get(host)
@@ -203,6 +254,8 @@ class HealthMonitor:
             "failureKind": cls.kind.value if cls and cls.kind else None,
             "reason": cls.reason if cls else "not evaluated yet",
             "planes": planes,
+            "bmc": self._bmc_json(host),
+            "fencing": self._fencing_json(host),
             "observedAt": iso(self.clock.now()),
             "_links": {"self": {"href": f"{self.config.api.base_url}/vim/v1/hosts/{host}"}},
         }

@@ -31,6 +31,8 @@ class Runtime:
         self.store = store
         self.notifier = notifier
         self.clock = clock
+        # Each declared host's place in the hierarchy, for events that name only the host.
+        self.inventory = config.locations()
         base_url = config.api.base_url
         self.subscriptions = SubscriptionCache(store)
         # The one writer of this process: ingest, acknowledgements and delivery outcomes.

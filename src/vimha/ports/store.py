@@ -96,6 +96,19 @@ class PurgeCounts:
     notifications: int
 
 
+@dataclass(frozen=True, slots=True)
+class FenceRecord:
+    """One fencing attempt: result CONFIRMED (power-off read back) or FAILED."""
+
+    host: str
+    failure_kind: str
+    started_at: datetime
+    finished_at: datetime
+    result: str
+    detail: str
+    seq: int = 0
+
+
 class UnitOfWork(Protocol):
     def active_alarms(self, keys: Sequence[str]) -> dict[str, Alarm]:
         """Active alarms by de-duplication key, locked for this unit of work."""
@@ -173,6 +186,14 @@ class Store(Protocol):
     def iter_deliveries(self, after_seq: int, batch: int) -> Iterator[DeliveryRecord]: ...
 
     def get_delivery(self, delivery_id: str) -> DeliveryRecord: ...
+
+    def add_fence_record(self, record: FenceRecord) -> FenceRecord:
+        """Stored; returned with its sequence number."""
+        ...
+
+    def fence_records(self, host: str | None = None, limit: int = 100) -> list[FenceRecord]:
+        """Newest first."""
+        ...
 
     def get_setting(self, key: str) -> Any | None: ...
 

@@ -18,7 +18,7 @@ from vimha.api.deps import runtime
 from vimha.api.problems import ApiProblem
 from vimha.api.schemas import AlertmanagerWebhook, DoctorEvent, EventsAccepted, NativeEvent
 from vimha.domain.alarms import FaultEvent
-from vimha.domain.events import alertmanager_events, doctor_events, native_events
+from vimha.domain.events import alertmanager_events, doctor_events, native_events, placed
 from vimha.engine import metrics
 from vimha.engine.runtime import Runtime
 
@@ -30,7 +30,7 @@ async def ingest(
     rt: Runtime, source: str, mapper: Callable[[datetime], list[FaultEvent]]
 ) -> dict[str, Any]:
     """Map (validating everything), store in one unit of work, report the changes."""
-    events = mapper(rt.clock.now())
+    events = [placed(e, rt.inventory) for e in mapper(rt.clock.now())]
     changes = await rt.faults.ingest_async(events)
     metrics.EVENTS.labels(source).inc(len(events))
     for change in changes:

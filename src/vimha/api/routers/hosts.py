@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -15,12 +16,31 @@ from vimha.engine.runtime import Runtime
 router = APIRouter(prefix="/vim/v1", tags=["hosts"])
 
 
+class Fencing(BaseModel):
+    state: str
+    failureKind: str | None = None
+    attempts: int
+    detail: str
+    recoverable: bool
+
+
 class Host(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
     healthStatus: str
     failureKind: str | None = None
     reason: str
+    fencing: Fencing | None = None
+
+
+class FenceRecord(BaseModel):
+    seq: int
+    hostId: str
+    failureKind: str
+    startedAt: datetime
+    finishedAt: datetime
+    result: str
+    detail: str
 
 
 @router.get("/hosts", response_model=list[Host])
@@ -41,3 +61,24 @@ def get_host(
     if view is None:
         raise NotFound(f"host {hostId} is not declared")
     return view
+
+
+@router.get("/hosts/{hostId}/fencing", response_model=list[FenceRecord])
+def host_fencing(
+    hostId: str, rt: Runtime = Depends(runtime), _: auth.Principal = auth.reader
+) -> list[dict[str, Any]]:
+    """The host's fencing attempts, newest first: CONFIRMED (power-off read back) or FAILED."""
+    if rt.health is None or hostId not in rt.health.hosts:
+        raise NotFound(f"host {hostId} is not declared")
+    return [
+        {
+            "seq": r.seq,
+            "hostId": r.host,
+            "failureKind": r.failure_kind,
+            "startedAt": r.started_at,
+            "finishedAt": r.finished_at,
+            "result": r.result,
+            "detail": r.detail,
+        }
+        for r in rt.store.fence_records(hostId)
+    ]

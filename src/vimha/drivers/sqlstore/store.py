@@ -7,6 +7,7 @@ several controllers. Every SQLAlchemy error is translated in `_translate`, the o
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -60,6 +61,7 @@ from vimha.drivers.sqlstore.tables import (
     alarms,
     deliveries,
     delivery_attempts,
+    fence_records,
     notifications,
     settings,
     subscriptions,
@@ -69,6 +71,7 @@ from vimha.ports.store import (
     AttemptRecord,
     DeliveryJob,
     DeliveryRecord,
+    FenceRecord,
     HistoryEvent,
     PurgeCounts,
     StoreCharacteristics,
@@ -413,6 +416,42 @@ class SqlStore:
         return _delivery(row, tuple(attempts))
 
     # -- settings -----------------------------------------------------------------------
+    # -- fencing ------------------------------------------------------------------------
+    def add_fence_record(self, record: FenceRecord) -> FenceRecord:
+        with self._write() as conn:
+            seq = conn.execute(
+                insert(fence_records)
+                .values(
+                    host=record.host,
+                    failure_kind=record.failure_kind,
+                    started_at=self._w(record.started_at),
+                    finished_at=self._w(record.finished_at),
+                    result=record.result,
+                    detail=record.detail,
+                )
+                .returning(fence_records.c.seq)
+            ).scalar_one()
+        return dataclasses.replace(record, seq=int(seq))
+
+    def fence_records(self, host: str | None = None, limit: int = 100) -> list[FenceRecord]:
+        query = select(fence_records).order_by(fence_records.c.seq.desc()).limit(limit)
+        if host is not None:
+            query = query.where(fence_records.c.host == host)
+        with self._read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            FenceRecord(
+                host=r["host"],
+                failure_kind=r["failure_kind"],
+                started_at=_r(r["started_at"]),
+                finished_at=_r(r["finished_at"]),
+                result=r["result"],
+                detail=r["detail"],
+                seq=r["seq"],
+            )
+            for r in rows
+        ]
+
     def get_setting(self, key: str) -> Any | None:
         with self._read() as conn:
             return conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar()

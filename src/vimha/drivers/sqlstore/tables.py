@@ -149,3 +149,17 @@ settings = Table(
     Column("key", String(128), primary_key=True),
     Column("value", JSON, nullable=False),
 )
+
+# Every fencing attempt and its result (issue 3): no recovery without a confirmed one.
+fence_records = Table(
+    "fence_records",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("host", String(255), nullable=False),
+    Column("failure_kind", String(64), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("result", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_fence_records_host", "host", "seq"),
+)

@@ -1,0 +1,122 @@
+"""Hardware health (FAULT-1): what a host's BMC reports about its components becomes
+ENVIRONMENTAL or EQUIPMENT alarms, one per failing component, located at the component.
+
+`decide_hardware(host, previous, reading, location, now)` is pure: it compares the
+components' health with what was last alarmed and returns the events (raise, change of
+severity, clear) and the new alarmed state. Readings taken while the host is powered off
+say nothing about its components and are not judged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from vimha.domain.alarms import EventType, FaultEvent, FaultyResourceType, Location, Severity
+from vimha.domain.classification import HardwareHealth
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    kind: str  # temperature, fan, psu, memory, system
+    name: str
+    health: HardwareHealth | None
+    reading: float | None = None
+    source: str = "bmc"  # bmc, hwmon, edac
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentAlarm:
+    fault_type: str
+    probable_cause: str
+    event_type: EventType
+
+
+COMPONENT_ALARMS: Mapping[str, ComponentAlarm] = {
+    "temperature": ComponentAlarm(
+        "TEMPERATURE_ABNORMAL", "temperature threshold crossed", EventType.ENVIRONMENTAL_ALARM
+    ),
+    "fan": ComponentAlarm("FAN_FAILURE", "cooling fan failure", EventType.ENVIRONMENTAL_ALARM),
+    "psu": ComponentAlarm(
+        "POWER_SUPPLY_FAILURE", "power supply failure", EventType.EQUIPMENT_ALARM
+    ),
+    "memory": ComponentAlarm(
+        "MEMORY_ERRORS", "memory errors (ECC) reported", EventType.EQUIPMENT_ALARM
+    ),
+    "system": ComponentAlarm(
+        "HARDWARE_HEALTH", "BMC reports degraded hardware health", EventType.EQUIPMENT_ALARM
+    ),
+}
+SEVERITY = {HardwareHealth.WARNING: Severity.MINOR, HardwareHealth.CRITICAL: Severity.CRITICAL}
+
+
+def component_key(c: Component) -> str:
+    return f"{c.kind}:{c.name}"
+
+
+def system_component(
+    rollup: HardwareHealth | None, components: Sequence[Component]
+) -> Component | None:
+    """The system's health rollup as a component, when it is bad and no component says why."""
+    if rollup in (None, HardwareHealth.OK):
+        return None
+    if any(c.health == rollup for c in components):
+        return None
+    return Component("system", "system", rollup)
+
+
+def _event(
+    host: str,
+    c: Component,
+    severity: Severity,
+    location: Location,
+    now: datetime,
+) -> FaultEvent:
+    spec = COMPONENT_ALARMS.get(c.kind, COMPONENT_ALARMS["system"])
+    reading = "" if c.reading is None else f", reading {c.reading:g}"
+    health = c.health.value if c.health else "OK"
+    return FaultEvent(
+        managed_object_id=f"{host}/{c.name}",
+        fault_type=spec.fault_type,
+        probable_cause=spec.probable_cause,
+        perceived_severity=severity,
+        event_type=spec.event_type,
+        event_time=now,
+        faulty_resource_type=FaultyResourceType.COMPUTE,
+        vim_level_resource_type=c.kind,
+        resource_id=f"{host}/{c.name}",
+        fault_details=(f"{c.name} ({c.kind}) health {health}{reading}, reported by {c.source}",),
+        location=Location((*location.levels, ("component", c.name))),
+        source=c.source,
+    )
+
+
+def decide_hardware(
+    host: str,
+    previous: Mapping[str, HardwareHealth],
+    components: Sequence[Component],
+    location: Location,
+    now: datetime,
+) -> tuple[list[FaultEvent], dict[str, HardwareHealth]]:
+    """Events for every component whose health changed since `previous` (key -> health of
+    what is alarmed), and the new alarmed state. A component gone from the reading clears."""
+    events: list[FaultEvent] = []
+    alarmed: dict[str, HardwareHealth] = {}
+    seen = set()
+    for c in components:
+        key = component_key(c)
+        seen.add(key)
+        bad = c.health in SEVERITY
+        if bad:
+            assert c.health is not None
+            alarmed[key] = c.health
+            if previous.get(key) is not c.health:
+                events.append(_event(host, c, SEVERITY[c.health], location, now))
+        elif key in previous:
+            events.append(_event(host, c, Severity.CLEARED, location, now))
+    for key in sorted(set(previous) - seen):
+        kind, _, name = key.partition(":")
+        gone = Component(kind, name, None)
+        events.append(_event(host, gone, Severity.CLEARED, location, now))
+    return events, alarmed

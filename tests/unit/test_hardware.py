@@ -1,0 +1,74 @@
+"""decide_hardware(): component health from the BMC -> ENVIRONMENTAL/EQUIPMENT alarms (FAULT-1)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from vimha.domain.alarms import EventType, Location, Severity
+from vimha.domain.classification import HardwareHealth
+from vimha.domain.hardware import Component, decide_hardware, system_component
+
+NOW = datetime(2026, 11, 25, tzinfo=UTC)
+LOC = Location((("site", "s1"), ("rack", "r1"), ("host", "cmp-1")))
+OK, WARN, CRIT = HardwareHealth.OK, HardwareHealth.WARNING, HardwareHealth.CRITICAL
+
+
+def comps(temp: HardwareHealth = OK, psu: HardwareHealth = OK) -> list[Component]:
+    return [
+        Component("temperature", "CPU1 Temp", temp, 45.0 if temp is OK else 95.0),
+        Component("fan", "Fan1", OK, 5000),
+        Component("psu", "PSU1", psu),
+    ]
+
+
+def test_healthy_components_raise_nothing() -> None:
+    events, state = decide_hardware("cmp-1", {}, comps(), LOC, NOW)
+    assert events == [] and state == {}
+
+
+def test_failed_psu_is_an_equipment_alarm_located_at_the_component() -> None:
+    events, state = decide_hardware("cmp-1", {}, comps(psu=CRIT), LOC, NOW)
+    (e,) = events
+    assert e.managed_object_id == "cmp-1/PSU1"
+    assert e.fault_type == "POWER_SUPPLY_FAILURE"
+    assert e.event_type is EventType.EQUIPMENT_ALARM
+    assert e.perceived_severity is Severity.CRITICAL
+    assert e.location.path == "s1/r1/cmp-1/PSU1"
+    assert dict(e.location.levels)["component"] == "PSU1"
+    assert "CRITICAL" in e.fault_details[0]
+    assert state == {"psu:PSU1": CRIT}
+    # Same reading again: nothing new.
+    again, state2 = decide_hardware("cmp-1", state, comps(psu=CRIT), LOC, NOW)
+    assert again == [] and state2 == state
+
+
+def test_temperature_warning_then_critical_then_normal() -> None:
+    events, state = decide_hardware("cmp-1", {}, comps(temp=WARN), LOC, NOW)
+    assert [e.perceived_severity for e in events] == [Severity.MINOR]
+    assert events[0].event_type is EventType.ENVIRONMENTAL_ALARM
+    assert events[0].fault_type == "TEMPERATURE_ABNORMAL"
+    assert "reading 95" in events[0].fault_details[0]
+    events, state = decide_hardware("cmp-1", state, comps(temp=CRIT), LOC, NOW)
+    assert [e.perceived_severity for e in events] == [Severity.CRITICAL]
+    events, state = decide_hardware("cmp-1", state, comps(), LOC, NOW)
+    assert [e.perceived_severity for e in events] == [Severity.CLEARED]
+    assert events[0].managed_object_id == "cmp-1/CPU1 Temp" and state == {}
+
+
+def test_a_component_gone_from_the_reading_is_cleared() -> None:
+    _, state = decide_hardware("cmp-1", {}, comps(psu=CRIT), LOC, NOW)
+    events, state = decide_hardware("cmp-1", state, comps()[:2], LOC, NOW)
+    assert [(e.managed_object_id, e.perceived_severity) for e in events] == [
+        ("cmp-1/PSU1", Severity.CLEARED)
+    ]
+    assert events[0].fault_type == "POWER_SUPPLY_FAILURE"  # the same alarm's key
+
+
+def test_system_rollup_only_when_no_component_explains_it() -> None:
+    assert system_component(OK, comps()) is None
+    assert system_component(None, comps()) is None
+    assert system_component(CRIT, comps(psu=CRIT)) is None
+    rollup = system_component(WARN, comps())
+    assert rollup is not None and rollup.kind == "system" and rollup.health is WARN
+    events, _ = decide_hardware("cmp-1", {}, [rollup], LOC, NOW)
+    assert events[0].fault_type == "HARDWARE_HEALTH"
