@@ -420,9 +420,59 @@ def hosts(url: Url = None, token: Token = None, as_json: Json = False) -> None:
 
 
 @app.command()
+def services(
+    url: Url = None,
+    token: Token = None,
+    as_json: Json = False,
+    host: str | None = typer.Option(None, "--host", help="Only this host's services"),
+) -> None:
+    """Services of the hosts as their agents see them: status, last check, restarts."""
+    params = f"?hostId={host}" if host else ""
+    data = client(url, token).json("GET", f"/vim/v1/services{params}")
+    table = Table("host", "service", "kind", "status", "last check", "restarts", "total")
+    for s in data:
+        check = "ok" if s["lastCheckOk"] else s.get("lastCheckDetail", "failed")
+        table.add_row(
+            s["hostId"],
+            s["name"],
+            s["kind"],
+            s["status"],
+            check,
+            str(s["restarts"]),
+            str(s["totalRestarts"]),
+        )
+    emit(data, as_json, table)
+
+
+@app.command()
 def status(url: Url = None, token: Token = None, as_json: Json = False) -> None:
-    """The controller at a glance."""
-    emit(client(url, token).json("GET", "/vim/v1/status"), True)
+    """The cloud at a glance: hosts by health, active alarms by severity, the controller."""
+    api = client(url, token)
+    controller = api.json("GET", "/vim/v1/status")
+    hosts_seen = api.json("GET", "/vim/v1/hosts")
+    alarms_seen = api.json("GET", "/vimfm/v1/alarms")
+    health: dict[str, list[str]] = {}
+    for h in hosts_seen:
+        health.setdefault(h["healthStatus"], []).append(h["id"])
+    severity: dict[str, int] = {}
+    for a in alarms_seen:
+        severity[a["perceivedSeverity"]] = severity.get(a["perceivedSeverity"], 0) + 1
+    data = {"controller": controller, "hosts": health, "activeAlarms": severity}
+    if as_json:
+        emit(data, True)
+        return
+    table = Table("what", "state")
+    for state, names in sorted(health.items()):
+        table.add_row(f"hosts {state}", f"{len(names)}: {' '.join(sorted(names))}")
+    for sev in ("CRITICAL", "MAJOR", "MINOR", "WARNING", "INDETERMINATE"):
+        if severity.get(sev):
+            table.add_row(f"alarms {sev}", str(severity[sev]))
+    if not severity:
+        table.add_row("alarms", "none active")
+    for key, value in controller.items():
+        if not isinstance(value, dict | list):
+            table.add_row(f"controller {key}", str(value))
+    emit(data, False, table)
 
 
 def main() -> None:

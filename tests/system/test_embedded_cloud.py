@@ -41,6 +41,11 @@ class Cloud:
         assert r.returncode == 0, r.stderr
         return r.stdout
 
+    def cli(self, *args: str) -> str:
+        r = vimha(*args, "--url", self.url, "--token", self.token)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
     def cleared(self, obj: str) -> int:
         return len(
             self.get(
@@ -101,6 +106,13 @@ def test_chaos_in_the_embedded_cloud(cloud: Cloud) -> None:
 
     others = {k: v["healthStatus"] for k, v in cloud.hosts().items()}
     assert set(others.values()) == {"UP"}
+    until(lambda: len(cloud.get("/vim/v1/services")) == 8)
+    services = {(s["hostId"], s["name"]): s for s in cloud.get("/vim/v1/services")}
+    assert services[("cmp-1", "nova-compute")]["kind"] == "compute"
+    assert services[("cmp-1", "nova-compute")]["totalRestarts"] >= 1
+    assert services[("ctl-1", "api")]["kind"] == "control"
+    glance = cloud.cli("status")
+    assert "hosts UP" in glance and "8:" in glance
 
 
 def test_failed_nodes_are_fenced_through_their_bmc(cloud: Cloud, consumer: ConsumerProcess) -> None:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from vimha.agent.hardware import HardwareConfig, watch_hardware
 from vimha.agent.sdnotify import Notifier
 from vimha.agent.services import Reporter, ServiceConfig, supervise
+from vimha.agent.status import StatusBoard
 from vimha.cloud.parent import watch_parent
 from vimha.domain.errors import InvalidInput
 from vimha.drivers.heartbeat_udp import HeartbeatSender, PlaneRoute
@@ -144,9 +145,13 @@ async def run_agent(config: AgentConfig) -> int:
     )
     reporter = Reporter(config.controller_url, config.token)
     report_task = asyncio.create_task(reporter.run())
+    board = StatusBoard(config.controller_url, config.token, config.node)
     watchdogs = [
-        asyncio.create_task(supervise(config.node, svc, reporter, stop)) for svc in config.services
+        asyncio.create_task(supervise(config.node, svc, reporter, stop, board))
+        for svc in config.services
     ]
+    if config.services:
+        watchdogs.append(asyncio.create_task(board.run(stop)))
     if config.hardware.enabled and config.controller_url:
         watchdogs.append(
             asyncio.create_task(watch_hardware(config.node, config.hardware, reporter, stop))

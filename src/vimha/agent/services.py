@@ -1,7 +1,8 @@
 """Supervised services of a node (FAULT-2/3/4): start, check, restart, report.
 
 Checks: `process` (alive, not a zombie, not stopped by SIGSTOP), `tcp` (and accepts a
-connection) and `http` (and answers 2xx to GET). The process state is part of every check: a
+connection), `http` (and answers 2xx to GET) and `command` (and a check command exits 0
+within the timeout). The process state is part of every check: a
 stopped process still accepts TCP connections into the kernel's backlog. Decisions come from
 domain/supervision.py; alarms go to the controller as native fault events, in order, retried
 while the controller is unreachable.
@@ -15,18 +16,27 @@ import logging
 import os
 import signal
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vimha.domain.supervision import ActionKind, RestartPolicy, ServiceState, decide
+from vimha.agent.status import StatusBoard
+from vimha.domain.supervision import (
+    ActionKind,
+    RestartPolicy,
+    ServiceState,
+    ServiceStatus,
+    decide,
+)
 from vimha.drivers.http1 import Http1Client
 
 log = logging.getLogger("vimha.agent.services")
 FAILED_CAUSE = "service failed its health check"
 GAVE_UP_CAUSE = "service failed beyond its restart budget"
+EARLIER_ALARMS = (("SERVICE_GAVE_UP", GAVE_UP_CAUSE), ("SERVICE_FAILED", FAILED_CAUSE))
 
 
 class RestartConfig(BaseModel):
@@ -47,11 +57,25 @@ class ServiceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     command: tuple[str, ...] = Field(min_length=1)
-    check: Literal["process", "tcp", "http"] = "process"
+    kind: Literal["compute", "storage", "network", "control", "other"] = Field(
+        "other",
+        description="What the service is to its node: a compute service failed beyond restart "
+        "makes a COMPUTE_SERVICE_FAILURE of the host",
+    )
+    check: Literal["process", "tcp", "http", "command"] = "process"
     target: str | None = Field(None, description="host:port (tcp) or URL (http)")
+    check_command: tuple[str, ...] = Field((), description="argv of the check (command)")
     interval: float = Field(0.5, gt=0)
     timeout: float = Field(1.0, gt=0)
     restart: RestartConfig = RestartConfig()
+
+    @model_validator(mode="after")
+    def _check_has_what_it_needs(self) -> ServiceConfig:
+        if self.check in ("tcp", "http") and not self.target:
+            raise ValueError(f"a {self.check} check needs a target")
+        if self.check == "command" and not self.check_command:
+            raise ValueError("a command check needs check_command")
+        return self
 
 
 def process_state(pid: int) -> str | None:
@@ -119,6 +143,31 @@ class SupervisedProcess:
                 return False, f"http {self.cfg.target}: {exc.detail}"
             if not 200 <= response.status < 300:
                 return False, f"http {self.cfg.target}: answered {response.status}"
+        if self.cfg.check == "command" and self.cfg.check_command:
+            return await self._run_check()
+        return True, "ok"
+
+    async def _run_check(self) -> tuple[bool, str]:
+        argv = self.cfg.check_command
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        except OSError as exc:
+            return False, f"check {argv[0]}: {exc.strerror}"
+        try:
+            async with asyncio.timeout(self.cfg.timeout):
+                _, err = await proc.communicate()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            return False, f"check {argv[0]}: timed out after {self.cfg.timeout:g}s"
+        if proc.returncode != 0:
+            tail = err.decode(errors="replace").strip()[-120:]
+            return False, f"check {argv[0]} exited {proc.returncode}" + (
+                f": {tail}" if tail else ""
+            )
         return True, "ok"
 
 
@@ -155,17 +204,35 @@ class Reporter:
                     delay = min(5.0, delay * 2)
 
 
-async def supervise(node: str, cfg: ServiceConfig, reporter: Reporter, stop: asyncio.Event) -> None:
+async def supervise(
+    node: str,
+    cfg: ServiceConfig,
+    reporter: Reporter,
+    stop: asyncio.Event,
+    board: StatusBoard | None = None,
+) -> None:
     loop = asyncio.get_running_loop()
     policy = cfg.restart.policy()
     proc = SupervisedProcess(cfg)
     proc.start()
     state = ServiceState(cfg.name, started_at=loop.time())
     obj = f"{node}/{cfg.name}"
+    total_restarts = 0
+    ran = False
     try:
         while not stop.is_set():
             ok, detail = await proc.check()
             state, actions = decide(state, ok, detail, loop.time(), policy)
+            if state.status is ServiceStatus.RUNNING and not ran:
+                ran = True  # what an earlier run of this agent left raised is over
+                for fault, cause in (
+                    ("SERVICE_GAVE_UP", GAVE_UP_CAUSE),
+                    ("SERVICE_FAILED", FAILED_CAUSE),
+                ):
+                    reporter.report(_event(obj, fault, cause, "CLEARED", f"{cfg.name} runs"))
+            total_restarts += sum(a.kind is ActionKind.RESTART for a in actions)
+            if board is not None:
+                board.update(cfg.name, _status(cfg, state, ok, detail, total_restarts))
             for action in actions:
                 log.info("%s: %s", obj, action.reason)
                 if action.kind is ActionKind.RESTART:
@@ -187,6 +254,23 @@ async def supervise(node: str, cfg: ServiceConfig, reporter: Reporter, stop: asy
                 await asyncio.wait_for(stop.wait(), cfg.interval)
     finally:
         proc.kill()
+
+
+def _status(
+    cfg: ServiceConfig, state: ServiceState, ok: bool, detail: str, total: int
+) -> dict[str, Any]:
+    return {
+        "name": cfg.name,
+        "kind": cfg.kind,
+        "check": cfg.check,
+        "status": state.status.value,
+        "lastCheckOk": ok,
+        "lastCheckDetail": detail,
+        "lastFailure": state.last_failure,
+        "restarts": state.restart_count,
+        "totalRestarts": total,
+        "lastCheckAt": datetime.now(UTC).isoformat(),
+    }
 
 
 def _event(obj: str, fault: str, cause: str, severity: str, reason: str) -> dict[str, Any]:

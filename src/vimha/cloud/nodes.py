@@ -47,6 +47,7 @@ LAYOUT = (
     ("sto-1", ("storage",), "z1", "r1", "storage-daemon"),
 )
 PLANES = ("mgmt", "storage")
+SERVICE_KINDS = {"api": "control", "nova-compute": "compute", "storage-daemon": "storage"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,7 @@ def write_agent_config(data_dir: Path, node: NodePlan, port: int, token: str) ->
         "services": [
             {
                 "name": node.service,
+                "kind": SERVICE_KINDS[node.service],
                 "check": "http",
                 "target": f"http://127.0.0.1:{node.service_port}/",
                 "command": [

@@ -34,14 +34,25 @@ from vimha.drivers.heartbeat_udp import HeartbeatListener
 from vimha.drivers.redfish import BmcUnreachable, RedfishBmc
 from vimha.engine.faults import FaultService
 from vimha.engine.fencing import Fencer
+from vimha.engine.services import ServiceRegistry
 
 log = logging.getLogger("vimha.health")
+# Services whose failure beyond restart is a COMPUTE_SERVICE_FAILURE of their host: the
+# hypervisor agent, the virtual switch of a compute node.
+COMPUTE_KINDS = frozenset({"compute"})
 GRACE_TIMEOUTS = 5
 
 
 class HealthMonitor:
-    def __init__(self, config: Config, faults: FaultService, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: Config,
+        faults: FaultService,
+        clock: Clock,
+        services: ServiceRegistry | None = None,
+    ) -> None:
         self.config = config
+        self.services = services or ServiceRegistry(clock)
         self.faults = faults
         self.clock = clock
         self.policy = config.heartbeat.policy()
@@ -176,7 +187,8 @@ class HealthMonitor:
             up = {p: s is PlaneStatus.UP for p, s in zip(planes, statuses, strict=True)}
             bmc = await self._bmc_view(host, not any(up.values()), now)
             fenced = self.fencer.fenced_kind(host)
-            snapshots.append(HostSnapshot(host, rack, up, bmc, fenced=fenced))
+            failed = self.services.failed(host, COMPUTE_KINDS) if any(up.values()) else ()
+            snapshots.append(HostSnapshot(host, rack, up, bmc, failed, fenced=fenced))
         new = {**unknown, **classify_all(snapshots)}
         actions = decide_health(self.current, new, self.locations, self.clock.now())
         self.current = new
@@ -254,6 +266,7 @@ class HealthMonitor:
             "failureKind": cls.kind.value if cls and cls.kind else None,
             "reason": cls.reason if cls else "not evaluated yet",
             "planes": planes,
+            "services": self.services.of(host),
             "bmc": self._bmc_json(host),
             "fencing": self._fencing_json(host),
             "observedAt": iso(self.clock.now()),

@@ -18,6 +18,7 @@ from vimha.engine.dispatch import Dispatcher
 from vimha.engine.dispatch_process import DispatcherProcess
 from vimha.engine.faults import FaultService, SubscriptionCache
 from vimha.engine.health import HealthMonitor
+from vimha.engine.services import ServiceRegistry
 from vimha.engine.writer import StoreWriter
 from vimha.ports.notifier import Notifier
 from vimha.ports.store import AttemptRecord, Store
@@ -62,7 +63,10 @@ class Runtime:
             self.writer,
         )
         self.retention = RetentionService(store, clock, config.ageing.policy())
-        self.health = HealthMonitor(config, self.faults, clock) if config.hosts else None
+        self.services = ServiceRegistry(clock)
+        self.health = (
+            HealthMonitor(config, self.faults, clock, self.services) if config.hosts else None
+        )
         self.started_at = clock.now()
         self.failed = asyncio.Event()
         self._stop = asyncio.Event()

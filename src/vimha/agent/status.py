@@ -1,0 +1,55 @@
+"""The node's services as the agent observes them, sent to the controller (ARCH-10): the
+whole list in one PUT /vim/v1/hosts/{node}/services, at once on a change and every
+`refresh` seconds otherwise, so a restarted controller knows them again within `refresh`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("vimha.agent.status")
+RETRY = 0.5  # seconds, while the controller does not answer
+
+
+class StatusBoard:
+    def __init__(self, url: str | None, token: str | None, node: str, refresh: float = 5.0):
+        self.url = url.rstrip("/") if url else None
+        self.token = token
+        self.node = node
+        self.refresh = refresh
+        self.services: dict[str, dict[str, Any]] = {}
+        self.changed = asyncio.Event()
+
+    def update(self, name: str, status: dict[str, Any]) -> None:
+        """Record a service's latest status; a change is sent at once."""
+        old = self.services.get(name)
+        self.services[name] = status
+        significant = ("status", "restarts", "lastCheckOk")
+        if old is None or any(old.get(k) != status.get(k) for k in significant):
+            self.changed.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.url is None:
+            return
+        headers = {"Authorization": f"Bearer {self.token}"}
+        path = f"/vim/v1/hosts/{self.node}/services"
+        async with httpx.AsyncClient(base_url=self.url, headers=headers, timeout=5) as client:
+            wait = self.refresh
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), wait)
+                self.changed.clear()
+                body = {"services": list(self.services.values())}
+                wait = RETRY  # until the controller has taken it
+                try:
+                    r = await client.put(path, json=body)
+                    if r.status_code < 500:
+                        wait = self.refresh
+                    if r.status_code >= 400:
+                        log.error("controller refused the service status: %s", r.text[:200])
+                except httpx.HTTPError as exc:
+                    log.warning("controller unreachable (%s); status sent again soon", exc)
