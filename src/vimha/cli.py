@@ -69,6 +69,10 @@ def up(
     data_dir: DataDir = Path(".vimha"),
     port: Annotated[int, typer.Option(help="API port")] = 8470,
     detach: Annotated[bool, typer.Option("--detach", help="Run in the background")] = False,
+    netns: Annotated[
+        bool,
+        typer.Option("--netns", help="Nodes in network namespaces with real links (root)"),
+    ] = False,
 ) -> None:
     """Run the embedded cloud (one controller with SQLite in DATA_DIR) in the foreground."""
     from vimha.cloud import embedded
@@ -76,7 +80,7 @@ def up(
     from vimha.logs import setup_logging
 
     if detach:
-        pid = embedded.detach(data_dir, port)
+        pid = embedded.detach(data_dir, port, netns=netns)
         out.print(
             f"vimha is running in the background (pid {pid}); log: {data_dir}/vimha.log; "
             "stop it with `vimha down`"
@@ -94,7 +98,7 @@ def up(
         "Ctrl-C stops it.",
         highlight=False,
     )
-    cloud_config, launcher = embedded.prepare_cloud(data_dir, port, token)
+    cloud_config, launcher = embedded.prepare_cloud(data_dir, port, token, netns=netns)
     raise typer.Exit(asyncio.run(embedded.run_cloud(cloud_config, launcher)))
 
 
@@ -390,6 +394,20 @@ def chaos_overheat(node: str, data_dir: DataDir = Path(".vimha")) -> None:
     from vimha.cloud import chaos
 
     out.print(chaos.overheat(data_dir, node))
+
+
+@chaos_app.command("partition")
+def chaos_partition(
+    rack: str,
+    with_bmc: Annotated[
+        bool, typer.Option("--with-bmc", help="Silence the rack's BMCs too (ToR carries them)")
+    ] = False,
+    data_dir: DataDir = Path(".vimha"),
+) -> None:
+    """Cut a rack's nodes off the controllers (nftables in netns mode; `heal` ends it)."""
+    from vimha.cloud import chaos
+
+    out.print(chaos.partition(data_dir, rack, with_bmc))
 
 
 @chaos_app.command("heal")

@@ -41,6 +41,9 @@ class _Model(BaseModel):
 class ApiConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8470, ge=0, le=65535)
+    also_listen: tuple[str, ...] = Field(
+        (), description="More addresses to serve the API on (same port), e.g. a bridge's"
+    )
     public_url: str | None = Field(
         None, description="Base URL that links in responses and notifications point at."
     )

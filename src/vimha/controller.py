@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import uvicorn
 from vimha.api.app import create_app
 from vimha.api.auth import Principal, TokenAuth
 from vimha.config import Config
-from vimha.domain.errors import InvalidInput
+from vimha.domain.errors import InvalidInput, Permanent
 from vimha.drivers.clock import SystemClock
 from vimha.drivers.http_notifier import HttpNotifier
 from vimha.drivers.sqlstore import SqlStore
@@ -98,6 +99,24 @@ def open_store(config: Config, migrate: bool) -> SqlStore:
     return store
 
 
+def _bind(config: Config) -> list[socket.socket]:
+    """Listening sockets on the API host and every `also_listen` address (one port)."""
+    out = []
+    for host in (config.api.host, *config.api.also_listen):
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, config.api.port))
+        except OSError as exc:
+            sock.close()
+            raise Permanent(
+                f"api: cannot listen on {host}:{config.api.port}: {exc.strerror}"
+            ) from None
+        sock.listen(2048)
+        out.append(sock)
+    return out
+
+
 async def serve(config: Config, migrate: bool = False) -> int:
     """Run the controller until a signal; returns the process exit code."""
     store = open_store(config, migrate)
@@ -131,7 +150,8 @@ async def serve(config: Config, migrate: bool = False) -> int:
     watcher = asyncio.create_task(watch_runtime())
     log.info("vimha controller %s listening on %s", config.vim_connection_id, config.api.base_url)
     try:
-        await server.serve()
+        sockets = _bind(config) if config.api.also_listen else None
+        await server.serve(sockets=sockets)
     finally:
         watcher.cancel()
         await runtime.stop()

@@ -102,7 +102,7 @@ def test_failed_attempt_is_retried_after_the_retry_interval() -> None:
     assert decide_fencing("h", NODE, failed, POLICY, True, 12.0).action is None
     d = decide_fencing("h", NODE, failed, POLICY, True, 13.0)
     assert d.action is FenceAction.FENCE and d.state.attempts == 2
-    assert d.state.kind is FailureKind.HOST_UNREACHABLE  # the failure that called for it
+    assert d.state.kind is FailureKind.COMPUTE_NODE_FAILURE  # the failure as it is now
 
 
 def test_confirmed_attempt() -> None:

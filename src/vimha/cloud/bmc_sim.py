@@ -1,7 +1,8 @@
 """A simulated BMC speaking Redfish, one per node of the embedded cloud, so that the
 production driver (sushy) is the path exercised. Serves the service root, one
 ComputerSystem (power state, health rollup, Reset action), one Chassis with Thermal and Power.
-Faults are injected through /sim: POST /sim/psu-fail, /sim/overheat, /sim/heal. A power
+Faults are injected through /sim: POST /sim/psu-fail, /sim/overheat, /sim/disconnect (Redfish
+requests then get no answer, as when the BMC's network is cut), /sim/heal. A power
 change is applied at once (sushy-tools' fake driver takes 1-11 s) and can run a hook (the
 embedded cloud stops or starts the node's processes).
 
@@ -28,6 +29,7 @@ class BmcState:
         self.power_on = True
         self.psu_ok = True
         self.cpu_temp = 45.0
+        self.connected = True  # False: its network is cut (Redfish gets no answer)
         self.on_power = on_power
 
     def health(self) -> str:
@@ -178,7 +180,12 @@ def make_handler(state: BmcState, user: str, password: str) -> type[BaseHTTPRequ
             self.wfile.write(body)
 
         def _authorised(self) -> bool:
-            if self.path.startswith("/sim/") or self.path.rstrip("/") == "/redfish/v1":
+            if self.path.startswith("/sim/"):
+                return True
+            if not state.connected:  # cut off: no answer at all
+                self.close_connection = True
+                return False
+            if self.path.rstrip("/") == "/redfish/v1":
                 return True
             if self.headers.get("Authorization") != expected:
                 self._send(401, {"error": {"message": "authentication required"}})
@@ -213,7 +220,10 @@ def make_handler(state: BmcState, user: str, password: str) -> type[BaseHTTPRequ
                 state.cpu_temp = 95.0
                 self._send(204)
             elif self.path == "/sim/heal":
-                state.psu_ok, state.cpu_temp = True, 45.0
+                state.psu_ok, state.cpu_temp, state.connected = True, 45.0, True
+                self._send(204)
+            elif self.path == "/sim/disconnect":
+                state.connected = False
                 self._send(204)
             else:
                 self._send(404)

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from vimha.cloud import netns
+from vimha.cloud.netns import Netns
 from vimha.cloud.nodes import PLANES
 from vimha.cloud.procs import find_processes
 from vimha.domain.errors import InvalidInput, Permanent
@@ -65,12 +67,45 @@ def hang_service(data_dir: Path, name: str) -> str:
     return _signal(service_pids(n), signal.SIGSTOP, f"{n['service']} on {name}")
 
 
+def _net(n: dict[str, Any]) -> Netns | None:
+    net = n.get("net")
+    return Netns(net["tag"], net["octet"], tuple(net["planes"])) if net else None
+
+
 def plane_down(data_dir: Path, name: str, plane: str) -> str:
     n = node(load_state(data_dir), name)
     if plane not in PLANES:
         raise InvalidInput(f"unknown plane {plane!r}; planes: {', '.join(PLANES)}")
+    net = _net(n)
+    if net is not None:
+        netns.set_link(net, name, plane, up=False)
+        return f"plane {plane} of {name} is down (its link in namespace {net.namespace(name)})"
     (Path(n["control"]) / f"drop-{plane}").touch()
     return f"plane {plane} of {name} is down (the agent drops its heartbeats)"
+
+
+def partition(data_dir: Path, rack: str, with_bmc: bool = False) -> str:
+    """Cut a rack off the controllers: every plane of its nodes (nftables in netns mode, the
+    agents' drop rule on loopback); `with_bmc` also silences their BMCs, as when the rack's
+    top-of-rack switch carries the BMC network too."""
+    state = load_state(data_dir)
+    members = [n for n in state.values() if n["location"].get("rack") == rack]
+    if not members:
+        racks = sorted({n["location"].get("rack", "") for n in state.values()})
+        raise InvalidInput(f"unknown rack {rack!r}; racks: {', '.join(racks)}")
+    net = _net(members[0])
+    if net is not None:
+        netns.partition(net, [a for n in members for a in n["addresses"].values()])
+    else:
+        for n in members:
+            for plane in PLANES:
+                (Path(n["control"]) / f"drop-{plane}").touch()
+    if with_bmc:
+        for n in members:
+            _sim(n, "disconnect")
+    names = ", ".join(n["name"] for n in members)
+    how = "nftables drop" if net is not None else "the agents drop their heartbeats"
+    return f"rack {rack} partitioned ({names}; {how}{'; BMCs silent' if with_bmc else ''})"
 
 
 def _bmc(n: dict[str, Any]) -> RedfishBmc:
@@ -123,6 +158,11 @@ def heal(data_dir: Path, name: str | None = None) -> str:
         for drop in Path(n["control"]).glob("drop-*"):
             drop.unlink()
             done.append(f"{each}: {drop.name[5:]} up")
+        net = _net(n)
+        if net is not None:
+            for plane in netns.links_down(net, each):
+                netns.set_link(net, each, plane, up=True)
+                done.append(f"{each}: link {plane} up")
         for pid in service_pids(n) + agent_pids(n):
             os.kill(pid, signal.SIGCONT)
         _sim(n, "heal")
@@ -133,6 +173,8 @@ def heal(data_dir: Path, name: str | None = None) -> str:
                 done.append(f"{each}: powered on")
         except BmcUnreachable as exc:
             raise Permanent(f"the BMC of {each} did not answer: {exc.detail}") from exc
+    if names and (net := _net(node(state, names[0]))) is not None and netns.heal_partition(net):
+        done.append("partition healed")
     return (
         "; ".join(done) or "healed (nothing was down; sensors normal, stopped processes continued)"
     )

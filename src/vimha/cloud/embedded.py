@@ -15,10 +15,14 @@ from typing import Any
 
 import httpx
 
+from vimha.cloud.netns import Netns, create
+from vimha.cloud.netns import available as netns_available
 from vimha.cloud.nodes import (
+    PLANES,
     Launcher,
     NodePlan,
     check_ports,
+    controller_host,
     host_inventory,
     listen_addresses,
     plan,
@@ -30,33 +34,52 @@ from vimha.domain.errors import Permanent
 
 
 def embedded_config(
-    data_dir: Path, port: int, host: str = "127.0.0.1", nodes: list[NodePlan] | None = None
+    data_dir: Path,
+    port: int,
+    host: str = "127.0.0.1",
+    nodes: list[NodePlan] | None = None,
+    net: Netns | None = None,
 ) -> Config:
     data_dir = data_dir.resolve()
     overrides: dict[str, Any] = {
         "vim_connection_id": "vimha-embedded",
         "data_dir": str(data_dir),
-        "api": {"host": host, "port": port},
+        "api": {
+            "host": host,
+            "port": port,
+            # In netns mode the agents reach the API on the mgmt bridge too.
+            "also_listen": [controller_host(net)] if net else [],
+        },
         "store": {"url": f"sqlite:///{data_dir / 'vimha.db'}"},
         "auth": {"token_file": str(data_dir / "admin-token")},
     }
     if nodes:
         # Eight agents starting at once on a small machine take a few seconds.
-        overrides["heartbeat"] = {"listen": listen_addresses(port), "startup_grace": 10}
+        overrides["heartbeat"] = {"listen": listen_addresses(port, net), "startup_grace": 10}
         overrides["hosts"] = host_inventory(nodes)
     return load(None, overrides)
 
 
-def prepare_cloud(data_dir: Path, port: int, token: str) -> tuple[Config, Launcher]:
-    """Plan the nodes, write their agents' configs and the state `vimha chaos` reads."""
+def prepare_cloud(
+    data_dir: Path, port: int, token: str, netns: bool = False
+) -> tuple[Config, Launcher]:
+    """Plan the nodes, write their agents' configs and the state `vimha chaos` reads; in
+    netns mode, create the namespaces, links and bridges."""
     data_dir = data_dir.resolve()
     check_ports(port)
-    nodes = plan(data_dir, port)
-    config = embedded_config(data_dir, port, nodes=nodes)
-    configs = {n.name: write_agent_config(data_dir, n, port, token) for n in nodes}
-    write_state(data_dir, nodes)
+    net = None
+    if netns:
+        if (why := netns_available()) is not None:
+            raise Permanent(f"--netns: {why}")
+        net = Netns.for_port(port, PLANES)
+    nodes = plan(data_dir, port, net)
+    config = embedded_config(data_dir, port, nodes=nodes, net=net)
+    configs = {n.name: write_agent_config(data_dir, n, port, token, net) for n in nodes}
+    write_state(data_dir, nodes, net)
     (data_dir / "logs").mkdir(exist_ok=True)
-    return config, Launcher(configs, data_dir / "logs", nodes)
+    if net is not None:
+        create(net, [n.name for n in nodes])
+    return config, Launcher(configs, data_dir / "logs", nodes, net)
 
 
 async def run_cloud(config: Config, launcher: Launcher) -> int:
@@ -91,14 +114,24 @@ def running_pid(data_dir: Path) -> int | None:
     return None if state in ("Z", "X") else pid
 
 
-def detach(data_dir: Path, port: int, timeout: float = 30.0) -> int:
+def detach(data_dir: Path, port: int, timeout: float = 30.0, netns: bool = False) -> int:
     """Start `vimha up` in the background, wait until it answers; returns its pid."""
     if (pid := running_pid(data_dir)) is not None:
         raise Permanent(f"vimha is already running from {data_dir} (pid {pid}); `vimha down` first")
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "vimha.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vimha", "up", "--data-dir", str(data_dir), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "vimha",
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            *(["--netns"] if netns else []),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

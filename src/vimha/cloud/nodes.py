@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from vimha.cloud.bmc_sim import BmcState, serve
+from vimha.cloud.netns import Netns, destroy, exec_prefix
 from vimha.cloud.parent import ENV
 from vimha.cloud.procs import find_processes
 from vimha.domain.errors import Permanent
@@ -67,8 +68,9 @@ class NodePlan:
         return f"http://127.0.0.1:{self.bmc_port}"
 
 
-def plan(data_dir: Path, port: int) -> list[NodePlan]:
-    """The nodes, with keys kept in the data dir (0600) so restarts keep them."""
+def plan(data_dir: Path, port: int, net: Netns | None = None) -> list[NodePlan]:
+    """The nodes, with keys kept in the data dir (0600) so restarts keep them; addresses on
+    loopback, or in the nodes' network namespaces."""
     keys_file = data_dir / "node-keys.json"
     keys: dict[str, str] = json.loads(keys_file.read_text()) if keys_file.exists() else {}
     nodes = []
@@ -81,7 +83,12 @@ def plan(data_dir: Path, port: int) -> list[NodePlan]:
                 roles,
                 {"site": "s1", "zone": zone, "rack": rack},
                 keys[name],
-                {plane: f"127.{j + 1}.{i // 256}.{i % 256}" for j, plane in enumerate(PLANES)},
+                {
+                    plane: net.node_address(plane, i)
+                    if net
+                    else f"127.{j + 1}.{i // 256}.{i % 256}"
+                    for j, plane in enumerate(PLANES)
+                },
                 service,
                 port + 100 + i,
                 port + 200 + i,
@@ -120,20 +127,30 @@ def check_ports(port: int) -> None:
                 ) from None
 
 
-def listen_addresses(port: int) -> dict[str, str]:
-    return {plane: f"127.0.0.1:{port + 1 + j}" for j, plane in enumerate(PLANES)}
+def controller_host(net: Netns | None) -> str:
+    """Where the nodes reach the controller: loopback, or its address on the mgmt bridge."""
+    return net.controller_address(PLANES[0]) if net else "127.0.0.1"
 
 
-def write_agent_config(data_dir: Path, node: NodePlan, port: int, token: str) -> Path:
+def listen_addresses(port: int, net: Netns | None = None) -> dict[str, str]:
+    return {
+        plane: f"{net.controller_address(plane) if net else '127.0.0.1'}:{port + 1 + j}"
+        for j, plane in enumerate(PLANES)
+    }
+
+
+def write_agent_config(
+    data_dir: Path, node: NodePlan, port: int, token: str, net: Netns | None = None
+) -> Path:
     home = data_dir / "nodes" / node.name
     (home / "control").mkdir(parents=True, exist_ok=True)
-    listen = listen_addresses(port)
+    listen = listen_addresses(port, net)
     config = {
         "node": node.name,
         "key": node.key,
         "interval": 0.1,
         "log_level": "warning",
-        "controller_url": f"http://127.0.0.1:{port}",
+        "controller_url": f"http://{controller_host(net)}:{port}",
         "token": token,
         "control_dir": str(home / "control"),
         "planes": [
@@ -169,17 +186,19 @@ def write_agent_config(data_dir: Path, node: NodePlan, port: int, token: str) ->
     return path
 
 
-def write_state(data_dir: Path, nodes: list[NodePlan]) -> None:
+def write_state(data_dir: Path, nodes: list[NodePlan], net: Netns | None = None) -> None:
     """What `vimha chaos` needs to find the nodes."""
     state = {
         n.name: {
             **asdict(n),
             "key": None,
+            "index": i,
+            "net": asdict(net) if net else None,
             "bmc_url": n.bmc_url,
             "control": str(data_dir / "nodes" / n.name / "control"),
             "config": str(data_dir / "nodes" / n.name / "agent.yaml"),
         }
-        for n in nodes
+        for i, n in enumerate(nodes, start=1)
     }
     fd = os.open(data_dir / "cloud.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:  # it holds the BMC credentials
@@ -191,8 +210,13 @@ class Launcher:
     while its node is powered on."""
 
     def __init__(
-        self, configs: dict[str, Path], log_dir: Path, nodes: list[NodePlan] | None = None
+        self,
+        configs: dict[str, Path],
+        log_dir: Path,
+        nodes: list[NodePlan] | None = None,
+        net: Netns | None = None,
     ) -> None:
+        self.net = net
         self.configs = configs
         self.log_dir = log_dir
         self.nodes = {n.name: n for n in nodes or []}
@@ -233,8 +257,9 @@ class Launcher:
         logfile = open(self.log_dir / f"{node}.log", "ab")  # noqa: SIM115 - owned by the child
         # Its own session: a terminal's Ctrl-C reaches only `vimha up`, which stops the
         # controller first and the agents after, so shutting down raises no alarm.
+        inside = exec_prefix(self.net, node) if self.net else []  # `ip netns exec` execs
         self.procs[node] = subprocess.Popen(
-            [sys.executable, "-m", "vimha", "agent", "--config", str(self.configs[node])],
+            [*inside, sys.executable, "-m", "vimha", "agent", "--config", str(self.configs[node])],
             stdin=subprocess.DEVNULL,
             stdout=logfile,
             stderr=subprocess.STDOUT,
@@ -278,6 +303,8 @@ class Launcher:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if self.net is not None:
+            destroy(self.net, list(self.configs))
 
 
 def host_inventory(nodes: list[NodePlan]) -> list[dict[str, Any]]:

@@ -107,6 +107,8 @@ def decide_fencing(
         return FenceDecision(state)
     if state.phase is FencePhase.NONE:
         state = FenceState(FencePhase.PENDING, cls.kind, now)
+    elif state.phase in (FencePhase.PENDING, FencePhase.FAILED) and state.kind is not cls.kind:
+        state = replace(state, kind=cls.kind)  # e.g. one unreachable host became a rack
     if state.phase is FencePhase.PENDING and now - state.since < policy.delay:
         return FenceDecision(state)
     if state.phase is FencePhase.FAILED and now - state.since < policy.retry:
@@ -122,9 +124,8 @@ def decide_fencing(
             FenceAction.GIVE_UP,
             why,
         )
-    kind = state.kind or cls.kind
     return FenceDecision(
-        FenceState(FencePhase.IN_PROGRESS, kind, now, state.attempts + 1),
+        FenceState(FencePhase.IN_PROGRESS, cls.kind, now, state.attempts + 1),
         FenceAction.FENCE,
         f"{host}: {cls.reason}; fencing through its BMC (ForceOff) before any recovery",
     )
