@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vimha.domain.classification import HardwareHealth
+from vimha.drivers.bonding import read_bonds
 from vimha.drivers.sysfs_hw import read_edac, read_hwmon, read_local
 
 
@@ -61,3 +62,30 @@ def test_edac_counters(tmp_path: Path) -> None:
 def test_nothing_to_read_is_nothing_found(tmp_path: Path) -> None:
     assert read_local(tmp_path) == []
     assert read_local(tmp_path / "missing") == []
+
+
+BOND = """Ethernet Channel Bonding Driver: v6.1.0
+
+Bonding Mode: fault-tolerance (active-backup)
+Primary Slave: None
+Currently Active Slave: eth0
+MII Status: up
+MII Polling Interval (ms): 100
+
+Slave Interface: eth0
+MII Status: up
+Speed: 10000 Mbps
+Link Failure Count: 0
+
+Slave Interface: eth1
+MII Status: down
+Speed: Unknown
+Link Failure Count: 1
+"""
+
+
+def test_bond_members_from_proc_net_bonding(tmp_path: Path) -> None:
+    put(tmp_path, "net/bonding/bond0", BOND)
+    found = {c.name: c.health for c in read_bonds(tmp_path)}
+    assert found == {"bond0/eth0": HardwareHealth.OK, "bond0/eth1": HardwareHealth.CRITICAL}
+    assert read_bonds(tmp_path / "none") == []

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.contract.test_sysfs_hw import BOND
 from tests.system.conftest import TOKEN, ControllerProcess
 from tests.system.test_host_health import ADDRS, KEYS, wait
 from vimha.cloud.procs import AgentProcess, spawn_module
@@ -60,6 +61,8 @@ def node(tmp_path: Path) -> Iterator[Node]:
     mc = sysfs / "devices" / "system" / "edac" / "mc" / "mc0"
     write(mc / "ue_count", 0)
     write(mc / "ce_count", 0)
+    proc = tmp_path / "proc"
+    write(proc / "net" / "bonding" / "bond0", BOND.replace("down", "up"))
 
     bmc_port = free_port()
     bmc_proc = spawn_module("vimha.cloud.bmc_sim", bmc_port, "--user", "admin", "--password", "pw")
@@ -91,7 +94,12 @@ def node(tmp_path: Path) -> Iterator[Node]:
         interval=0.05,
         controller_url=ctl.url,
         token=TOKEN,
-        hardware={"sysfs": str(sysfs), "interval": 0.2, "ce_threshold": 10},
+        hardware={
+            "sysfs": str(sysfs),
+            "procfs": str(proc),
+            "interval": 0.2,
+            "ce_threshold": 10,
+        },
     )
     agent.start()
     try:
@@ -140,7 +148,15 @@ def test_local_sensors_raise_and_clear_alarms(node: Node) -> None:
     memory = node.until("cmp-1/memory mc0", lambda a: a["perceivedSeverity"] == "CRITICAL")
     assert memory["faultType"] == "MEMORY_ERRORS" and memory["eventType"] == "EQUIPMENT_ALARM"
 
+    bond = node.sysfs.parent / "proc" / "net" / "bonding" / "bond0"
+    write(bond, BOND)  # eth1 down
+    member = node.until("cmp-1/bond0/eth1", lambda a: a["perceivedSeverity"] == "MAJOR")
+    assert member["eventType"] == "COMMUNICATIONS_ALARM"
+    assert member["faultType"] == "BOND_MEMBER_DOWN"
+
     write(chip / "temp1_input", 50000)
     write(mc / "ue_count", 0)
+    write(bond, BOND.replace("down", "up"))
     node.until("cmp-1/coretemp Core 0", lambda a: a["perceivedSeverity"] == "CLEARED")
     node.until("cmp-1/memory mc0", lambda a: a["perceivedSeverity"] == "CLEARED")
+    node.until("cmp-1/bond0/eth1", lambda a: a["perceivedSeverity"] == "CLEARED")

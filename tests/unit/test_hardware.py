@@ -72,3 +72,13 @@ def test_system_rollup_only_when_no_component_explains_it() -> None:
     assert rollup is not None and rollup.kind == "system" and rollup.health is WARN
     events, _ = decide_hardware("cmp-1", {}, [rollup], LOC, NOW)
     assert events[0].fault_type == "HARDWARE_HEALTH"
+
+
+def test_a_lost_bond_member_is_a_major_communications_alarm() -> None:
+    member = Component("link", "bond0/eth1", CRIT, None, "bonding")
+    events, _ = decide_hardware("cmp-1", {}, [member], LOC, NOW)
+    (e,) = events
+    assert e.fault_type == "BOND_MEMBER_DOWN"
+    assert e.event_type is EventType.COMMUNICATIONS_ALARM
+    assert e.perceived_severity is Severity.MAJOR  # the plane still works
+    assert e.managed_object_id == "cmp-1/bond0/eth1"

@@ -31,6 +31,7 @@ class ComponentAlarm:
     fault_type: str
     probable_cause: str
     event_type: EventType
+    critical: Severity = Severity.CRITICAL  # the severity of a CRITICAL component
 
 
 COMPONENT_ALARMS: Mapping[str, ComponentAlarm] = {
@@ -43,6 +44,13 @@ COMPONENT_ALARMS: Mapping[str, ComponentAlarm] = {
     ),
     "memory": ComponentAlarm(
         "MEMORY_ERRORS", "memory errors (ECC) reported", EventType.EQUIPMENT_ALARM
+    ),
+    # A bond member down: the plane still works through the others (ARCH-8), like a lost plane.
+    "link": ComponentAlarm(
+        "BOND_MEMBER_DOWN",
+        "bond member link down",
+        EventType.COMMUNICATIONS_ALARM,
+        Severity.MAJOR,
     ),
     "system": ComponentAlarm(
         "HARDWARE_HEALTH", "BMC reports degraded hardware health", EventType.EQUIPMENT_ALARM
@@ -66,6 +74,10 @@ def system_component(
     return Component("system", "system", rollup)
 
 
+def _spec(c: Component) -> ComponentAlarm:
+    return COMPONENT_ALARMS.get(c.kind, COMPONENT_ALARMS["system"])
+
+
 def _event(
     host: str,
     c: Component,
@@ -73,7 +85,9 @@ def _event(
     location: Location,
     now: datetime,
 ) -> FaultEvent:
-    spec = COMPONENT_ALARMS.get(c.kind, COMPONENT_ALARMS["system"])
+    spec = _spec(c)
+    if severity is Severity.CRITICAL:
+        severity = spec.critical
     reading = "" if c.reading is None else f", reading {c.reading:g}"
     health = c.health.value if c.health else "OK"
     return FaultEvent(
@@ -83,7 +97,9 @@ def _event(
         perceived_severity=severity,
         event_type=spec.event_type,
         event_time=now,
-        faulty_resource_type=FaultyResourceType.COMPUTE,
+        faulty_resource_type=(
+            FaultyResourceType.NETWORK if c.kind == "link" else FaultyResourceType.COMPUTE
+        ),
         vim_level_resource_type=c.kind,
         resource_id=f"{host}/{c.name}",
         fault_details=(f"{c.name} ({c.kind}) health {health}{reading}, reported by {c.source}",),
