@@ -1,6 +1,6 @@
 """Benchmark: host failure detection with real agent processes on two planes.
 
-    python bench/detection.py [--rounds 10] [--soak 60] [--hosts 4]
+    python bench/detection.py [--rounds 10] [--soak 60] [--hosts 4] [--detector fixed|phi]
 
 - node failure: an agent is killed with SIGKILL; time from the kill to the alarm being raised
   (alarmRaisedTime) and to the HostHealthChangeNotification at a consumer;
@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--soak", type=float, default=60.0)
     parser.add_argument("--hosts", type=int, default=4)
+    parser.add_argument("--detector", choices=("fixed", "phi"), default="fixed")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="vimha-detect-"))
     ports = (free_port(), free_port())
@@ -87,7 +88,8 @@ def main() -> None:
     with (
         Controller(
             heartbeat={
-                "listen": {"mgmt": f"127.0.0.1:{ports[0]}", "storage": f"127.0.0.1:{ports[1]}"}
+                "listen": {"mgmt": f"127.0.0.1:{ports[0]}", "storage": f"127.0.0.1:{ports[1]}"},
+                "detector": args.detector,
             },
             hosts=hosts_cfg,
         ) as ctl,
@@ -181,7 +183,14 @@ def main() -> None:
             a.stop()
     result = {
         "benchmark": "detection",
-        "settings": {"interval_ms": 100, "misses": 3, "up_after": 3, "hosts": args.hosts},
+        "settings": {
+            "interval_ms": 100,
+            "misses": 3,
+            "up_after": 3,
+            "hosts": args.hosts,
+            "detector": args.detector,
+            "soak_s": args.soak,
+        },
         "node_failure_to_alarm_ms": {
             "p50": round(percentile(node_kill, 50), 1),
             "p99": round(percentile(node_kill, 99), 1),

@@ -160,6 +160,15 @@ class HeartbeatConfig(_Model):
     misses: int = Field(3, ge=1)
     up_after: int = Field(3, ge=1)
     max_age: float = Field(30.0, description="Heartbeats older than this (s) are refused.")
+    detector: Literal["fixed", "phi"] = Field(
+        "fixed",
+        description="fixed: DOWN after interval * misses of silence; phi: phi-accrual, "
+        "learns each link's heartbeat timing",
+    )
+    phi_threshold: float = Field(8.0, gt=0, description="phi above which a plane is DOWN")
+    phi_min_std: float | None = Field(
+        None, gt=0, description="Floor of the learnt spread (s); default interval / 4"
+    )
     startup_grace: float = Field(
         5.0,
         ge=0,
@@ -185,7 +194,14 @@ class HeartbeatConfig(_Model):
         return value
 
     def policy(self) -> DetectionPolicy:
-        return DetectionPolicy(self.interval, self.misses, self.up_after)
+        return DetectionPolicy(
+            self.interval,
+            self.misses,
+            self.up_after,
+            self.detector,
+            self.phi_threshold,
+            self.phi_min_std,
+        )
 
 
 class FencingConfig(_Model):

@@ -63,3 +63,20 @@ async def test_own_stall_is_not_a_dead_host(tmp_path: Path) -> None:
     assert [a.fault_type for _, a in store.iter_alarms(0, 10)] == ["HOST_UNREACHABLE"]
     m.faults.writer.stop()
     store.close()
+
+
+async def test_a_host_starting_up_is_unknown_until_grace_ends(tmp_path: Path) -> None:
+    m, clock, store = monitor(tmp_path)
+    beat(m, clock, 1)  # heard once, then silent (its agent is busy starting its services)
+    for _ in range(20):
+        clock.advance(0.05)
+        await m.step()
+    assert m.current["cmp-1"].health.value == "UNKNOWN"
+    assert list(store.iter_alarms(0, 10)) == []
+    clock.advance(5.0)  # past the grace period: still silent, now a failure
+    await m.step()
+    clock.advance(0.05)
+    await m.step()
+    assert m.current["cmp-1"].health.value == "DOWN"
+    m.faults.writer.stop()
+    store.close()

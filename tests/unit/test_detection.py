@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
 
 from vimha.domain.detection import DetectionPolicy, PlaneState, PlaneStatus
@@ -64,3 +67,60 @@ def test_changed_at_records_the_transition() -> None:
 def test_invalid_policy(kwargs: dict[str, float]) -> None:
     with pytest.raises(InvalidInput):
         DetectionPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+# -- phi-accrual ----------------------------------------------------------------------------
+PHI = DetectionPolicy(interval=0.1, misses=3, up_after=2, detector="phi")
+
+
+def learnt(gaps: list[float], policy: DetectionPolicy = PHI) -> PlaneState:
+    state, t = PlaneState(), 0.0
+    state = state.heard(t, policy)
+    for gap in gaps:
+        t += gap
+        state = state.heard(t, policy)
+    return state
+
+
+def test_phi_learns_a_steady_link_and_suspects_it_soon_after_the_usual_gap() -> None:
+    state = learnt([0.1] * 50)
+    assert state.status is PlaneStatus.UP and abs(state.mean - 0.1) < 1e-9
+    last = state.last_heard
+    assert last is not None
+    assert not state.silent(last + 0.15, PHI)
+    assert state.silent(last + 0.3, PHI)
+    assert state.tick(last + 0.3, PHI).status is PlaneStatus.DOWN
+
+
+def test_phi_gives_a_jittery_link_more_slack_than_a_steady_one() -> None:
+    steady = learnt([0.1] * 100)
+    jittery = learnt([0.05, 0.25] * 50)
+    assert jittery.mean > steady.mean
+    for s in (steady, jittery):
+        assert s.last_heard is not None
+    gap = 0.4
+    assert steady.silent(steady.last_heard + gap, PHI)  # type: ignore[operator]
+    assert not jittery.silent(jittery.last_heard + gap, PHI)  # type: ignore[operator]
+
+
+def test_phi_grows_with_silence_and_is_defined_everywhere() -> None:
+    state = learnt([0.1] * 30)
+    assert state.last_heard is not None
+    values = [state.phi(state.last_heard + d / 100, PHI) for d in range(0, 300)]
+    assert all(b >= a for a, b in itertools.pairwise(values))
+    assert values[0] < 1 and math.isinf(state.phi(state.last_heard + 1000, PHI))
+    assert PlaneState().phi(5.0, PHI) == math.inf
+
+
+def test_phi_uses_the_fixed_timeout_until_it_has_learnt() -> None:
+    state = learnt([0.1] * 3)
+    assert state.samples < PHI.phi_min_samples and state.last_heard is not None
+    assert not state.silent(state.last_heard + 0.29, PHI)
+    assert state.silent(state.last_heard + 0.31, PHI)
+
+
+def test_phi_policy_is_validated() -> None:
+    with pytest.raises(InvalidInput):
+        DetectionPolicy(detector="phi", phi_threshold=0)
+    with pytest.raises(InvalidInput):
+        DetectionPolicy(detector="phi", phi_min_std=-1)

@@ -176,6 +176,7 @@ def make_handler(state: BmcState, user: str, password: str) -> type[BaseHTTPRequ
             if body:
                 self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")  # never reused: no race with our close
             self.end_headers()
             self.wfile.write(body)
 

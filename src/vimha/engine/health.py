@@ -4,7 +4,7 @@ alarms and HostHealthChangeNotifications. Observe, decide (domain), act (fault s
 A host's BMC (Redfish, if declared) is read every `bmc.interval`, and afresh as soon as the
 host loses every plane, so the classification tells node software from host hardware
 (FAULT-8). A host without a BMC is observed with an unreachable one: cause unknown.
-A host never heard stays UNKNOWN (no alarm) for a grace period after start.
+A host not UP since the controller started stays UNKNOWN (no alarm) for a grace period.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class HealthMonitor:
         }
         self.bmc_views: dict[str, tuple[float, BmcView]] = {}
         self.all_lost_since: dict[str, float] = {}
+        self.seen_up: set[str] = set()  # hosts UP at least once since the controller started
         self.hardware: dict[str, dict[str, HardwareHealth]] = {}  # host -> alarmed components
         self.fencer = Fencer(
             config.fencing.policy(),
@@ -121,10 +122,10 @@ class HealthMonitor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
 
-    async def _read_bmc(self, host: str) -> BmcView:
+    async def _read_bmc(self, host: str, attempts: int = 3) -> BmcView:
         bmc = self.bmcs[host]
         try:
-            reading = await asyncio.to_thread(bmc.read)
+            reading = await asyncio.to_thread(bmc.read, attempts)
         except BmcUnreachable as exc:
             log.warning("BMC of %s: %s", host, exc.detail)
             view = BmcView(False, detail=exc.detail)
@@ -158,7 +159,7 @@ class HealthMonitor:
         since = self.all_lost_since.setdefault(host, now)
         read_at, view = self.bmc_views.get(host, (-1.0, BmcView(False)))
         if read_at < since:
-            view = await self._read_bmc(host)
+            view = await self._read_bmc(host, attempts=2)  # judged now; polled again later
         return view
 
     async def step(self) -> None:
@@ -176,16 +177,26 @@ class HealthMonitor:
         grace = max(self.config.heartbeat.startup_grace, GRACE_TIMEOUTS * self.policy.timeout)
         in_grace = now - self.started < grace
         snapshots, unknown = [], {}
+        observed: dict[str, dict[str, bool]] = {}
         for host, planes in self.planes.items():
             statuses = [self.states[(host, p)].status for p in planes]
-            if all(s is PlaneStatus.UNKNOWN for s in statuses) and in_grace:
+            if any(s is PlaneStatus.UP for s in statuses):
+                self.seen_up.add(host)
+            elif in_grace and host not in self.seen_up:
+                # Starting up (the controller or the node): a plane heard once and then
+                # silent while everything starts is no failure yet.
                 unknown[host] = Classification(
                     HealthStatus.UNKNOWN, None, f"{host}: no heartbeat yet"
                 )
                 continue
-            rack = dict(self.locations[host].levels).get("rack", "")
             up = {p: s is PlaneStatus.UP for p, s in zip(planes, statuses, strict=True)}
-            bmc = await self._bmc_view(host, not any(up.values()), now)
+            observed[host] = up
+        # Every BMC to read afresh is read at once: a rack going down is judged in one read.
+        views = await asyncio.gather(
+            *(self._bmc_view(h, not any(up.values()), now) for h, up in observed.items())
+        )
+        for (host, up), bmc in zip(observed.items(), views, strict=True):
+            rack = dict(self.locations[host].levels).get("rack", "")
             fenced = self.fencer.fenced_kind(host)
             failed = self.services.failed(host, COMPUTE_KINDS) if any(up.values()) else ()
             snapshots.append(HostSnapshot(host, rack, up, bmc, failed, fenced=fenced))
