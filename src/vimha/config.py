@@ -231,8 +231,14 @@ class BmcConfig(_Model):
     timeout: float = Field(1.0, gt=0)
 
 
+class CapacityConfig(_Model):
+    vcpus: int = Field(ge=1, description="Virtual CPUs offered to instances")
+    ram_mib: int = Field(ge=1, description="RAM offered to instances, MiB")
+    disk_gib: int = Field(0, ge=0, description="Local disk offered to instances, GiB")
+
+
 class HostConfig(_Model):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")
     roles: tuple[Literal["control", "compute", "storage", "network"], ...] = ("compute",)
     location: dict[str, str] = Field(default_factory=dict)
     key: str = Field(min_length=16, description="Shared secret signing the node's heartbeats")
@@ -240,6 +246,7 @@ class HostConfig(_Model):
         (), description="Planes this host heartbeats on (default: every listened plane)"
     )
     bmc: BmcConfig | None = None
+    capacities: CapacityConfig | None = Field(None, description="For compute nodes")
 
 
 class Config(_Model):
@@ -272,13 +279,22 @@ class Config(_Model):
         if self.hosts and not self.heartbeat.listen:
             raise ValueError("hosts are declared but heartbeat.listen names no plane")
         for host in self.hosts:
-            unknown = set(host.planes) - set(self.heartbeat.listen)
-            if unknown:
-                raise ValueError(f"hosts.{host.name}.planes: {sorted(unknown)} not listened on")
-            levels = set(host.location) - set(self.topology.hierarchy)
-            if levels:
-                raise ValueError(f"hosts.{host.name}.location: unknown level(s) {sorted(levels)}")
+            problem = self.host_problem(host)
+            if problem:
+                raise ValueError(f"hosts.{host.name}.{problem}")
         return self
+
+    def host_problem(self, host: HostConfig) -> str | None:
+        """Why a host declaration does not fit this configuration, or None."""
+        unknown = set(host.planes) - set(self.heartbeat.listen)
+        if unknown:
+            return f"planes: {sorted(unknown)} not listened on"
+        levels = set(host.location) - set(self.topology.hierarchy)
+        if levels:
+            return f"location: unknown level(s) {sorted(levels)}"
+        if "/" in "".join(host.location.values()):
+            return "location: values may not contain '/'"
+        return None
 
     @model_validator(mode="after")
     def _auth_present(self) -> Config:

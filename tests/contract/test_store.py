@@ -271,6 +271,24 @@ def test_fence_records_newest_first_per_host(store: SqlStore) -> None:
     assert store.fence_records("cmp-3") == []
 
 
+def test_hosts_declared_through_the_api(store: SqlStore) -> None:
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    spec = {"name": "cmp-9", "roles": ["compute"], "capacities": {"vcpus": 8, "ram_mib": 4096}}
+    store.add_host("cmp-9", spec, now)
+    with pytest.raises(Conflict):
+        store.add_host("cmp-9", spec, now)
+    store.add_host("cmp-10", {"name": "cmp-10"}, now)
+    assert store.list_hosts() == {"cmp-10": {"name": "cmp-10"}, "cmp-9": spec}
+    store.replace_host("cmp-9", {**spec, "roles": ["compute", "storage"]}, now)
+    assert store.list_hosts()["cmp-9"]["roles"] == ["compute", "storage"]
+    store.delete_host("cmp-9")
+    assert list(store.list_hosts()) == ["cmp-10"]
+    with pytest.raises(NotFound):
+        store.delete_host("cmp-9")
+    with pytest.raises(NotFound):
+        store.replace_host("cmp-9", spec, now)
+
+
 def test_purge_follows_policy_and_never_loses_live_data(store: SqlStore) -> None:
     warning = raise_alarm(store, event(obj="w", severity=Severity.WARNING)).alarm
     critical = raise_alarm(store, event(obj="c", severity=Severity.CRITICAL)).alarm

@@ -314,6 +314,11 @@ def host_inventory(nodes: list[NodePlan]) -> list[dict[str, Any]]:
             "roles": list(n.roles),
             "location": n.location,
             "key": n.key,
+            **(
+                {"capacities": {"vcpus": 16, "ram_mib": 65536, "disk_gib": 500}}
+                if "compute" in n.roles
+                else {}
+            ),
             "bmc": {
                 "url": n.bmc_url,
                 "user": "admin",

@@ -65,6 +65,11 @@ class Fencer:
         state = self.states.get(host)
         return state.kind if state is not None and state.fenced else None
 
+    def forget(self, host: str) -> list[FaultEvent]:
+        """A host removed from the inventory: its fencing alarm is cleared."""
+        state = self.states.pop(host, FenceState())
+        return [self._alarm(host, state, raised=False)] if host in self.alarmed else []
+
     def state(self, host: str) -> FenceState:
         return self.states.get(host, FenceState())
 

@@ -14,7 +14,9 @@ import contextlib
 import logging
 from typing import Any
 
-from vimha.config import Config
+from pydantic import ValidationError
+
+from vimha.config import Config, HostConfig
 from vimha.domain.alarms import Location
 from vimha.domain.classification import (
     BmcView,
@@ -26,6 +28,8 @@ from vimha.domain.classification import (
 )
 from vimha.domain.clock import Clock, iso
 from vimha.domain.detection import PlaneState, PlaneStatus
+from vimha.domain.errors import InvalidInput
+from vimha.domain.events import location_from
 from vimha.domain.hardware import Component, decide_hardware, system_component
 from vimha.domain.health import decide_health
 from vimha.domain.heartbeat import Heartbeat
@@ -56,24 +60,20 @@ class HealthMonitor:
         self.faults = faults
         self.clock = clock
         self.policy = config.heartbeat.policy()
-        listened = tuple(config.heartbeat.listen)
-        self.hosts = {h.name: h for h in config.hosts}
-        self.planes = {h.name: (h.planes or listened) for h in config.hosts}
-        self.keys = {h.name: h.key.encode() for h in config.hosts}
-        self.locations: dict[str, Location] = config.locations()
-        self.states: dict[tuple[str, str], PlaneState] = {
-            (h, p): PlaneState() for h, planes in self.planes.items() for p in planes
-        }
+        # The inventory: the config file's hosts, and those declared through the API. These
+        # dicts are shared (listeners, fencer) and only changed in place, on the loop thread.
+        self.hosts: dict[str, HostConfig] = {}
+        self.source: dict[str, str] = {}
+        self.planes: dict[str, tuple[str, ...]] = {}
+        self.keys: dict[str, bytes] = {}
+        self.locations: dict[str, Location] = {}
+        self.states: dict[tuple[str, str], PlaneState] = {}
+        self.bmcs: dict[str, RedfishBmc] = {}
         self.current: dict[str, Classification] = {}
         self.started = clock.monotonic()
         self.last_step = self.started
         self.stalls = 0
         self.listeners: list[HeartbeatListener] = []
-        self.bmcs = {
-            h.name: RedfishBmc(h.bmc.url, h.bmc.user, h.bmc.password, h.bmc.timeout)
-            for h in config.hosts
-            if h.bmc is not None
-        }
         self.bmc_views: dict[str, tuple[float, BmcView]] = {}
         self.all_lost_since: dict[str, float] = {}
         self.seen_up: set[str] = set()  # hosts UP at least once since the controller started
@@ -86,6 +86,66 @@ class HealthMonitor:
             clock,
             on_result=self._read_bmc,
         )
+        for h in config.hosts:
+            self.declare(h, "config")
+
+    def declare(self, h: HostConfig, source: str) -> None:
+        """Add a host to what is watched, or change it (a new key, planes, BMC...)."""
+        name = h.name
+        self.hosts[name] = h
+        self.source[name] = source
+        planes = h.planes or tuple(self.config.heartbeat.listen)
+        for gone in set(self.planes.get(name, ())) - set(planes):
+            self.states.pop((name, gone), None)
+        self.planes[name] = planes
+        for plane in planes:
+            self.states.setdefault((name, plane), PlaneState())
+        self.keys[name] = h.key.encode()
+        self.locations[name] = location_from(
+            h.location, self.config.topology.hierarchy, f"hosts.{name}", host=name
+        )
+        if h.bmc is not None:
+            self.bmcs[name] = RedfishBmc(h.bmc.url, h.bmc.user, h.bmc.password, h.bmc.timeout)
+        else:
+            self.bmcs.pop(name, None)
+            self.bmc_views.pop(name, None)
+
+    async def forget(self, name: str) -> None:
+        """Stop watching a host; what it has raised here is cleared."""
+        if name not in self.hosts:
+            return
+        now = self.clock.now()
+        gone = Classification(HealthStatus.UP, None, f"{name} removed from the inventory")
+        events = list(
+            decide_health(
+                {name: self.current[name]} if name in self.current else {},
+                {name: gone},
+                self.locations,
+                now,
+            ).events
+        )
+        if self.hardware.get(name):
+            events += decide_hardware(name, self.hardware[name], [], self.locations[name], now)[0]
+        events += self.fencer.forget(name)
+        for table in (self.hosts, self.source, self.planes, self.keys, self.bmcs, self.current):
+            table.pop(name, None)
+        for key in [k for k in self.states if k[0] == name]:
+            del self.states[key]
+        for table2 in (self.bmc_views, self.all_lost_since, self.hardware):
+            table2.pop(name, None)
+        self.seen_up.discard(name)
+        self.services.forget(name)
+        if events:
+            await self.faults.ingest_async(events)
+        self.locations.pop(name, None)
+
+    async def load_declared(self) -> None:
+        """The hosts declared through the API, from the store."""
+        for name, spec in (await asyncio.to_thread(self.faults.store.list_hosts)).items():
+            try:
+                self.declare(HostConfig.model_validate(spec), "api")
+            except (ValidationError, InvalidInput) as exc:
+                log.error("stored host %s is not valid any more, not watched: %s", name, exc)
 
     def on_heartbeat(self, hb: Heartbeat, at: float) -> None:
         key = (hb.node, hb.plane)
@@ -94,6 +154,7 @@ class HealthMonitor:
             self.states[key] = state.heard(at, self.policy)
 
     async def run(self, stop: asyncio.Event) -> None:
+        await self.load_declared()
         await asyncio.to_thread(self.fencer.restore, list(self.hosts))
         for plane, address in self.config.heartbeat.listen.items():
             host, _, port = address.rpartition(":")
@@ -196,11 +257,13 @@ class HealthMonitor:
             *(self._bmc_view(h, not any(up.values()), now) for h, up in observed.items())
         )
         for (host, up), bmc in zip(observed.items(), views, strict=True):
+            if host not in self.hosts:
+                continue  # removed from the inventory meanwhile
             rack = dict(self.locations[host].levels).get("rack", "")
             fenced = self.fencer.fenced_kind(host)
             failed = self.services.failed(host, COMPUTE_KINDS) if any(up.values()) else ()
             snapshots.append(HostSnapshot(host, rack, up, bmc, failed, fenced=fenced))
-        new = {**unknown, **classify_all(snapshots)}
+        new = {h: c for h, c in {**unknown, **classify_all(snapshots)}.items() if h in self.hosts}
         actions = decide_health(self.current, new, self.locations, self.clock.now())
         self.current = new
         events = [*actions.events, *self.fencer.step(new)]
@@ -271,7 +334,15 @@ class HealthMonitor:
             }
         return {
             "id": host,
+            "source": self.source[host],
             "roles": list(cfg.roles),
+            "capacities": None
+            if cfg.capacities is None
+            else {
+                "vcpus": cfg.capacities.vcpus,
+                "ramMiB": cfg.capacities.ram_mib,
+                "diskGiB": cfg.capacities.disk_gib,
+            },
             "location": self.locations[host].as_dict(),
             "healthStatus": cls.health.value if cls else HealthStatus.UNKNOWN.value,
             "failureKind": cls.kind.value if cls and cls.kind else None,

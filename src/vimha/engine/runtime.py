@@ -11,6 +11,7 @@ import contextlib
 import logging
 
 from vimha.config import Config
+from vimha.domain.alarms import Location
 from vimha.domain.clock import Clock
 from vimha.domain.errors import StoreUnavailable
 from vimha.engine.ageing import RetentionService, ageing_loop
@@ -27,13 +28,17 @@ log = logging.getLogger("vimha.runtime")
 
 
 class Runtime:
+    @property
+    def inventory(self) -> dict[str, Location]:
+        """Each watched host's place in the hierarchy, for events that name only the host."""
+        return self.health.locations if self.health is not None else {}
+
     def __init__(self, config: Config, store: Store, notifier: Notifier, clock: Clock) -> None:
         self.config = config
         self.store = store
         self.notifier = notifier
         self.clock = clock
         # Each declared host's place in the hierarchy, for events that name only the host.
-        self.inventory = config.locations()
         base_url = config.api.base_url
         self.subscriptions = SubscriptionCache(store)
         # The one writer of this process: ingest, acknowledgements and delivery outcomes.
@@ -64,9 +69,10 @@ class Runtime:
         )
         self.retention = RetentionService(store, clock, config.ageing.policy())
         self.services = ServiceRegistry(clock)
-        self.health = (
-            HealthMonitor(config, self.faults, clock, self.services) if config.hosts else None
-        )
+        # Hosts may be declared in the config file or later through the API: watched as soon
+        # as heartbeats are listened for.
+        watching = bool(config.hosts or config.heartbeat.listen)
+        self.health = HealthMonitor(config, self.faults, clock, self.services) if watching else None
         self.started_at = clock.now()
         self.failed = asyncio.Event()
         self._stop = asyncio.Event()

@@ -1,16 +1,26 @@
-"""Hosts: declared inventory plus observed health (ARCH-10, FAULT-9)."""
+"""Hosts: declared inventory plus observed health (ARCH-10, FAULT-9).
+
+Hosts come from the config file (read-only here) or are declared through this API (stored in
+the database, watched at once, kept across restarts). A declaration has the fields of a host
+in the config file; its heartbeat key and BMC password are never shown."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vimha.api import auth
 from vimha.api.deps import runtime
-from vimha.domain.errors import NotFound
+from vimha.api.problems import ApiProblem
+from vimha.config import HostConfig
+from vimha.domain.errors import Conflict, InvalidInput, NotFound
+from vimha.engine.health import HealthMonitor
 from vimha.engine.runtime import Runtime
 
 router = APIRouter(prefix="/vim/v1", tags=["hosts"])
@@ -82,3 +92,127 @@ def host_fencing(
         }
         for r in rt.store.fence_records(hostId)
     ]
+
+
+def _problem(exc: ValidationError) -> InvalidInput:
+    return InvalidInput(
+        "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors()
+        )
+    )
+
+
+def _validated(rt: Runtime, spec: Any) -> HostConfig:
+    if not isinstance(spec, dict):
+        raise InvalidInput("a JSON object is required")
+    try:
+        host = HostConfig.model_validate(spec)
+    except ValidationError as exc:
+        raise _problem(exc) from None
+    if (problem := rt.config.host_problem(host)) is not None:
+        raise InvalidInput(f"{host.name}: {problem}")
+    return host
+
+
+def _monitor(rt: Runtime) -> HealthMonitor:
+    if rt.health is None:
+        raise ApiProblem(409, "no heartbeat plane is listened on (heartbeat.listen): no host")
+    return rt.health
+
+
+def _api_declared(health: HealthMonitor, host: str) -> None:
+    if host not in health.hosts:
+        raise NotFound(f"host {host} is not declared")
+    if health.source[host] != "api":
+        raise Conflict(f"host {host} is declared in the config file: change it there")
+
+
+HOST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": HostConfig.model_json_schema()}},
+    }
+}
+
+
+@router.post("/hosts", status_code=201, response_model=Host, openapi_extra=HOST_BODY)
+async def declare_host(
+    request: Request, rt: Runtime = Depends(runtime), _: auth.Principal = auth.admin
+) -> JSONResponse:
+    """Declare a host (the fields of a host in the config file); it is watched at once."""
+    health = _monitor(rt)
+    host = _validated(rt, await _json(request))
+    if host.name in health.hosts:
+        raise Conflict(f"host {host.name} already exists")
+    spec = host.model_dump(mode="json")
+    await asyncio.to_thread(rt.store.add_host, host.name, spec, rt.clock.now())
+    health.declare(host, "api")
+    url = f"{rt.config.api.base_url}/vim/v1/hosts/{host.name}"
+    return JSONResponse(health.view(host.name), status_code=201, headers={"Location": url})
+
+
+@router.patch(
+    "/hosts/{hostId}",
+    response_model=Host,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/merge-patch+json": {"schema": {"type": "object"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        }
+    },
+)
+async def modify_host(
+    hostId: str,
+    request: Request,
+    rt: Runtime = Depends(runtime),
+    _: auth.Principal = auth.admin,
+) -> dict[str, Any]:
+    """Change a host declared through the API (JSON merge patch; `name` cannot change)."""
+    health = _monitor(rt)
+    _api_declared(health, hostId)
+    patch = await _json(request)
+    if not isinstance(patch, dict):
+        raise InvalidInput("a JSON object is required")
+    if patch.get("name", hostId) != hostId:
+        raise InvalidInput("name cannot change: declare a new host and delete this one")
+    host = _validated(rt, _merge(health.hosts[hostId].model_dump(mode="json"), patch))
+    spec = host.model_dump(mode="json")
+    await asyncio.to_thread(rt.store.replace_host, hostId, spec, rt.clock.now())
+    health.declare(host, "api")
+    view = health.view(hostId)
+    assert view is not None
+    return view
+
+
+@router.delete("/hosts/{hostId}", status_code=204)
+async def delete_host(
+    hostId: str, rt: Runtime = Depends(runtime), _: auth.Principal = auth.admin
+) -> None:
+    """Stop watching a host declared through the API; what vimha raised for it is cleared."""
+    health = _monitor(rt)
+    _api_declared(health, hostId)
+    await asyncio.to_thread(rt.store.delete_host, hostId)
+    await health.forget(hostId)
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return json.loads(await request.body() or b"null")
+    except ValueError as exc:
+        raise InvalidInput(f"the body is not JSON: {exc}") from None
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7396 JSON merge patch."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out

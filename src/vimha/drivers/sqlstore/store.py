@@ -46,7 +46,7 @@ from vimha.domain.alarms import (
     Severity,
 )
 from vimha.domain.delivery import DeliveryStatus
-from vimha.domain.errors import InvalidInput, NotFound, StoreUnavailable, Temporary
+from vimha.domain.errors import Conflict, InvalidInput, NotFound, StoreUnavailable, Temporary
 from vimha.domain.retention import PurgePlan
 from vimha.domain.subscriptions import (
     Authentication,
@@ -62,6 +62,7 @@ from vimha.drivers.sqlstore.tables import (
     deliveries,
     delivery_attempts,
     fence_records,
+    hosts,
     notifications,
     settings,
     subscriptions,
@@ -451,6 +452,39 @@ class SqlStore:
             )
             for r in rows
         ]
+
+    # -- hosts declared through the API -----------------------------------------------------
+    def add_host(self, name: str, spec: dict[str, Any], now: datetime) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    insert(hosts).values(
+                        name=name, spec=spec, created_at=self._w(now), updated_at=self._w(now)
+                    )
+                )
+        except Temporary:  # the primary key: a host of that name exists
+            raise Conflict(f"host {name} already exists") from None
+
+    def replace_host(self, name: str, spec: dict[str, Any], now: datetime) -> None:
+        with self._write() as conn:
+            done = conn.execute(
+                sql_update(hosts)
+                .where(hosts.c.name == name)
+                .values(spec=spec, updated_at=self._w(now))
+            ).rowcount
+        if not done:
+            raise NotFound(f"host {name} not found")
+
+    def delete_host(self, name: str) -> None:
+        with self._write() as conn:
+            done = conn.execute(delete(hosts).where(hosts.c.name == name)).rowcount
+        if not done:
+            raise NotFound(f"host {name} not found")
+
+    def list_hosts(self) -> dict[str, dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(select(hosts.c.name, hosts.c.spec).order_by(hosts.c.name)).all()
+        return {name: dict(spec) for name, spec in rows}
 
     def get_setting(self, key: str) -> Any | None:
         with self._read() as conn:

@@ -163,3 +163,14 @@ fence_records = Table(
     Column("detail", Text, nullable=False),
     Index("ix_fence_records_host", "host", "seq"),
 )
+
+# Hosts declared through the API (those of the config file are not stored): the declaration
+# as the API validated it.
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("spec", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
