@@ -447,17 +447,20 @@ def services(
     """Services of the hosts as their agents see them: status, last check, restarts."""
     params = f"?hostId={host}" if host else ""
     data = client(url, token).json("GET", f"/vim/v1/services{params}")
-    table = Table("host", "service", "kind", "status", "last check", "restarts", "total")
+    table = Table(
+        "host", "service", "kind", "status", "last check", "restarts", "total", "declared in"
+    )
     for s in data:
-        check = "ok" if s["lastCheckOk"] else s.get("lastCheckDetail", "failed")
+        check = "" if "lastCheckOk" not in s else "ok" if s["lastCheckOk"] else "failed"
         table.add_row(
             s["hostId"],
             s["name"],
             s["kind"],
             s["status"],
-            check,
-            str(s["restarts"]),
-            str(s["totalRestarts"]),
+            check if check != "failed" else s.get("lastCheckDetail", check),
+            str(s.get("restarts", "")),
+            str(s.get("totalRestarts", "")),
+            s.get("source", ""),
         )
     emit(data, as_json, table)
 

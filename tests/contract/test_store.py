@@ -289,6 +289,24 @@ def test_hosts_declared_through_the_api(store: SqlStore) -> None:
         store.replace_host("cmp-9", spec, now)
 
 
+def test_services_declared_through_the_api(store: SqlStore) -> None:
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    spec = {"name": "ovs", "command": ["ovs-vswitchd"], "kind": "compute"}
+    store.add_service("cmp-1", "ovs", spec, now)
+    store.add_service("cmp-2", "ovs", spec, now)  # same name, another host
+    with pytest.raises(Conflict):
+        store.add_service("cmp-1", "ovs", spec, now)
+    assert [(h, n) for h, n, _ in store.list_services()] == [("cmp-1", "ovs"), ("cmp-2", "ovs")]
+    store.replace_service("cmp-1", "ovs", {**spec, "kind": "network"}, now)
+    assert store.list_services("cmp-1")[0][2]["kind"] == "network"
+    store.delete_service("cmp-1", "ovs")
+    assert [(h, n) for h, n, _ in store.list_services()] == [("cmp-2", "ovs")]
+    with pytest.raises(NotFound):
+        store.delete_service("cmp-1", "ovs")
+    with pytest.raises(NotFound):
+        store.replace_service("cmp-1", "ovs", spec, now)
+
+
 def test_purge_follows_policy_and_never_loses_live_data(store: SqlStore) -> None:
     warning = raise_alarm(store, event(obj="w", severity=Severity.WARNING)).alarm
     critical = raise_alarm(store, event(obj="c", severity=Severity.CRITICAL)).alarm

@@ -4,15 +4,19 @@ for them cleared. Hosts of the config file are read-only here."""
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import free_port
 from tests.system.conftest import TOKEN, ControllerProcess
-from tests.system.test_host_health import KEYS, Agent, wait
+from tests.system.test_host_health import ADDRS, KEYS, Agent, wait
+from vimha.cloud.procs import AgentProcess, find_processes
 
 READER = "reader-token-0123456789"
 NEW = {
@@ -135,3 +139,81 @@ def test_bad_declarations_are_refused(setup: tuple[ControllerProcess, Agent]) ->
     with ctl.client() as c:
         r = c.delete("/vim/v1/hosts/cmp-2", headers={"Authorization": f"Bearer {READER}"})
         assert r.status_code == 403  # changing the inventory takes the admin role
+
+
+def test_services_declared_through_the_api_are_supervised(
+    setup: tuple[ControllerProcess, Agent], tmp_path: Path
+) -> None:
+    ctl, _ = setup
+    marker = f"vimha-test-svc-{tmp_path.name}"
+    with ctl.client() as c:
+        assert c.post("/vim/v1/hosts", json=NEW).status_code == 201
+    (tmp_path / "svc").mkdir()
+    agent = AgentProcess(
+        tmp_path / "svc",
+        "cmp-2",
+        KEYS["cmp-2"],
+        ADDRS["cmp-2"],
+        ctl_ports(ctl),
+        interval=0.05,
+        controller_url=ctl.url,
+        token=TOKEN,
+        sync_interval=0.3,
+    )
+    agent.start()
+    try:
+        wait(ctl, lambda h: h["cmp-2"]["healthStatus"] == "UP")
+        body = {
+            "hostId": "cmp-2",
+            "name": "ovs",
+            "kind": "compute",
+            "command": [sys.executable, "-c", "import time; time.sleep(3600)", marker],
+            "interval": 0.1,
+        }
+        with ctl.client() as c:
+            r = c.post("/vim/v1/services", json=body)
+            assert r.status_code == 201, r.text
+            assert r.json()["status"] in ("DECLARED", "STARTING", "RUNNING")
+            assert c.post("/vim/v1/services", json=body).status_code == 409
+            r = c.post("/vim/v1/services", json={**body, "hostId": "nope", "name": "x"})
+            assert r.status_code == 404
+            r = c.post("/vim/v1/services", json={**body, "check": "tcp"})
+            assert r.status_code == 400 and "target" in r.json()["detail"]
+        running = until(lambda: service(ctl, "ovs").get("status") == "RUNNING")
+        assert running and service(ctl, "ovs")["source"] == "api"
+        first = until(lambda: find_processes(marker))
+        with ctl.client() as c:
+            r = c.patch("/vim/v1/services/cmp-2/ovs", json={"kind": "network"})
+            assert r.status_code == 200, r.text
+        # A changed declaration restarts the service under the new one.
+        until(lambda: (p := find_processes(marker)) and p != first)
+        until(lambda: service(ctl, "ovs").get("kind") == "network")
+        with ctl.client() as c:
+            assert c.delete("/vim/v1/services/cmp-2/ovs").status_code == 204
+            assert c.delete("/vim/v1/services/cmp-2/ovs").status_code == 404
+        until(lambda: not find_processes(marker))
+        until(lambda: service(ctl, "ovs") == {})
+    finally:
+        agent.stop()
+
+
+def ctl_ports(ctl: ControllerProcess) -> tuple[int, int]:
+    listen = yaml.safe_load(ctl.config.read_text())["heartbeat"]["listen"]
+    return int(listen["mgmt"].rsplit(":", 1)[1]), int(listen["storage"].rsplit(":", 1)[1])
+
+
+def service(ctl: ControllerProcess, name: str) -> dict[str, Any]:
+    with ctl.client() as c:
+        for s in c.get("/vim/v1/services", params={"hostId": "cmp-2"}).json():
+            if s["name"] == name:
+                found: dict[str, Any] = s
+                return found
+    return {}
+
+
+def until(pred: Any, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := pred()):
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.1)
+    return result

@@ -20,13 +20,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from vimha.agent.catalog import Supervisors, sync_declared
 from vimha.agent.hardware import HardwareConfig, watch_hardware
 from vimha.agent.sdnotify import Notifier
-from vimha.agent.services import Reporter, ServiceConfig, supervise
+from vimha.agent.services import Reporter
 from vimha.agent.status import StatusBoard
 from vimha.cloud.parent import watch_parent
 from vimha.domain.errors import InvalidInput
 from vimha.drivers.heartbeat_udp import HeartbeatSender, PlaneRoute
+from vimha.servicespec import ServiceConfig
 
 log = logging.getLogger("vimha.agent")
 
@@ -67,6 +69,12 @@ class AgentConfig(BaseModel):
     services: tuple[ServiceConfig, ...] = ()
     hardware: HardwareConfig = Field(
         default_factory=HardwareConfig, description="Local sensors: hwmon and EDAC"
+    )
+    sync_interval: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds between fetches of the services declared for this node through "
+        "the controller's API (0: only the services of this file)",
     )
     control_dir: str | None = Field(
         None,
@@ -146,12 +154,23 @@ async def run_agent(config: AgentConfig) -> int:
     reporter = Reporter(config.controller_url, config.token)
     report_task = asyncio.create_task(reporter.run())
     board = StatusBoard(config.controller_url, config.token, config.node)
-    watchdogs = [
-        asyncio.create_task(supervise(config.node, svc, reporter, stop, board))
-        for svc in config.services
-    ]
-    if config.services:
+    supervisors = Supervisors(config.node, reporter, board)
+    local = {svc.name: svc for svc in config.services}
+    supervisors.apply(local)
+    watchdogs = []
+    if config.controller_url and config.token:
         watchdogs.append(asyncio.create_task(board.run(stop)))
+        if config.sync_interval > 0:
+            sync = sync_declared(
+                config.node,
+                config.controller_url,
+                config.token,
+                local,
+                supervisors,
+                stop,
+                config.sync_interval,
+            )
+            watchdogs.append(asyncio.create_task(sync))
     if config.hardware.enabled and config.controller_url:
         watchdogs.append(
             asyncio.create_task(watch_hardware(config.node, config.hardware, reporter, stop))
@@ -159,6 +178,7 @@ async def run_agent(config: AgentConfig) -> int:
     systemd.ready()
     await sender.run(stop)
     systemd.stopping()
+    await supervisors.close()
     for result in await asyncio.gather(*watchdogs, return_exceptions=True):
         if isinstance(result, BaseException):
             log.error("a watchdog failed: %r", result)

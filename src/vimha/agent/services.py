@@ -18,64 +18,24 @@ import signal
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vimha.agent.status import StatusBoard
 from vimha.domain.supervision import (
     ActionKind,
-    RestartPolicy,
     ServiceState,
     ServiceStatus,
     decide,
 )
 from vimha.drivers.http1 import Http1Client
+from vimha.servicespec import ServiceConfig
 
 log = logging.getLogger("vimha.agent.services")
 FAILED_CAUSE = "service failed its health check"
 GAVE_UP_CAUSE = "service failed beyond its restart budget"
 EARLIER_ALARMS = (("SERVICE_GAVE_UP", GAVE_UP_CAUSE), ("SERVICE_FAILED", FAILED_CAUSE))
-
-
-class RestartConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    max_restarts: int = Field(5, ge=0)
-    window: float = Field(60.0, gt=0)
-    backoff_initial: float = Field(0.1, gt=0)
-    backoff_max: float = Field(5.0, gt=0)
-    start_grace: float = Field(5.0, ge=0)
-
-    def policy(self) -> RestartPolicy:
-        return RestartPolicy(
-            self.max_restarts, self.window, self.backoff_initial, self.backoff_max, self.start_grace
-        )
-
-
-class ServiceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    command: tuple[str, ...] = Field(min_length=1)
-    kind: Literal["compute", "storage", "network", "control", "other"] = Field(
-        "other",
-        description="What the service is to its node: a compute service failed beyond restart "
-        "makes a COMPUTE_SERVICE_FAILURE of the host",
-    )
-    check: Literal["process", "tcp", "http", "command"] = "process"
-    target: str | None = Field(None, description="host:port (tcp) or URL (http)")
-    check_command: tuple[str, ...] = Field((), description="argv of the check (command)")
-    interval: float = Field(0.5, gt=0)
-    timeout: float = Field(1.0, gt=0)
-    restart: RestartConfig = RestartConfig()
-
-    @model_validator(mode="after")
-    def _check_has_what_it_needs(self) -> ServiceConfig:
-        if self.check in ("tcp", "http") and not self.target:
-            raise ValueError(f"a {self.check} check needs a target")
-        if self.check == "command" and not self.check_command:
-            raise ValueError("a command check needs check_command")
-        return self
 
 
 def process_state(pid: int) -> str | None:
@@ -229,7 +189,7 @@ async def supervise(
                     ("SERVICE_GAVE_UP", GAVE_UP_CAUSE),
                     ("SERVICE_FAILED", FAILED_CAUSE),
                 ):
-                    reporter.report(_event(obj, fault, cause, "CLEARED", f"{cfg.name} runs"))
+                    reporter.report(service_event(obj, fault, cause, "CLEARED", f"{cfg.name} runs"))
             total_restarts += sum(a.kind is ActionKind.RESTART for a in actions)
             if board is not None:
                 board.update(cfg.name, _status(cfg, state, ok, detail, total_restarts))
@@ -240,15 +200,17 @@ async def supervise(
                     proc.start()
                 elif action.kind is ActionKind.RAISE_RESTART_ALARM:
                     reporter.report(
-                        _event(obj, "SERVICE_FAILED", FAILED_CAUSE, "MAJOR", action.reason)
+                        service_event(obj, "SERVICE_FAILED", FAILED_CAUSE, "MAJOR", action.reason)
                     )
                 elif action.kind is ActionKind.CLEAR_RESTART_ALARM:
                     reporter.report(
-                        _event(obj, "SERVICE_FAILED", FAILED_CAUSE, "CLEARED", action.reason)
+                        service_event(obj, "SERVICE_FAILED", FAILED_CAUSE, "CLEARED", action.reason)
                     )
                 elif action.kind is ActionKind.RAISE_GAVE_UP_ALARM:
                     reporter.report(
-                        _event(obj, "SERVICE_GAVE_UP", GAVE_UP_CAUSE, "CRITICAL", action.reason)
+                        service_event(
+                            obj, "SERVICE_GAVE_UP", GAVE_UP_CAUSE, "CRITICAL", action.reason
+                        )
                     )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), cfg.interval)
@@ -273,7 +235,7 @@ def _status(
     }
 
 
-def _event(obj: str, fault: str, cause: str, severity: str, reason: str) -> dict[str, Any]:
+def service_event(obj: str, fault: str, cause: str, severity: str, reason: str) -> dict[str, Any]:
     node = obj.split("/")[0]
     return {
         "managedObjectId": obj,

@@ -32,6 +32,10 @@ class StatusBoard:
         if old is None or any(old.get(k) != status.get(k) for k in significant):
             self.changed.set()
 
+    def remove(self, name: str) -> None:
+        if self.services.pop(name, None) is not None:
+            self.changed.set()
+
     async def run(self, stop: asyncio.Event) -> None:
         if self.url is None:
             return

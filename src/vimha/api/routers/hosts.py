@@ -94,7 +94,7 @@ def host_fencing(
     ]
 
 
-def _problem(exc: ValidationError) -> InvalidInput:
+def validation_problem(exc: ValidationError) -> InvalidInput:
     return InvalidInput(
         "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors()
@@ -108,7 +108,7 @@ def _validated(rt: Runtime, spec: Any) -> HostConfig:
     try:
         host = HostConfig.model_validate(spec)
     except ValidationError as exc:
-        raise _problem(exc) from None
+        raise validation_problem(exc) from None
     if (problem := rt.config.host_problem(host)) is not None:
         raise InvalidInput(f"{host.name}: {problem}")
     return host
@@ -141,7 +141,7 @@ async def declare_host(
 ) -> JSONResponse:
     """Declare a host (the fields of a host in the config file); it is watched at once."""
     health = _monitor(rt)
-    host = _validated(rt, await _json(request))
+    host = _validated(rt, await read_json(request))
     if host.name in health.hosts:
         raise Conflict(f"host {host.name} already exists")
     spec = host.model_dump(mode="json")
@@ -173,12 +173,12 @@ async def modify_host(
     """Change a host declared through the API (JSON merge patch; `name` cannot change)."""
     health = _monitor(rt)
     _api_declared(health, hostId)
-    patch = await _json(request)
+    patch = await read_json(request)
     if not isinstance(patch, dict):
         raise InvalidInput("a JSON object is required")
     if patch.get("name", hostId) != hostId:
         raise InvalidInput("name cannot change: declare a new host and delete this one")
-    host = _validated(rt, _merge(health.hosts[hostId].model_dump(mode="json"), patch))
+    host = _validated(rt, merge_patch(health.hosts[hostId].model_dump(mode="json"), patch))
     spec = host.model_dump(mode="json")
     await asyncio.to_thread(rt.store.replace_host, hostId, spec, rt.clock.now())
     health.declare(host, "api")
@@ -195,24 +195,26 @@ async def delete_host(
     health = _monitor(rt)
     _api_declared(health, hostId)
     await asyncio.to_thread(rt.store.delete_host, hostId)
+    for _host, name, _spec in await asyncio.to_thread(rt.store.list_services, hostId):
+        await asyncio.to_thread(rt.store.delete_service, hostId, name)
     await health.forget(hostId)
 
 
-async def _json(request: Request) -> Any:
+async def read_json(request: Request) -> Any:
     try:
         return json.loads(await request.body() or b"null")
     except ValueError as exc:
         raise InvalidInput(f"the body is not JSON: {exc}") from None
 
 
-def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     """RFC 7396 JSON merge patch."""
     out = dict(target)
     for key, value in patch.items():
         if value is None:
             out.pop(key, None)
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_patch(out[key], value)
         else:
             out[key] = value
     return out

@@ -64,6 +64,7 @@ from vimha.drivers.sqlstore.tables import (
     fence_records,
     hosts,
     notifications,
+    services,
     settings,
     subscriptions,
 )
@@ -485,6 +486,47 @@ class SqlStore:
         with self._read() as conn:
             rows = conn.execute(select(hosts.c.name, hosts.c.spec).order_by(hosts.c.name)).all()
         return {name: dict(spec) for name, spec in rows}
+
+    # -- services declared through the API --------------------------------------------------
+    def add_service(self, host: str, name: str, spec: dict[str, Any], now: datetime) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    insert(services).values(
+                        host=host,
+                        name=name,
+                        spec=spec,
+                        created_at=self._w(now),
+                        updated_at=self._w(now),
+                    )
+                )
+        except Temporary:  # the primary key
+            raise Conflict(f"service {name} of host {host} already exists") from None
+
+    def replace_service(self, host: str, name: str, spec: dict[str, Any], now: datetime) -> None:
+        mine = and_(services.c.host == host, services.c.name == name)
+        with self._write() as conn:
+            done = conn.execute(
+                sql_update(services).where(mine).values(spec=spec, updated_at=self._w(now))
+            ).rowcount
+        if not done:
+            raise NotFound(f"service {name} of host {host} not found")
+
+    def delete_service(self, host: str, name: str) -> None:
+        mine = and_(services.c.host == host, services.c.name == name)
+        with self._write() as conn:
+            done = conn.execute(delete(services).where(mine)).rowcount
+        if not done:
+            raise NotFound(f"service {name} of host {host} not found")
+
+    def list_services(self, host: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+        query = select(services.c.host, services.c.name, services.c.spec).order_by(
+            services.c.host, services.c.name
+        )
+        if host is not None:
+            query = query.where(services.c.host == host)
+        with self._read() as conn:
+            return [(h, n, dict(spec)) for h, n, spec in conn.execute(query).all()]
 
     def get_setting(self, key: str) -> Any | None:
         with self._read() as conn:
