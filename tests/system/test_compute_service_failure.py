@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.system.conftest import TOKEN, ControllerProcess, vimha
-from tests.system.test_host_health import ADDRS, KEYS, wait
+from tests.system.test_host_health import KEYS, listening, reporting_agent, wait
 from vimha.cloud.procs import AgentProcess
 
 
@@ -26,24 +26,17 @@ def node(tmp_path: Path) -> Iterator[tuple[ControllerProcess, AgentProcess, Path
     ports = (free_port(), free_port())
     ctl = ControllerProcess(
         tmp_path,
-        heartbeat={
-            "interval": 0.05,
-            "listen": {"mgmt": f"127.0.0.1:{ports[0]}", "storage": f"127.0.0.1:{ports[1]}"},
-        },
+        heartbeat=listening(ports),
         hosts=[{"name": "cmp-1", "key": KEYS["cmp-1"], "location": {"rack": "r1"}}],
     )
     ctl.migrate()
     ctl.start()
     check = f"import os, sys; sys.exit(0 if os.path.exists({str(flag)!r}) else 1)"
-    agent = AgentProcess(
+    agent = reporting_agent(
         tmp_path,
         "cmp-1",
-        KEYS["cmp-1"],
-        ADDRS["cmp-1"],
         ports,
-        interval=0.05,
-        controller_url=ctl.url,
-        token=TOKEN,
+        ctl,
         services=[
             {
                 "name": "nova-compute",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,14 @@ def until(pred: Callable[[], Any], timeout: float = 30) -> Any:
     return result
 
 
-@pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[Cloud]:
+@contextmanager
+def running_cloud(tmp_path: Path, *flags: str) -> Iterator[Cloud]:
+    """`vimha up --detach` with these flags, once every host is UP; `vimha down` after."""
     data, port = tmp_path / "cloud", cloud_port()
     r = vimha(
         "up",
         "--detach",
+        *flags,
         "--data-dir",
         str(data),
         "--port",
@@ -82,6 +85,12 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
         yield c
     finally:
         vimha("down", "--data-dir", str(data))
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[Cloud]:
+    with running_cloud(tmp_path) as c:
+        yield c
 
 
 def test_chaos_in_the_embedded_cloud(cloud: Cloud) -> None:

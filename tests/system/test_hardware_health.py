@@ -15,9 +15,9 @@ import pytest
 
 from tests.conftest import free_port
 from tests.contract.test_sysfs_hw import BOND
-from tests.system.conftest import TOKEN, ControllerProcess
-from tests.system.test_host_health import ADDRS, KEYS, wait
-from vimha.cloud.procs import AgentProcess, spawn_module
+from tests.system.conftest import ControllerProcess
+from tests.system.test_host_health import KEYS, listening, reporting_agent, wait
+from vimha.cloud.procs import spawn_module
 
 
 class Node:
@@ -70,10 +70,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     ports = (free_port(), free_port())
     ctl = ControllerProcess(
         tmp_path,
-        heartbeat={
-            "interval": 0.05,
-            "listen": {"mgmt": f"127.0.0.1:{ports[0]}", "storage": f"127.0.0.1:{ports[1]}"},
-        },
+        heartbeat=listening(ports),
         hosts=[
             {
                 "name": "cmp-1",
@@ -85,15 +82,11 @@ def node(tmp_path: Path) -> Iterator[Node]:
     )
     ctl.migrate()
     ctl.start()
-    agent = AgentProcess(
+    agent = reporting_agent(
         tmp_path,
         "cmp-1",
-        KEYS["cmp-1"],
-        ADDRS["cmp-1"],
         ports,
-        interval=0.05,
-        controller_url=ctl.url,
-        token=TOKEN,
+        ctl,
         hardware={
             "sysfs": str(sysfs),
             "procfs": str(proc),

@@ -30,6 +30,29 @@ class Agent(AgentProcess):
         super().__init__(base, node, KEYS[node], ADDRS[node], ports, interval=0.05)
 
 
+def listening(ports: tuple[int, int], **extra: Any) -> dict[str, Any]:
+    """The controller's heartbeat settings of these tests: 50 ms, two loopback planes."""
+    listen = {"mgmt": f"127.0.0.1:{ports[0]}", "storage": f"127.0.0.1:{ports[1]}"}
+    return {"interval": 0.05, "listen": listen, **extra}
+
+
+def reporting_agent(
+    base: Path, node: str, ports: tuple[int, int], ctl: ControllerProcess, **extra: Any
+) -> AgentProcess:
+    """An agent of this module's nodes that reports services and hardware to `ctl`."""
+    return AgentProcess(
+        base,
+        node,
+        KEYS[node],
+        ADDRS[node],
+        ports,
+        interval=0.05,
+        controller_url=ctl.url,
+        token=TOKEN,
+        **extra,
+    )
+
+
 @pytest.fixture
 def cloud(tmp_path: Path) -> Iterator[tuple[ControllerProcess, dict[str, Agent]]]:
     ports = (free_port(), free_port())

@@ -15,8 +15,8 @@ import yaml
 
 from tests.conftest import free_port
 from tests.system.conftest import TOKEN, ControllerProcess
-from tests.system.test_host_health import ADDRS, KEYS, Agent, wait
-from vimha.cloud.procs import AgentProcess, find_processes
+from tests.system.test_host_health import KEYS, Agent, listening, reporting_agent, wait
+from vimha.cloud.procs import find_processes
 
 READER = "reader-token-0123456789"
 NEW = {
@@ -33,10 +33,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[ControllerProcess, Agent]]:
     ports = (free_port(), free_port())
     ctl = ControllerProcess(
         tmp_path,
-        heartbeat={
-            "interval": 0.05,
-            "listen": {"mgmt": f"127.0.0.1:{ports[0]}", "storage": f"127.0.0.1:{ports[1]}"},
-        },
+        heartbeat=listening(ports),
         fencing={"delay": 0.2},
         auth={
             "tokens": [
@@ -149,17 +146,7 @@ def test_services_declared_through_the_api_are_supervised(
     with ctl.client() as c:
         assert c.post("/vim/v1/hosts", json=NEW).status_code == 201
     (tmp_path / "svc").mkdir()
-    agent = AgentProcess(
-        tmp_path / "svc",
-        "cmp-2",
-        KEYS["cmp-2"],
-        ADDRS["cmp-2"],
-        ctl_ports(ctl),
-        interval=0.05,
-        controller_url=ctl.url,
-        token=TOKEN,
-        sync_interval=0.3,
-    )
+    agent = reporting_agent(tmp_path / "svc", "cmp-2", ctl_ports(ctl), ctl, sync_interval=0.3)
     agent.start()
     try:
         wait(ctl, lambda h: h["cmp-2"]["healthStatus"] == "UP")

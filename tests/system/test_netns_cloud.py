@@ -12,10 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import cloud_port, require_system
+from tests.conftest import require_system
 from tests.support.consumer import ConsumerProcess
-from tests.system.conftest import vimha
-from tests.system.test_embedded_cloud import Cloud, until
+from tests.system.test_embedded_cloud import Cloud, running_cloud, until
 from vimha.cloud import netns
 
 R1 = ("ctl-1", "ctl-2", "cmp-1", "cmp-2", "sto-1")
@@ -25,20 +24,11 @@ R2 = ("ctl-3", "cmp-3", "cmp-4")
 @pytest.fixture
 def cloud(tmp_path: Path) -> Iterator[Cloud]:
     require_system(netns.available() is None, f"netns mode: {netns.available()}")
-    data, port = tmp_path / "cloud", cloud_port()
-    r = vimha("up", "--netns", "--detach", "--data-dir", str(data), "--port", str(port))
-    assert r.returncode == 0, r.stderr
-    c = Cloud(data, port)
-    try:
-        until(lambda: all(h["healthStatus"] == "UP" for h in c.hosts().values()), 60)
+    with running_cloud(tmp_path, "--netns") as c:
         yield c
-    finally:
-        vimha("down", "--data-dir", str(data))
-        tag = f"vh{port}"
-        namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-        assert tag not in namespaces.stdout  # nothing left behind
-        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True)
-        assert tag not in links.stdout
+    tag = f"vh{c.url.rsplit(':', 1)[1]}"  # nothing left behind
+    assert tag not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert tag not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
 
 
 def subscribe(cloud: Cloud, consumer: ConsumerProcess) -> None:

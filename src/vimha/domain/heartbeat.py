@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MAGIC = b"VH1"
 MAC_LEN = 32
@@ -80,24 +80,15 @@ def decode(datagram: bytes, keys: Mapping[str, bytes]) -> Decoded:
     return Decoded(Heartbeat(node, plane, boot_id, seq, sent_ms, status), "ok")
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayGuard:
-    """Last (boot id, seq) accepted per (node, plane)."""
+Last = tuple[bytes, int]  # (boot id, seq) last accepted from one (node, plane)
 
-    last: Mapping[tuple[str, str], tuple[bytes, int]] = field(default_factory=dict)
 
-    def admit(self, hb: Heartbeat, now_ms: int, max_age: float) -> tuple[bool, str, ReplayGuard]:
-        """(accepted, reason, the guard to keep)."""
-        if abs(now_ms - hb.sent_ms) > max_age * 1000:
-            return (
-                False,
-                f"stale: heartbeat from {hb.node} is {abs(now_ms - hb.sent_ms)} ms off",
-                self,
-            )
-        key = (hb.node, hb.plane)
-        previous = self.last.get(key)
-        if previous is not None and previous[0] == hb.boot_id and hb.seq <= previous[1]:
-            return False, f"replayed: heartbeat from {hb.node} (seq {hb.seq})", self
-        updated = dict(self.last)
-        updated[key] = (hb.boot_id, hb.seq)
-        return True, "ok", ReplayGuard(updated)
+def admit(previous: Last | None, hb: Heartbeat, now_ms: int, max_age: float) -> tuple[bool, str]:
+    """Whether to accept a heartbeat, given the last one accepted from its (node, plane).
+    The caller keeps `(hb.boot_id, hb.seq)` as the new last one when accepted: O(1) per
+    heartbeat, 20,000 of them a second for 1,000 hosts."""
+    if abs(now_ms - hb.sent_ms) > max_age * 1000:
+        return False, f"stale: heartbeat from {hb.node} is {abs(now_ms - hb.sent_ms)} ms off"
+    if previous is not None and previous[0] == hb.boot_id and hb.seq <= previous[1]:
+        return False, f"replayed: heartbeat from {hb.node} (seq {hb.seq})"
+    return True, "ok"

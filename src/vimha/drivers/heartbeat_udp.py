@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from vimha.domain.heartbeat import Heartbeat, ReplayGuard, decode, encode
+from vimha.domain.heartbeat import Heartbeat, Last, admit, decode, encode
 
 log = logging.getLogger("vimha.heartbeat")
 
@@ -97,6 +99,29 @@ class _Protocol(asyncio.DatagramProtocol):
         self.listener.received(data, addr)
 
 
+RECEIVE_BUFFER = 8 * 1024 * 1024
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def _widen_receive_buffer(sock: Any) -> None:
+    """1,000 hosts on two planes send 20,000 heartbeats a second, often in bursts; the default
+    buffer (~200 KiB, a few hundred datagrams) drops them while the loop is busy, and dropped
+    heartbeats look like dead hosts. As root the kernel's cap (rmem_max) can be passed."""
+    for option in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)
+            break
+        except OSError:
+            continue
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if got < RECEIVE_BUFFER:
+        log.warning(
+            "heartbeat receive buffer is %d KiB (wanted %d); raise net.core.rmem_max",
+            got // 1024,
+            RECEIVE_BUFFER // 1024,
+        )
+
+
 class HeartbeatListener:
     def __init__(
         self,
@@ -107,7 +132,7 @@ class HeartbeatListener:
         self.keys = keys
         self.on_heartbeat = on_heartbeat
         self.max_age = max_age
-        self.guard = ReplayGuard()
+        self.last: dict[tuple[str, str], Last] = {}  # replay guard, per (node, plane)
         self.accepted = 0
         self.rejected: dict[str, int] = {}
         self._transport: asyncio.DatagramTransport | None = None
@@ -118,6 +143,7 @@ class HeartbeatListener:
             lambda: _Protocol(self), local_addr=(host, port)
         )
         self._transport = transport
+        _widen_receive_buffer(transport.get_extra_info("socket"))
         address: tuple[str, int] = transport.get_extra_info("sockname")[:2]
         return address
 
@@ -131,10 +157,12 @@ class HeartbeatListener:
         if hb is None:
             self._reject(decoded.reason, addr)
             return
-        ok, reason, self.guard = self.guard.admit(hb, int(time.time() * 1000), self.max_age)
+        key = (hb.node, hb.plane)
+        ok, reason = admit(self.last.get(key), hb, int(time.time() * 1000), self.max_age)
         if not ok:
             self._reject(reason, addr)
             return
+        self.last[key] = (hb.boot_id, hb.seq)
         self.accepted += 1
         self.on_heartbeat(hb, time.monotonic())
 

@@ -209,19 +209,17 @@ class HealthMonitor:
         if events:
             await self.faults.ingest_async(events)
 
-    async def _bmc_view(self, host: str, all_lost: bool, now: float) -> BmcView:
-        """The host's BMC as last read; when every plane was just lost, read it afresh so
-        that the classification rests on what the BMC says now."""
+    def _bmc_view(self, host: str, all_lost: bool, now: float) -> tuple[BmcView, bool]:
+        """The host's BMC as last read, and whether it must be read afresh first: when every
+        plane was just lost, the classification rests on what the BMC says now."""
         if host not in self.bmcs:
-            return BmcView(False, detail="no BMC declared")
+            return BmcView(False, detail="no BMC declared"), False
         if not all_lost:
             self.all_lost_since.pop(host, None)
-            return self.bmc_views.get(host, (0.0, BmcView(False)))[1]
+            return self.bmc_views.get(host, (0.0, BmcView(False)))[1], False
         since = self.all_lost_since.setdefault(host, now)
         read_at, view = self.bmc_views.get(host, (-1.0, BmcView(False)))
-        if read_at < since:
-            view = await self._read_bmc(host, attempts=2)  # judged now; polled again later
-        return view
+        return view, read_at < since
 
     async def step(self) -> None:
         now = self.clock.monotonic()
@@ -237,36 +235,50 @@ class HealthMonitor:
             self.states[key] = state.tick(now, self.policy)
         grace = max(self.config.heartbeat.startup_grace, GRACE_TIMEOUTS * self.policy.timeout)
         in_grace = now - self.started < grace
-        snapshots, unknown = [], {}
+        judged: dict[str, Classification] = {}
         observed: dict[str, dict[str, bool]] = {}
         for host, planes in self.planes.items():
             statuses = [self.states[(host, p)].status for p in planes]
-            if any(s is PlaneStatus.UP for s in statuses):
+            if all(st is PlaneStatus.UP for st in statuses):
+                self.seen_up.add(host)
+                old = self.current.get(host)
+                if (
+                    old is not None
+                    and old.health is HealthStatus.UP
+                    and (not self.services.failed(host, COMPUTE_KINDS))
+                ):
+                    continue  # healthy and unchanged: nothing to judge (most hosts, most steps)
+            elif any(st is PlaneStatus.UP for st in statuses):
                 self.seen_up.add(host)
             elif in_grace and host not in self.seen_up:
                 # Starting up (the controller or the node): a plane heard once and then
                 # silent while everything starts is no failure yet.
-                unknown[host] = Classification(
+                judged[host] = Classification(
                     HealthStatus.UNKNOWN, None, f"{host}: no heartbeat yet"
                 )
                 continue
-            up = {p: s is PlaneStatus.UP for p, s in zip(planes, statuses, strict=True)}
-            observed[host] = up
+            observed[host] = {
+                p: st is PlaneStatus.UP for p, st in zip(planes, statuses, strict=True)
+            }
+        views = {h: self._bmc_view(h, not any(up.values()), now) for h, up in observed.items()}
         # Every BMC to read afresh is read at once: a rack going down is judged in one read.
-        views = await asyncio.gather(
-            *(self._bmc_view(h, not any(up.values()), now) for h, up in observed.items())
-        )
-        for (host, up), bmc in zip(observed.items(), views, strict=True):
+        fresh = [h for h, (_, stale) in views.items() if stale]
+        if fresh:
+            read = await asyncio.gather(*(self._read_bmc(h, attempts=2) for h in fresh))
+            views.update({h: (view, False) for h, view in zip(fresh, read, strict=True)})
+        snapshots = []
+        for host, up in observed.items():
             if host not in self.hosts:
                 continue  # removed from the inventory meanwhile
             rack = dict(self.locations[host].levels).get("rack", "")
             fenced = self.fencer.fenced_kind(host)
             failed = self.services.failed(host, COMPUTE_KINDS) if any(up.values()) else ()
-            snapshots.append(HostSnapshot(host, rack, up, bmc, failed, fenced=fenced))
-        new = {h: c for h, c in {**unknown, **classify_all(snapshots)}.items() if h in self.hosts}
-        actions = decide_health(self.current, new, self.locations, self.clock.now())
-        self.current = new
-        events = [*actions.events, *self.fencer.step(new)]
+            snapshots.append(HostSnapshot(host, rack, up, views[host][0], failed, fenced=fenced))
+        judged.update(classify_all(snapshots))
+        judged = {h: c for h, c in judged.items() if h in self.hosts}
+        actions = decide_health(self.current, judged, self.locations, self.clock.now())
+        self.current.update(judged)
+        events = [*actions.events, *self.fencer.step(judged)]
         if events:
             await self.faults.ingest_async(events)
         for change in actions.changes:

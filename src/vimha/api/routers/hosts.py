@@ -127,12 +127,17 @@ def _api_declared(health: HealthMonitor, host: str) -> None:
         raise Conflict(f"host {host} is declared in the config file: change it there")
 
 
-HOST_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": HostConfig.model_json_schema()}},
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a route that reads its JSON body itself (to answer ProblemDetails)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
     }
-}
+
+
+HOST_BODY = json_body(HostConfig)
 
 
 @router.post("/hosts", status_code=201, response_model=Host, openapi_extra=HOST_BODY)

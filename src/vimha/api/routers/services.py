@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vimha.api import auth
 from vimha.api.deps import runtime
-from vimha.api.routers.hosts import merge_patch, read_json, validation_problem
+from vimha.api.routers.hosts import json_body, merge_patch, read_json, validation_problem
 from vimha.domain.errors import InvalidInput, NotFound
 from vimha.engine.runtime import Runtime
 from vimha.servicespec import ServiceConfig
@@ -147,12 +147,7 @@ def _spec(body: Any) -> tuple[str, ServiceConfig]:
         raise validation_problem(exc) from None
 
 
-SERVICE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": ServiceConfig.model_json_schema()}},
-    }
-}
+SERVICE_BODY = json_body(ServiceConfig)
 
 
 @router.post("/services", status_code=201, response_model=ServiceView, openapi_extra=SERVICE_BODY)
