@@ -153,6 +153,10 @@ def heal(data_dir: Path, name: str | None = None) -> str:
     state = load_state(data_dir)
     names = [name] if name else list(state)
     done = []
+    # The network first: a BMC answering again for a host still cut off would make it look
+    # isolated (and get it fenced).
+    if names and (net := _net(node(state, names[0]))) is not None and netns.heal_partition(net):
+        done.append("partition healed")
     for each in names:
         n = node(state, each)
         for drop in Path(n["control"]).glob("drop-*"):
@@ -173,8 +177,6 @@ def heal(data_dir: Path, name: str | None = None) -> str:
                 done.append(f"{each}: powered on")
         except BmcUnreachable as exc:
             raise Permanent(f"the BMC of {each} did not answer: {exc.detail}") from exc
-    if names and (net := _net(node(state, names[0]))) is not None and netns.heal_partition(net):
-        done.append("partition healed")
     return (
         "; ".join(done) or "healed (nothing was down; sensors normal, stopped processes continued)"
     )
