@@ -229,6 +229,9 @@ class BmcConfig(_Model):
     password: str = ""
     interval: float = Field(2.0, gt=0, description="How often the controller reads it")
     timeout: float = Field(1.0, gt=0)
+    log_interval: float = Field(
+        10.0, gt=0, description="How often its event log (SEL) is read for new events"
+    )
 
 
 class CapacityConfig(_Model):

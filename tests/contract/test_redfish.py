@@ -54,6 +54,18 @@ def test_fencing_is_confirmed_by_reading_back(bmc_url: str) -> None:
     assert bmc.read().power_on is True
 
 
+def test_reads_the_event_log(bmc_url: str) -> None:
+    bmc = RedfishBmc(bmc_url, "admin", "pw")
+    assert bmc.read_log() == []
+    httpx.post(f"{bmc_url}/sim/psu-fail").raise_for_status()
+    assert bmc.force_off(confirm_within=5)
+    entries = bmc.read_log()
+    assert [e.id for e in entries] == [1, 2]
+    assert entries[0].severity is HardwareHealth.CRITICAL and "PSU1" in entries[0].message
+    assert entries[0].sensor == "Power Supply" and entries[0].created.startswith("20")
+    assert entries[1].severity is HardwareHealth.OK and "power off" in entries[1].message
+
+
 def test_errors_become_bmc_unreachable(bmc_url: str) -> None:
     with pytest.raises(BmcUnreachable, match="AccessError"):
         RedfishBmc(bmc_url, "admin", "wrong").read()
@@ -110,3 +122,4 @@ def test_driver_against_sushy_tools_emulator(sushy_tools_url: str) -> None:
         time.sleep(0.2)
     assert bmc.force_off(confirm_within=20) is True
     assert bmc.read().power_on is False
+    assert isinstance(bmc.read_log(), list)  # its log services, if any, parse

@@ -76,7 +76,13 @@ def node(tmp_path: Path) -> Iterator[Node]:
                 "name": "cmp-1",
                 "key": KEYS["cmp-1"],
                 "location": {"site": "s1", "rack": "r1"},
-                "bmc": {"url": bmc, "user": "admin", "password": "pw", "interval": 0.3},
+                "bmc": {
+                    "url": bmc,
+                    "user": "admin",
+                    "password": "pw",
+                    "interval": 0.3,
+                    "log_interval": 0.3,
+                },
             }
         ],
     )
@@ -106,8 +112,12 @@ def node(tmp_path: Path) -> Iterator[Node]:
 
 
 def test_bmc_components_raise_and_clear_alarms(node: Node) -> None:
+    time.sleep(1.0)  # the event log's baseline is read
     httpx.post(f"{node.bmc}/sim/psu-fail").raise_for_status()
     psu = node.until("cmp-1/PSU1", lambda a: a["perceivedSeverity"] == "CRITICAL")
+    sel = node.until("cmp-1/SEL", lambda a: a["perceivedSeverity"] == "CRITICAL")
+    assert sel["faultType"] == "BMC_LOG_EVENT" and sel["eventType"] == "EQUIPMENT_ALARM"
+    assert any("PSU1 failed" in d for d in sel["faultDetails"])
     assert psu["faultType"] == "POWER_SUPPLY_FAILURE"
     assert psu["eventType"] == "EQUIPMENT_ALARM"
     assert psu["location"]["path"] == "s1/r1/cmp-1/PSU1"
@@ -125,6 +135,7 @@ def test_bmc_components_raise_and_clear_alarms(node: Node) -> None:
     httpx.post(f"{node.bmc}/sim/heal").raise_for_status()
     node.until("cmp-1/PSU1", lambda a: a["perceivedSeverity"] == "CLEARED")
     node.until("cmp-1/CPU1 Temp", lambda a: a["perceivedSeverity"] == "CLEARED")
+    node.until("cmp-1/SEL", lambda a: a["perceivedSeverity"] == "CLEARED")
 
 
 def test_local_sensors_raise_and_clear_alarms(node: Node) -> None:

@@ -59,6 +59,17 @@ def test_real_link_down_degrades_without_failover(cloud: Cloud, consumer: Consum
     health = [x["healthStatus"] for x in got if x.get("hostId") == "cmp-2"]
     assert health == ["DEGRADED", "UP"]  # never DOWN: one plane is not a node failure
 
+    # Both links down: the agent is alive but isolated, its BMC says power on: the node is
+    # fenced before anything of it could be recovered elsewhere.
+    cloud.chaos("plane-down", "cmp-2", "mgmt")
+    cloud.chaos("plane-down", "cmp-2", "storage")
+    host = until(lambda: (h := cloud.hosts()["cmp-2"])["healthStatus"] == "FENCED" and h)
+    assert host["failureKind"] == "COMPUTE_NODE_FAILURE" and host["bmc"]["powerState"] == "Off"
+    out = cloud.chaos("heal", "cmp-2")
+    assert "link mgmt up" in out and "powered on" in out
+    until(lambda: cloud.hosts()["cmp-2"]["healthStatus"] == "UP", 60)
+    until(lambda: cloud.get("/vimfm/v1/alarms") == [])
+
 
 def test_partitioned_rack_is_fenced_or_alarmed(cloud: Cloud, consumer: ConsumerProcess) -> None:
     subscribe(cloud, consumer)

@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 
 from vimha.domain.alarms import EventType, Location, Severity
 from vimha.domain.classification import HardwareHealth
-from vimha.domain.hardware import Component, decide_hardware, system_component
+from vimha.domain.hardware import (
+    Component,
+    LogEntry,
+    LogWatch,
+    decide_bmc_log,
+    decide_hardware,
+    system_component,
+)
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 LOC = Location((("site", "s1"), ("rack", "r1"), ("host", "cmp-1")))
@@ -82,3 +89,39 @@ def test_a_lost_bond_member_is_a_major_communications_alarm() -> None:
     assert e.event_type is EventType.COMMUNICATIONS_ALARM
     assert e.perceived_severity is Severity.MAJOR  # the plane still works
     assert e.managed_object_id == "cmp-1/bond0/eth1"
+
+
+# -- the BMC's event log --------------------------------------------------------------------
+def entry(n: int, health: HardwareHealth | None, message: str = "m") -> LogEntry:
+    return LogEntry(n, f"2026-11-25T00:00:{n:02d}Z", health, message)
+
+
+def test_the_first_reading_of_the_log_is_only_a_baseline() -> None:
+    events, watch = decide_bmc_log("cmp-1", LogWatch(), [entry(1, CRIT)], CRIT, LOC, NOW)
+    assert events == [] and watch == LogWatch(1, None)
+
+
+def test_new_critical_entries_raise_and_a_healthy_system_clears() -> None:
+    watch = LogWatch(1, None)
+    entries = [entry(1, CRIT), entry(2, OK, "power on"), entry(3, WARN, "fan slow")]
+    events, watch = decide_bmc_log("cmp-1", watch, entries, WARN, LOC, NOW)
+    (e,) = events
+    assert e.managed_object_id == "cmp-1/SEL" and e.fault_type == "BMC_LOG_EVENT"
+    assert e.perceived_severity is Severity.MINOR and "fan slow" in e.fault_details[0]
+    assert e.location.path == "s1/r1/cmp-1/SEL"
+    entries.append(entry(4, CRIT, "PSU1 failed"))
+    events, watch = decide_bmc_log("cmp-1", watch, entries, CRIT, LOC, NOW)
+    assert [x.perceived_severity for x in events] == [Severity.CRITICAL]
+    events, watch = decide_bmc_log("cmp-1", watch, entries, CRIT, LOC, NOW)
+    assert events == []  # nothing new, still unhealthy
+    entries.append(entry(5, WARN, "fan slow again"))
+    events, watch = decide_bmc_log("cmp-1", watch, entries, CRIT, LOC, NOW)
+    assert [x.perceived_severity for x in events] == [Severity.CRITICAL]  # never lowered
+    events, watch = decide_bmc_log("cmp-1", watch, entries, OK, LOC, NOW)
+    assert [x.perceived_severity for x in events] == [Severity.CLEARED]
+    assert watch == LogWatch(5, None)
+
+
+def test_a_cleared_log_numbers_anew() -> None:
+    events, watch = decide_bmc_log("cmp-1", LogWatch(40), [entry(1, CRIT, "x")], CRIT, LOC, NOW)
+    assert [x.perceived_severity for x in events] == [Severity.CRITICAL] and watch.last_id == 1

@@ -1,6 +1,7 @@
 """A simulated BMC speaking Redfish, one per node of the embedded cloud, so that the
 production driver (sushy) is the path exercised. Serves the service root, one
-ComputerSystem (power state, health rollup, Reset action), one Chassis with Thermal and Power.
+ComputerSystem (power state, health rollup, Reset action, a System Event Log), one Chassis
+with Thermal and Power.
 Faults are injected through /sim: POST /sim/psu-fail, /sim/overheat, /sim/disconnect (Redfish
 requests then get no answer, as when the BMC's network is cut), /sim/heal. A power
 change is applied at once (sushy-tools' fake driver takes 1-11 s) and can run a hook (the
@@ -17,9 +18,11 @@ import contextlib
 import json
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+SEL = "/redfish/v1/Systems/1/LogServices/SEL"
 ALLOWED_RESETS = ["On", "ForceOff", "GracefulShutdown", "ForceRestart", "PowerCycle"]
 
 
@@ -31,6 +34,24 @@ class BmcState:
         self.cpu_temp = 45.0
         self.connected = True  # False: its network is cut (Redfish gets no answer)
         self.on_power = on_power
+        self.log: list[dict[str, Any]] = []  # the System Event Log (SEL), oldest first
+
+    def record(self, severity: str, message: str, sensor: str) -> None:
+        with self.lock:
+            n = len(self.log) + 1
+            self.log.append(
+                {
+                    "@odata.id": f"{SEL}/Entries/{n}",
+                    "@odata.type": "#LogEntry.v1_4_0.LogEntry",
+                    "Id": str(n),
+                    "Name": f"SEL entry {n}",
+                    "EntryType": "SEL",
+                    "Created": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "Severity": severity,
+                    "Message": message,
+                    "SensorType": sensor,
+                }
+            )
 
     def health(self) -> str:
         if not self.psu_ok or self.cpu_temp >= 90:
@@ -43,6 +64,7 @@ class BmcState:
             changed = on != self.power_on
             self.power_on = on
         if changed or kind in ("ForceRestart", "PowerCycle"):
+            self.record("OK", f"System power {'on' if on else 'off'} ({kind})", "System Event")
             self.on_power(on)
 
 
@@ -75,12 +97,34 @@ def _doc(path: str, state: BmcState) -> dict[str, Any] | None:
             "PowerState": "On" if state.power_on else "Off",
             "Status": {"State": "Enabled", "Health": health, "HealthRollup": health},
             "Links": {"Chassis": [{"@odata.id": "/redfish/v1/Chassis/1"}]},
+            "LogServices": {"@odata.id": "/redfish/v1/Systems/1/LogServices"},
             "Actions": {
                 "#ComputerSystem.Reset": {
                     "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
                     "ResetType@Redfish.AllowableValues": ALLOWED_RESETS,
                 }
             },
+        },
+        "/redfish/v1/Systems/1/LogServices": {
+            "@odata.id": "/redfish/v1/Systems/1/LogServices",
+            "@odata.type": "#LogServiceCollection.LogServiceCollection",
+            "Name": "Log Services",
+            "Members@odata.count": 1,
+            "Members": [{"@odata.id": SEL}],
+        },
+        SEL: {
+            "@odata.id": SEL,
+            "@odata.type": "#LogService.v1_1_0.LogService",
+            "Id": "SEL",
+            "Name": "System Event Log",
+            "Entries": {"@odata.id": f"{SEL}/Entries"},
+        },
+        f"{SEL}/Entries": {
+            "@odata.id": f"{SEL}/Entries",
+            "@odata.type": "#LogEntryCollection.LogEntryCollection",
+            "Name": "SEL entries",
+            "Members@odata.count": len(state.log),
+            "Members": list(state.log),  # expanded, as many BMCs answer
         },
         "/redfish/v1/Chassis": {
             "@odata.id": "/redfish/v1/Chassis",
@@ -216,11 +260,15 @@ def make_handler(state: BmcState, user: str, password: str) -> type[BaseHTTPRequ
                 self._send(204)
             elif self.path == "/sim/psu-fail":
                 state.psu_ok = False
+                state.record("Critical", "Power supply PSU1 failed: input lost", "Power Supply")
                 self._send(204)
             elif self.path == "/sim/overheat":
                 state.cpu_temp = 95.0
+                state.record("Critical", "CPU1 Temp 95 C: upper critical threshold", "Temperature")
                 self._send(204)
             elif self.path == "/sim/heal":
+                if not state.psu_ok or state.cpu_temp >= 80:
+                    state.record("OK", "All sensors back to normal", "System Event")
                 state.psu_ok, state.cpu_temp, state.connected = True, 45.0, True
                 self._send(204)
             elif self.path == "/sim/disconnect":

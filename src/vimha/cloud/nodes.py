@@ -325,6 +325,7 @@ def host_inventory(nodes: list[NodePlan]) -> list[dict[str, Any]]:
                 "password": n.bmc_password,
                 "interval": 1.0,
                 "timeout": 1.0,
+                "log_interval": 2.0,
             },
         }
         for n in nodes

@@ -136,3 +136,79 @@ def decide_hardware(
         gone = Component(kind, name, None)
         events.append(_event(host, gone, Severity.CLEARED, location, now))
     return events, alarmed
+
+
+# -- the BMC's event log (SEL) ----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    id: int
+    created: str
+    severity: HardwareHealth | None
+    message: str
+    sensor: str = ""
+
+
+LOG_ALARM = ComponentAlarm(
+    "BMC_LOG_EVENT", "the BMC logged a hardware event", EventType.EQUIPMENT_ALARM
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LogWatch:
+    """What was seen of one host's event log: the newest entry id, and whether the log
+    alarm is raised (at which severity)."""
+
+    last_id: int | None = None
+    raised: Severity | None = None
+
+
+def decide_bmc_log(
+    host: str,
+    watch: LogWatch,
+    entries: Sequence[LogEntry],
+    rollup: HardwareHealth | None,
+    location: Location,
+    now: datetime,
+) -> tuple[list[FaultEvent], LogWatch]:
+    """New Warning/Critical entries raise (or raise the severity of) BMC_LOG_EVENT on
+    `<host>/SEL` with their messages; it clears once the BMC reports the system healthy
+    again. The first reading only sets the baseline: history is not news."""
+    newest = max((e.id for e in entries), default=watch.last_id or 0)
+    if watch.last_id is None:
+        return [], LogWatch(newest, watch.raised)
+    seen = watch.last_id if newest >= watch.last_id else 0  # a cleared log numbers anew
+    fresh = [e for e in entries if e.id > seen and e.severity in SEVERITY]
+    if fresh:
+        worst = max((SEVERITY[e.severity] for e in fresh if e.severity), key=_rank)
+        severity = worst if watch.raised is None else max(worst, watch.raised, key=_rank)
+        details = tuple(
+            f"{e.created} {e.severity.value if e.severity else ''}: {e.message}" for e in fresh[-5:]
+        )
+        return [_log_event(host, severity, details, location, now)], LogWatch(newest, severity)
+    if watch.raised is not None and rollup is HardwareHealth.OK:
+        done = ("the BMC reports the system healthy again",)
+        return [_log_event(host, Severity.CLEARED, done, location, now)], LogWatch(newest, None)
+    return [], LogWatch(newest, watch.raised)
+
+
+def _rank(severity: Severity) -> int:
+    return {Severity.MINOR: 1, Severity.MAJOR: 2, Severity.CRITICAL: 3}.get(severity, 0)
+
+
+def _log_event(
+    host: str, severity: Severity, details: tuple[str, ...], location: Location, now: datetime
+) -> FaultEvent:
+    return FaultEvent(
+        managed_object_id=f"{host}/SEL",
+        fault_type=LOG_ALARM.fault_type,
+        probable_cause=LOG_ALARM.probable_cause,
+        perceived_severity=severity,
+        event_type=LOG_ALARM.event_type,
+        event_time=now,
+        faulty_resource_type=FaultyResourceType.COMPUTE,
+        vim_level_resource_type="bmc-log",
+        resource_id=f"{host}/SEL",
+        fault_details=details,
+        location=Location((*location.levels, ("component", "SEL"))),
+        source="bmc",
+    )

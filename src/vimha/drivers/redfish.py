@@ -18,7 +18,7 @@ from sushy import auth as sushy_auth
 
 from vimha.domain.classification import BmcView, HardwareHealth
 from vimha.domain.errors import Temporary
-from vimha.domain.hardware import Component
+from vimha.domain.hardware import Component, LogEntry
 
 T = TypeVar("T")
 
@@ -134,6 +134,27 @@ class RedfishBmc:
             rollup = _health(system.status.health_rollup) or _health(system.status.health)
             return BmcReading(_power(system.power_state), rollup, tuple(components))
 
+    def read_log(self, limit: int = 200) -> list[LogEntry]:
+        """The system's event log(s) (Redfish LogService entries, e.g. the SEL), the newest
+        `limit` entries. sushy has no log resources: read as plain Redfish JSON."""
+        path = self.system_path
+        with _translate(self.url):
+            conn = self._connection()._conn
+            system = conn.get(path=path).json()
+            link = (system.get("LogServices") or {}).get("@odata.id")
+            if not link:
+                return []
+            entries: list[LogEntry] = []
+            for member in conn.get(path=link).json().get("Members", []):
+                service = conn.get(path=member["@odata.id"]).json()
+                where = (service.get("Entries") or {}).get("@odata.id")
+                if where:
+                    for raw in conn.get(path=where).json().get("Members", [])[-limit:]:
+                        if "Id" not in raw:  # a link, not expanded
+                            raw = conn.get(path=raw["@odata.id"]).json()
+                        entries.append(_log_entry(raw))
+            return entries
+
     def force_off(
         self, confirm_within: float = 10.0, sleep: Callable[[float], None] = time.sleep
     ) -> bool:
@@ -155,6 +176,20 @@ class RedfishBmc:
         path = self.system_path
         with _translate(self.url):
             self._connection().get_system(path).reset_system(sushy.ResetType.ON)
+
+
+def _log_entry(raw: dict[str, Any]) -> LogEntry:
+    try:
+        number = int(str(raw.get("Id", "0")).rsplit("/", 1)[-1])
+    except ValueError:
+        number = 0
+    return LogEntry(
+        number,
+        str(raw.get("Created", "")),
+        _health(raw.get("Severity")),
+        str(raw.get("Message", ""))[:300],
+        str(raw.get("SensorType", "")),
+    )
 
 
 def _chassis_components(chassis: Any) -> list[Component]:

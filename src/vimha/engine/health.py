@@ -30,7 +30,13 @@ from vimha.domain.clock import Clock, iso
 from vimha.domain.detection import PlaneState, PlaneStatus
 from vimha.domain.errors import InvalidInput
 from vimha.domain.events import location_from
-from vimha.domain.hardware import Component, decide_hardware, system_component
+from vimha.domain.hardware import (
+    Component,
+    LogWatch,
+    decide_bmc_log,
+    decide_hardware,
+    system_component,
+)
 from vimha.domain.health import decide_health
 from vimha.domain.heartbeat import Heartbeat
 from vimha.domain.subscriptions import NotificationType, Subject
@@ -78,6 +84,8 @@ class HealthMonitor:
         self.all_lost_since: dict[str, float] = {}
         self.seen_up: set[str] = set()  # hosts UP at least once since the controller started
         self.hardware: dict[str, dict[str, HardwareHealth]] = {}  # host -> alarmed components
+        self.log_watch: dict[str, LogWatch] = {}  # host -> what was seen of its BMC's log
+        self.log_due: dict[str, float] = {}
         self.fencer = Fencer(
             config.fencing.policy(),
             faults.store,
@@ -131,7 +139,7 @@ class HealthMonitor:
             table.pop(name, None)
         for key in [k for k in self.states if k[0] == name]:
             del self.states[key]
-        for table2 in (self.bmc_views, self.all_lost_since, self.hardware):
+        for table2 in (self.bmc_views, self.all_lost_since, self.hardware, self.log_watch):
             table2.pop(name, None)
         self.seen_up.discard(name)
         self.services.forget(name)
@@ -179,7 +187,10 @@ class HealthMonitor:
     async def _poll_bmcs(self, stop: asyncio.Event) -> None:
         every = min((h.bmc.interval for h in self.config.hosts if h.bmc), default=2.0)
         while not stop.is_set():
-            await asyncio.gather(*(self._read_bmc(h) for h in self.bmcs))
+            await asyncio.gather(*(self._read_bmc(h) for h in list(self.bmcs)))
+            now = self.clock.monotonic()
+            due = [h for h in list(self.bmcs) if now >= self.log_due.get(h, 0.0)]
+            await asyncio.gather(*(self._read_log(h, now) for h in due))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
 
@@ -196,6 +207,30 @@ class HealthMonitor:
                 await self._judge_hardware(host, reading.components, reading.health)
         self.bmc_views[host] = (self.clock.monotonic(), view)
         return view
+
+    async def _read_log(self, host: str, now: float) -> None:
+        """FAULT-1: new hardware events in the BMC's log -> BMC_LOG_EVENT on <host>/SEL."""
+        cfg = self.hosts.get(host)
+        bmc = self.bmcs.get(host)
+        if cfg is None or cfg.bmc is None or bmc is None:
+            return
+        self.log_due[host] = now + cfg.bmc.log_interval
+        try:
+            entries = await asyncio.to_thread(bmc.read_log)
+        except BmcUnreachable as exc:
+            log.debug("event log of %s not read: %s", host, exc.detail)
+            return
+        rollup = self.bmc_views.get(host, (0.0, BmcView(False)))[1].health
+        events, self.log_watch[host] = decide_bmc_log(
+            host,
+            self.log_watch.get(host, LogWatch()),
+            entries,
+            rollup,
+            self.locations[host],
+            self.clock.now(),
+        )
+        if events:
+            await self.faults.ingest_async(events)
 
     async def _judge_hardware(
         self, host: str, components: tuple[Component, ...], rollup: HardwareHealth | None
