@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs: PostgreSQL (the store's contract suite),
-# iproute2 and nftables (network namespaces, links and partitions of `vimha up --netns`).
+# iproute2 and nftables (network namespaces, links and partitions of `vimha up --netns`),
+# etcd (the coordination contract suite starts a 3-member cluster on loopback).
 # Only as root; on another machine it says what is missing and the tests skip.
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
     echo "install-system-deps: not root; missing: ${need[*]} (tests needing them will skip)" >&2

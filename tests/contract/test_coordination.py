@@ -1,0 +1,149 @@
+"""One contract, two coordination drivers: a real 3-member etcd cluster on loopback, and the
+single-host driver of the embedded default."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, require_system
+from tests.support.etcd import EtcdCluster, find_etcd
+from vimha.domain.errors import InvalidInput
+from vimha.drivers.clock import SystemClock
+from vimha.drivers.coordination import open_coordination
+from vimha.ports.coordination import Change, Coordination, LeaseLost
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdCluster]:
+    require_system(find_etcd() is not None, "etcd (apt: etcd-server)")
+    base = Path(tempfile.mkdtemp(prefix="vimha-etcd-"))
+    cluster = EtcdCluster(base, [(free_port(), free_port()) for _ in range(3)])
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["etcd", "local"])
+async def coord(request: pytest.FixtureRequest) -> AsyncIterator[Coordination]:
+    if request.param == "etcd":
+        cluster: EtcdCluster = request.getfixturevalue("etcd")
+        c = open_coordination(cluster.url, SystemClock())
+    else:
+        c = open_coordination("local://", SystemClock())
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def unique(name: str) -> str:
+    return f"/test/{name}/{free_port()}"
+
+
+async def test_create_is_exclusive_and_replace_is_compare_and_swap(coord: Coordination) -> None:
+    key = unique("leader")
+    results = await asyncio.gather(*(coord.create(key, f"c{i}") for i in range(5)))
+    assert sorted(results) == [False] * 4 + [True]
+    entry = await coord.get(key)
+    assert entry is not None and entry.value in {f"c{i}" for i in range(5)}
+    assert await coord.replace(key, "new", entry.revision)
+    assert not await coord.replace(key, "stale", entry.revision)  # changed since
+    now = await coord.get(key)
+    assert now is not None and now.value == "new" and now.revision > entry.revision
+    assert not await coord.delete(key, entry.revision)
+    assert await coord.delete(key, now.revision)
+    assert await coord.get(key) is None and not await coord.delete(key)
+
+
+async def test_a_revoked_lease_takes_its_keys(coord: Coordination) -> None:
+    key = unique("held")
+    lease = await coord.grant(5)
+    assert await coord.create(key, "me", lease)
+    assert (await coord.get(key)) is not None
+    await coord.revoke(lease)
+    assert await coord.get(key) is None
+    with pytest.raises(LeaseLost):
+        await coord.keepalive(lease)
+
+
+async def test_an_expired_lease_takes_its_keys_unless_kept_alive(coord: Coordination) -> None:
+    kept, lapsed = unique("kept"), unique("lapsed")
+    lease_kept = await coord.grant(1)
+    lease_lapsed = await coord.grant(1)
+    await coord.create(kept, "x", lease_kept)
+    await coord.create(lapsed, "x", lease_lapsed)
+    for _ in range(8):
+        await asyncio.sleep(0.4)
+        assert await coord.keepalive(lease_kept) >= 1
+    assert await coord.get(kept) is not None
+    assert await coord.get(lapsed) is None
+    with pytest.raises(LeaseLost):
+        await coord.keepalive(lease_lapsed)
+
+
+async def test_increment_is_strictly_increasing_across_callers(coord: Coordination) -> None:
+    key = unique("epoch")
+    values = await asyncio.gather(*(coord.increment(key) for _ in range(10)))
+    assert sorted(values) == list(range(1, 11))
+
+
+async def test_watch_sees_every_change_in_order(coord: Coordination) -> None:
+    prefix = unique("watched")
+    await coord.create(prefix + "-marker", "m")  # the revision to watch from
+    marker = await coord.get(prefix + "-marker")
+    assert marker is not None
+    seen: list[Change] = []
+
+    async def follow() -> None:
+        async for change in coord.watch(prefix + "/", marker.revision):
+            seen.append(change)
+            if len(seen) == 3:
+                return
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.2)
+    await coord.create(prefix + "/a", "1")
+    a = await coord.get(prefix + "/a")
+    assert a is not None
+    await coord.replace(prefix + "/a", "2", a.revision)
+    await coord.delete(prefix + "/a")
+    await asyncio.wait_for(task, 10)
+    assert [(c.kind, c.key, c.value) for c in seen] == [
+        ("PUT", prefix + "/a", "1"),
+        ("PUT", prefix + "/a", "2"),
+        ("DELETE", prefix + "/a", ""),
+    ]
+    assert seen[0].revision < seen[1].revision < seen[2].revision
+
+
+async def test_etcd_survives_the_loss_of_a_member(etcd: EtcdCluster) -> None:
+    coord = open_coordination(etcd.url, SystemClock())
+    try:
+        key = unique("survivor")
+        assert await coord.create(key, "v")
+        etcd.kill_member(0)  # SIGKILL the member the client talks to first
+        try:
+            assert (await coord.get(key)) is not None
+            assert await coord.increment(unique("after")) == 1
+        finally:
+            etcd.start_member(0)
+    finally:
+        await coord.close()
+    assert coord.characteristics.distributed
+
+
+def test_urls_choose_the_driver() -> None:
+    assert not open_coordination("local://", SystemClock()).characteristics.distributed
+    assert open_coordination("etcd://a:1,b:2", SystemClock()).characteristics.distributed
+    for bad in ("zookeeper://x:1", "etcd://", "etcd://nohostport"):
+        with pytest.raises(InvalidInput):
+            open_coordination(bad, SystemClock())
