@@ -4,45 +4,15 @@ single-host driver of the embedded default."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, require_system
-from tests.support.etcd import EtcdCluster, find_etcd
+from tests.conftest import free_port
+from tests.support.etcd import EtcdCluster
 from vimha.domain.errors import InvalidInput
 from vimha.drivers.clock import SystemClock
 from vimha.drivers.coordination import open_coordination
 from vimha.ports.coordination import Change, Coordination, LeaseLost
-
-
-@pytest.fixture(scope="module")
-def etcd() -> Iterator[EtcdCluster]:
-    require_system(find_etcd() is not None, "etcd (apt: etcd-server)")
-    base = Path(tempfile.mkdtemp(prefix="vimha-etcd-"))
-    cluster = EtcdCluster(base, [(free_port(), free_port()) for _ in range(3)])
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(params=["etcd", "local"])
-async def coord(request: pytest.FixtureRequest) -> AsyncIterator[Coordination]:
-    if request.param == "etcd":
-        cluster: EtcdCluster = request.getfixturevalue("etcd")
-        c = open_coordination(cluster.url, SystemClock())
-    else:
-        c = open_coordination("local://", SystemClock())
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 def unique(name: str) -> str:
