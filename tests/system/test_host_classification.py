@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.system.conftest import ControllerProcess
-from tests.system.test_host_health import KEYS, Agent, wait
+from tests.system.test_host_health import KEYS, Agent, listening, wait
 from vimha.cloud.procs import spawn_module
 
 
@@ -34,12 +34,7 @@ def controller(
     ports = (free_port(), free_port())
     ctl = ControllerProcess(
         tmp_path,
-        heartbeat={
-            "interval": 0.05,
-            "misses": 4,
-            "up_after": 2,
-            "listen": {"mgmt": f"127.0.0.1:{ports[0]}", "storage": f"127.0.0.1:{ports[1]}"},
-        },
+        heartbeat=listening(ports, misses=4, up_after=2),
         hosts=[
             {
                 "name": "cmp-1",

@@ -58,12 +58,7 @@ def cloud(tmp_path: Path) -> Iterator[tuple[ControllerProcess, dict[str, Agent]]
     ports = (free_port(), free_port())
     ctl = ControllerProcess(
         tmp_path,
-        heartbeat={
-            "interval": 0.05,
-            "misses": 4,
-            "up_after": 2,
-            "listen": {"mgmt": f"127.0.0.1:{ports[0]}", "storage": f"127.0.0.1:{ports[1]}"},
-        },
+        heartbeat=listening(ports, misses=4, up_after=2),
         fencing={"delay": 0.2},
         hosts=[
             {"name": "cmp-1", "key": KEYS["cmp-1"], "location": {"site": "s1", "rack": "r1"}},
