@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.consumer import ConsumerProcess
+from tests.support.etcd import EtcdCluster, find_etcd
 from tests.support.postgres import PostgresServer, find_pg_bin
 from vimha.cloud.nodes import check_ports
 from vimha.domain.errors import Permanent
@@ -68,3 +69,17 @@ def consumer(tmp_path: Path) -> Iterator[ConsumerProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd() -> Iterator[EtcdCluster]:
+    """A real 3-member etcd cluster on loopback, for the whole session."""
+    require_system(find_etcd() is not None, "etcd (apt: etcd-server)")
+    base = Path(tempfile.mkdtemp(prefix="vimha-etcd-"))
+    cluster = EtcdCluster(base, [(free_port(), free_port()) for _ in range(3)])
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from vimha.domain.alarms import Location
 from vimha.domain.delivery import RetryPolicy
 from vimha.domain.detection import DetectionPolicy
+from vimha.domain.election import LeasePolicy
 from vimha.domain.errors import InvalidInput
 from vimha.domain.events import DEFAULT_HIERARCHY, location_from
 from vimha.domain.fencing import FencePolicy
@@ -223,6 +224,37 @@ class FencingConfig(_Model):
         return FencePolicy(self.enabled, self.delay, self.retry, self.confirm_within)
 
 
+class CoordinationConfig(_Model):
+    url: str = Field(
+        "local://",
+        description="etcd://host:port,host:port (several controllers) or local:// (one host)",
+    )
+    ttl: float = Field(3.0, description="Lease of a role held by this controller (s)")
+    renew: float = Field(0.5, description="How often the lease is renewed (s)")
+    demote_after: float = Field(
+        2.0, description="Without a successful renewal for this long, give the role up (s)"
+    )
+
+    @field_validator("ttl", "renew", "demote_after", mode="before")
+    @classmethod
+    def _dur(cls, value: Any) -> float:
+        return _seconds(value)
+
+    @model_validator(mode="after")
+    def _valid(self) -> CoordinationConfig:
+        scheme = self.url.split("://", 1)[0]
+        if scheme not in ("etcd", "local") or "://" not in self.url:
+            raise ValueError(f"url {self.url!r}: use etcd://host:port,... or local://")
+        try:
+            self.policy()
+        except InvalidInput as exc:
+            raise ValueError(exc.detail) from None
+        return self
+
+    def policy(self) -> LeasePolicy:
+        return LeasePolicy(self.ttl, self.renew, self.demote_after)
+
+
 class BmcConfig(_Model):
     url: str = Field(min_length=1, description="Redfish base URL, e.g. https://10.0.0.5")
     user: str = ""
@@ -264,6 +296,7 @@ class Config(_Model):
     ageing: AgeingConfig = AgeingConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     fencing: FencingConfig = FencingConfig()
+    coordination: CoordinationConfig = CoordinationConfig()
     hosts: tuple[HostConfig, ...] = ()
 
     def locations(self) -> dict[str, Location]:

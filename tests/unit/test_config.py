@@ -40,6 +40,10 @@ def test_durations_in_config(tmp_path: Path) -> None:
         ({"auth": {"tokens": [{"name": "a", "token": "short", "role": "admin"}]}}, "token"),
         ({"ageing": {"retention": {"clearedAlarms": {"HIGH": "1d"}}}}, "HIGH"),
         ({"topology": {"hierarchy": ["site", "site"]}}, "hierarchy"),
+        ({"coordination": {"url": "zookeeper://x:1"}}, "etcd://"),
+        ({"coordination": {"ttl": 1, "demote_after": 2}}, "step down"),
+        ({"fencing": {"delay": -1}}, "fencing.delay"),
+        ({"heartbeat": {"detector": "magic"}}, "detector"),
     ],
 )
 def test_invalid_config_explains(overrides: dict[str, object], complaint: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from vimha.domain.clock import Clock
@@ -43,10 +44,17 @@ class RetentionService:
         return counts
 
 
-async def ageing_loop(service: RetentionService, interval: float, stop: asyncio.Event) -> None:
+async def ageing_loop(
+    service: RetentionService,
+    interval: float,
+    stop: asyncio.Event,
+    mine: Callable[[], bool] = lambda: True,
+) -> None:
+    """Every `interval`, on the controller whose turn it is (`mine`)."""
     while not stop.is_set():
         try:
-            await asyncio.to_thread(service.run_once)
+            if mine():
+                await asyncio.to_thread(service.run_once)
         except Exception:  # a failed run is retried at the next interval
             log.exception("ageing run failed")
         with contextlib.suppress(TimeoutError):

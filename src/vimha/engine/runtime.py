@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 
 from vimha.config import Config
 from vimha.domain.alarms import Location
 from vimha.domain.clock import Clock
+from vimha.domain.election import Role
 from vimha.domain.errors import StoreUnavailable
+from vimha.drivers.coordination import open_coordination
 from vimha.engine.ageing import RetentionService, ageing_loop
 from vimha.engine.dispatch import Dispatcher
 from vimha.engine.dispatch_process import DispatcherProcess
+from vimha.engine.election import Elector
 from vimha.engine.faults import FaultService, SubscriptionCache
 from vimha.engine.health import HealthMonitor
 from vimha.engine.services import ServiceRegistry
@@ -73,6 +78,17 @@ class Runtime:
         # as heartbeats are listened for.
         watching = bool(config.hosts or config.heartbeat.listen)
         self.health = HealthMonitor(config, self.faults, clock, self.services) if watching else None
+        # Work that must run once among several controllers (today: ageing) is done by the
+        # holder of a role kept through a lease in the coordination backend.
+        self.coordination = open_coordination(config.coordination.url, clock)
+        self.elector = Elector(
+            self.coordination,
+            f"/vimha/{config.vim_connection_id}/singleton",
+            f"{socket.gethostname()}:{config.api.port}:{os.getpid()}",
+            config.coordination.policy(),
+            clock,
+            on_change=lambda h: log.warning("singleton work: %s (epoch %d)", h.role, h.epoch),
+        )
         self.started_at = clock.now()
         self.failed = asyncio.Event()
         self._stop = asyncio.Event()
@@ -81,7 +97,13 @@ class Runtime:
     async def start(self) -> None:
         await asyncio.to_thread(self.subscriptions.reload)
         self._spawn("dispatcher", self.dispatcher.run())
-        self._spawn("ageing", ageing_loop(self.retention, self.config.ageing.interval, self._stop))
+        self._spawn("election", self.elector.run(self._stop))
+        self._spawn(
+            "ageing",
+            ageing_loop(
+                self.retention, self.config.ageing.interval, self._stop, self.holds_singleton
+            ),
+        )
         self._spawn("checkpoint", self._checkpoints())
         if self.health is not None:
             self._spawn("health", self.health.run(self._stop))
@@ -106,7 +128,11 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.notifier.aclose()
+        await self.coordination.close()
         await asyncio.to_thread(self.writer.stop)
+
+    def holds_singleton(self) -> bool:
+        return self.elector.holding.role is Role.HOLDER
 
     async def _record_outcomes(self, batch: list[AttemptRecord]) -> None:
         await self.writer.acall(lambda uow: uow.record_attempts(batch))

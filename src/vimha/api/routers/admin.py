@@ -138,6 +138,12 @@ def status(rt: Runtime = Depends(runtime), _: auth.Principal = auth.reader) -> d
         },
         "deliveryLanes": lanes,
         "dispatcherRestarts": getattr(rt.dispatcher, "restarts", 0),
+        "coordination": {
+            "backend": rt.config.coordination.url.split("://", 1)[0],
+            "distributed": rt.coordination.characteristics.distributed,
+            "singletonRole": rt.elector.holding.role.value,
+            "epoch": rt.elector.holding.epoch,
+        },
     }
 
 
