@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import cloud_port, free_port
 from tests.system.conftest import TOKEN, ControllerProcess, vimha
 
 
@@ -112,7 +112,7 @@ def test_controller_refuses_an_unmigrated_database(tmp_path: Path) -> None:
 
 def test_up_detach_token_down(tmp_path: Path) -> None:
     data = tmp_path / "cloud"
-    port = free_port()
+    port = cloud_port()
     e = {"VIMHA_ADMIN_TOKEN": ""}
     r = vimha("up", "--detach", "--data-dir", str(data), "--port", str(port), env=e)
     assert r.returncode == 0, r.stderr
@@ -139,7 +139,7 @@ def test_ctrl_c_stops_the_embedded_cloud_cleanly(tmp_path: Path) -> None:
     import sys
     import time
 
-    port = free_port()
+    port = cloud_port()
     proc = subprocess.Popen(
         [
             sys.executable,
