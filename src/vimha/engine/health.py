@@ -134,6 +134,10 @@ class HealthMonitor:
         )
         if self.hardware.get(name):
             events += decide_hardware(name, self.hardware[name], [], self.locations[name], now)[0]
+        watch = self.log_watch.get(name)
+        if watch is not None and watch.raised is not None:
+            ok = HardwareHealth.OK
+            events += decide_bmc_log(name, watch, [], ok, self.locations[name], now)[0]
         events += self.fencer.forget(name)
         for table in (self.hosts, self.source, self.planes, self.keys, self.bmcs, self.current):
             table.pop(name, None)
