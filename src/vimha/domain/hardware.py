@@ -90,21 +90,39 @@ def _event(
         severity = spec.critical
     reading = "" if c.reading is None else f", reading {c.reading:g}"
     health = c.health.value if c.health else "OK"
+    detail = f"{c.name} ({c.kind}) health {health}{reading}, reported by {c.source}"
+    network = FaultyResourceType.NETWORK if c.kind == "link" else FaultyResourceType.COMPUTE
+    return component_event(
+        host, c.name, c.kind, spec, severity, (detail,), location, now, c.source, network
+    )
+
+
+def component_event(
+    host: str,
+    component: str,
+    resource_type: str,
+    spec: ComponentAlarm,
+    severity: Severity,
+    details: tuple[str, ...],
+    location: Location,
+    now: datetime,
+    source: str,
+    faulty: FaultyResourceType = FaultyResourceType.COMPUTE,
+) -> FaultEvent:
+    """An alarm event on `<host>/<component>`, the component the last level of its location."""
     return FaultEvent(
-        managed_object_id=f"{host}/{c.name}",
+        managed_object_id=f"{host}/{component}",
         fault_type=spec.fault_type,
         probable_cause=spec.probable_cause,
         perceived_severity=severity,
         event_type=spec.event_type,
         event_time=now,
-        faulty_resource_type=(
-            FaultyResourceType.NETWORK if c.kind == "link" else FaultyResourceType.COMPUTE
-        ),
-        vim_level_resource_type=c.kind,
-        resource_id=f"{host}/{c.name}",
-        fault_details=(f"{c.name} ({c.kind}) health {health}{reading}, reported by {c.source}",),
-        location=Location((*location.levels, ("component", c.name))),
-        source=c.source,
+        faulty_resource_type=faulty,
+        vim_level_resource_type=resource_type,
+        resource_id=f"{host}/{component}",
+        fault_details=details,
+        location=Location((*location.levels, ("component", component))),
+        source=source,
     )
 
 
@@ -198,17 +216,6 @@ def _rank(severity: Severity) -> int:
 def _log_event(
     host: str, severity: Severity, details: tuple[str, ...], location: Location, now: datetime
 ) -> FaultEvent:
-    return FaultEvent(
-        managed_object_id=f"{host}/SEL",
-        fault_type=LOG_ALARM.fault_type,
-        probable_cause=LOG_ALARM.probable_cause,
-        perceived_severity=severity,
-        event_type=LOG_ALARM.event_type,
-        event_time=now,
-        faulty_resource_type=FaultyResourceType.COMPUTE,
-        vim_level_resource_type="bmc-log",
-        resource_id=f"{host}/SEL",
-        fault_details=details,
-        location=Location((*location.levels, ("component", "SEL"))),
-        source="bmc",
+    return component_event(
+        host, "SEL", "bmc-log", LOG_ALARM, severity, details, location, now, "bmc"
     )
