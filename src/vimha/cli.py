@@ -332,6 +332,20 @@ def events_send(
             out.print(f"{result['accepted']} event(s) accepted; no alarm changed")
 
 
+@chaos_app.command("kill-active")
+def chaos_kill_active(
+    group: str,
+    how: str = typer.Option(
+        "kill", "--how", help="kill (SIGKILL), stop (SIGSTOP), agent-stop, power-off"
+    ),
+    data_dir: DataDir = Path(".vimha"),
+) -> None:
+    """Fail the active member of a service group (api, kv, workers): a standby takes over."""
+    from vimha.cloud import chaos
+
+    out.print(chaos.kill_active(data_dir, group, how))
+
+
 @chaos_app.command("kill-agent")
 def chaos_kill_agent(node: str, data_dir: DataDir = Path(".vimha")) -> None:
     """SIGKILL a node's agent: the node fails and is fenced (`heal NODE` powers it on)."""
@@ -462,6 +476,39 @@ def services(
             str(s.get("totalRestarts", "")),
             s.get("source", ""),
         )
+    emit(data, as_json, table)
+
+
+@app.command()
+def groups(
+    url: Url = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """Service groups: policy, health, members with their roles and epochs, last switch-over."""
+    data = client(url, token).json("GET", "/vim/v1/service-groups")
+    table = Table("group", "policy", "health", "member", "role", "healthy", "epoch", "detail")
+    for g in data:
+        for i, m in enumerate(g["members"]):
+            table.add_row(
+                g["name"] if i == 0 else "",
+                g["policy"] if i == 0 else "",
+                g["health"] if i == 0 else "",
+                m["member"],
+                str(m.get("role")),
+                "yes" if m.get("healthy") else "no",
+                "" if m.get("epoch") is None else str(m["epoch"]),
+                str(m.get("detail") or ""),
+            )
+        last = g.get("lastSwitchover")
+        if last:
+            took = last.get("switchoverSeconds")
+            table.add_row(
+                "", "", "", "last switch-over:",
+                f"{last['from']} -> {last['to']}",
+                "", str(last.get("epoch", "")),
+                f"{took:.3f}s: {last['reason']}" if took is not None else str(last["reason"]),
+            )  # fmt: skip
     emit(data, as_json, table)
 
 

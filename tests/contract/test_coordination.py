@@ -4,6 +4,8 @@ single-host driver of the embedded default."""
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +119,50 @@ def test_urls_choose_the_driver() -> None:
     for bad in ("zookeeper://x:1", "etcd://", "etcd://nohostport"):
         with pytest.raises(InvalidInput):
             open_coordination(bad, SystemClock())
+
+
+async def test_list_and_put(coord: Coordination) -> None:
+    prefix = unique("listed") + "/"
+    first = await coord.put(prefix + "b", "2")
+    await coord.put(prefix + "a", "1")
+    second = await coord.put(prefix + "a", "one")
+    assert second > first
+    revision, entries = await coord.list(prefix)
+    assert revision >= second
+    assert [(e.key, e.value) for e in entries] == [(prefix + "a", "one"), (prefix + "b", "2")]
+    assert (await coord.list(prefix + "none/"))[1] == []
+
+
+async def test_two_processes_share_a_coordination_file(tmp_path: Path) -> None:
+    """The single-host file driver: a lease granted by one process holds a key another sees."""
+    url = f"local://{tmp_path}/coord.db"
+    script = (
+        "import asyncio,sys\n"
+        "from vimha.drivers.coordination import open_coordination\n"
+        "from vimha.drivers.clock import SystemClock\n"
+        "async def main():\n"
+        f"    c = open_coordination({url!r}, SystemClock())\n"
+        "    lease = await c.grant(0.5)\n"
+        "    assert await c.create('/leader', 'other', lease)\n"
+        "    print('held', flush=True)\n"
+        "    await asyncio.sleep(30)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
+    )
+    coord = open_coordination(url, SystemClock())
+    try:
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 20)).strip() == b"held"
+        entry = await coord.get("/leader")
+        assert entry is not None and entry.value == "other"
+        assert not await coord.create("/leader", "me")
+        proc.kill()  # its lease is no longer renewed (it never was): it lapses
+        await proc.wait()
+        await asyncio.sleep(0.7)
+        assert await coord.get("/leader") is None
+        assert await coord.create("/leader", "me")
+        assert not coord.characteristics.distributed
+    finally:
+        await coord.close()

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vimha.agent.catalog import Supervisors, sync_declared
+from vimha.agent.groups import GroupMember
 from vimha.agent.hardware import HardwareConfig, watch_hardware
 from vimha.agent.sdnotify import Notifier
 from vimha.agent.services import Reporter
 from vimha.agent.status import StatusBoard
 from vimha.cloud.parent import watch_parent
 from vimha.domain.errors import InvalidInput
+from vimha.drivers.clock import SystemClock
+from vimha.drivers.coordination import open_coordination
 from vimha.drivers.heartbeat_udp import HeartbeatSender, PlaneRoute
+from vimha.groupspec import GroupConfig
 from vimha.servicespec import ServiceConfig
 
 log = logging.getLogger("vimha.agent")
@@ -76,6 +81,14 @@ class AgentConfig(BaseModel):
         description="Seconds between fetches of the services declared for this node through "
         "the controller's API (0: only the services of this file)",
     )
+    coordination_url: str | None = Field(
+        None,
+        description="The coordination backend the service groups' roles are held in: "
+        "etcd://host:port,... or, for the processes of one host, local:///path/coord.db",
+    )
+    vim: str = Field("vimha", description="The controllers' vim_connection_id")
+    groups: tuple[GroupConfig, ...] = Field((), description="Service groups this node is in")
+    run_dir: str | None = Field(None, description="Where members keep their data")
     control_dir: str | None = Field(
         None,
         description="Fault injection without root: while <control_dir>/drop-<plane> exists, "
@@ -92,6 +105,21 @@ def _check_reporting(config: AgentConfig) -> None:
     names = [s.name for s in config.services]
     if len(set(names)) != len(names):
         raise InvalidInput("agent config: service names must be unique")
+    groups = [g.name for g in config.groups]
+    if len(set(groups)) != len(groups):
+        raise InvalidInput("agent config: group names must be unique")
+    for group in config.groups:
+        if config.node not in group.members:
+            raise InvalidInput(f"agent config: group {group.name}: {config.node} is not a member")
+    if config.groups and not config.coordination_url:
+        raise InvalidInput(
+            "agent config: groups need coordination_url (etcd://... or local:///...)"
+        )
+    if config.coordination_url == "local://":
+        raise InvalidInput(
+            "agent config: coordination_url local:// is one process's memory; use "
+            "local:///path/coord.db (the processes of one host) or etcd://..."
+        )
 
 
 def load_agent_config(path: Path) -> AgentConfig:
@@ -175,6 +203,13 @@ async def run_agent(config: AgentConfig) -> int:
         watchdogs.append(
             asyncio.create_task(watch_hardware(config.node, config.hardware, reporter, stop))
         )
+    coord = None
+    if config.groups and config.coordination_url:
+        coord = open_coordination(config.coordination_url, SystemClock())
+        run_dir = Path(config.run_dir or tempfile.gettempdir()) / f"vimha-{config.node}"
+        for group in config.groups:
+            member = GroupMember(config.node, config.vim, group, coord, run_dir)
+            watchdogs.append(asyncio.create_task(member.run(stop)))
     systemd.ready()
     await sender.run(stop)
     systemd.stopping()
@@ -183,5 +218,7 @@ async def run_agent(config: AgentConfig) -> int:
         if isinstance(result, BaseException):
             log.error("a watchdog failed: %r", result)
     report_task.cancel()
+    if coord is not None:
+        await coord.close()
     log.info("agent %s stopped", config.node)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -35,6 +36,7 @@ from vimha.servicespec import ServiceConfig
 log = logging.getLogger("vimha.agent.services")
 FAILED_CAUSE = "service failed its health check"
 GAVE_UP_CAUSE = "service failed beyond its restart budget"
+PR_SET_PDEATHSIG = 1
 EARLIER_ALARMS = (("SERVICE_GAVE_UP", GAVE_UP_CAUSE), ("SERVICE_FAILED", FAILED_CAUSE))
 
 
@@ -46,9 +48,18 @@ def process_state(pid: int) -> str | None:
         return None
 
 
+def die_with_agent() -> None:
+    """In a child before exec: SIGKILL when the agent (its parent) dies. Members of service
+    groups use it, so that no member outlives the agent holding its role: a restarted agent
+    starts its members again, as standbys."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class SupervisedProcess:
-    def __init__(self, cfg: ServiceConfig) -> None:
+    def __init__(self, cfg: ServiceConfig, die_with_agent: bool = False) -> None:
         self.cfg = cfg
+        self.die_with_agent = die_with_agent
         self.proc: subprocess.Popen[bytes] | None = None
         self._http = Http1Client(cfg.timeout)
 
@@ -63,6 +74,7 @@ class SupervisedProcess:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
             env=env,
+            preexec_fn=die_with_agent if self.die_with_agent else None,
         )
 
     def kill(self) -> None:

@@ -12,7 +12,16 @@ from vimha import __version__
 from vimha.api import problems
 from vimha.api.auth import TokenAuth
 from vimha.api.fastpath import EventsFastPath
-from vimha.api.routers import admin, alarms, events, hosts, services, subscriptions, versions
+from vimha.api.routers import (
+    admin,
+    alarms,
+    events,
+    groups,
+    hosts,
+    services,
+    subscriptions,
+    versions,
+)
 from vimha.api.schemas import ProblemDetails
 from vimha.api.sol import VersionHeader
 from vimha.engine.runtime import Runtime
@@ -46,7 +55,7 @@ def create_app(runtime: Runtime, token_auth: TokenAuth) -> FastAPI:
     app.state.runtime = runtime
     app.state.auth = token_auth
     problems.install(app)
-    for module in (versions, alarms, subscriptions, events, hosts, services, admin):
+    for module in (versions, alarms, subscriptions, events, hosts, services, groups, admin):
         app.include_router(module.router)
     app.include_router(alarms.objects_router)
     app.include_router(admin.metrics_router)

@@ -5,6 +5,7 @@ mode: no root, no real link to cut)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -52,6 +53,19 @@ def service_pids(n: dict[str, Any]) -> list[int]:
     return find_processes("vimha.cloud.demo_service", f"--node {n['name']} ")
 
 
+def member_pids(n: dict[str, Any]) -> list[int]:
+    """The node's members of service groups that are not demo services (Redis)."""
+    return [p for p in find_processes("redis-server") if _parent_is_agent(p, n)]
+
+
+def _parent_is_agent(pid: int, n: dict[str, Any]) -> bool:
+    try:
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return False
+    return ppid in agent_pids(n)
+
+
 def kill_agent(data_dir: Path, name: str) -> str:
     n = node(load_state(data_dir), name)
     return _signal(agent_pids(n), signal.SIGKILL, f"agent of {name}")
@@ -65,6 +79,51 @@ def kill_service(data_dir: Path, name: str) -> str:
 def hang_service(data_dir: Path, name: str) -> str:
     n = node(load_state(data_dir), name)
     return _signal(service_pids(n), signal.SIGSTOP, f"{n['service']} on {name}")
+
+
+async def read_members(data_dir: Path, group: str) -> list[dict[str, Any]]:
+    """What the members of a demo group publish, read from the cloud's coordination file."""
+    from vimha.cloud.nodes import EMBEDDED_VIM, coordination_url
+    from vimha.drivers.clock import SystemClock
+    from vimha.drivers.coord_mirror import load_json
+    from vimha.drivers.coordination import open_coordination
+    from vimha.groupspec import groups_prefix
+
+    coord = open_coordination(coordination_url(data_dir), SystemClock())
+    try:
+        _, entries = await coord.list(f"{groups_prefix(EMBEDDED_VIM)}{group}/members/")
+    finally:
+        await coord.close()
+    return [load_json(e) for e in entries]
+
+
+def group_members(data_dir: Path, group: str) -> list[dict[str, Any]]:
+    load_state(data_dir)  # a clear error when there is no cloud here
+    return asyncio.run(read_members(data_dir, group))
+
+
+HOW = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
+
+
+def kill_active(data_dir: Path, group: str, how: str = "kill") -> str:
+    """SIGKILL (or SIGSTOP) the active member of a group; `agent-stop` freezes its agent
+    instead (the member keeps running: only fencing makes the switch-over safe), `power-off`
+    powers its node off through the BMC."""
+    members = group_members(data_dir, group)
+    if not members:
+        raise InvalidInput(f"no service group {group!r} in this cloud (groups: api, kv, workers)")
+    active = [m for m in members if m.get("role") == "active" and m.get("pid")]
+    if not active:
+        raise Permanent(f"group {group} has no active member now")
+    target = sorted(active, key=lambda m: (m.get("slot") is None, m.get("slot") or 0))[0]
+    where = f"{group}'s active member on {target['host']}"
+    if how in HOW:
+        return _signal([int(target["pid"])], HOW[how], where)
+    if how == "agent-stop":
+        return _signal([int(target["agentPid"])], signal.SIGSTOP, f"the agent of {where}")
+    if how == "power-off":
+        return power_off(data_dir, str(target["host"]))
+    raise InvalidInput(f"--how {how!r}: use kill, stop, agent-stop or power-off")
 
 
 def _net(n: dict[str, Any]) -> Netns | None:
@@ -167,7 +226,7 @@ def heal(data_dir: Path, name: str | None = None) -> str:
             for plane in netns.links_down(net, each):
                 netns.set_link(net, each, plane, up=True)
                 done.append(f"{each}: link {plane} up")
-        for pid in service_pids(n) + agent_pids(n):
+        for pid in service_pids(n) + agent_pids(n) + member_pids(n):
             os.kill(pid, signal.SIGCONT)
         _sim(n, "heal")
         bmc = _bmc(n)

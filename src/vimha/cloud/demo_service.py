@@ -13,10 +13,12 @@ import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from vimha.cloud.parent import watch_parent
 
 HUNG = threading.Event()
+ROLE_FILE: Path | None = None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -29,6 +31,13 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         while HUNG.is_set():
             time.sleep(3600)
+        if ROLE_FILE is not None:  # a member of a service group: say which role it has
+            try:
+                role = ROLE_FILE.read_text().strip() or "standby"
+            except OSError:
+                role = "standby"
+            self._reply(200, f"ok {role}\n".encode())
+            return
         self._reply(200, b"ok\n")
 
     def do_POST(self) -> None:
@@ -51,7 +60,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--node", default="")
     parser.add_argument("--service", default="")
+    parser.add_argument("--role-file", help="The role its agent writes (service groups)")
     args = parser.parse_args()
+    global ROLE_FILE
+    ROLE_FILE = Path(args.role_file) if args.role_file else None
     watch_parent(lambda: os._exit(0))
     ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
 

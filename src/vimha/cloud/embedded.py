@@ -18,11 +18,13 @@ import httpx
 from vimha.cloud.netns import Netns, create
 from vimha.cloud.netns import available as netns_available
 from vimha.cloud.nodes import (
+    EMBEDDED_VIM,
     PLANES,
     Launcher,
     NodePlan,
     check_ports,
     controller_host,
+    coordination_url,
     host_inventory,
     listen_addresses,
     plan,
@@ -42,7 +44,8 @@ def embedded_config(
 ) -> Config:
     data_dir = data_dir.resolve()
     overrides: dict[str, Any] = {
-        "vim_connection_id": "vimha-embedded",
+        "vim_connection_id": EMBEDDED_VIM,
+        "coordination": {"url": coordination_url(data_dir)},
         "data_dir": str(data_dir),
         "api": {
             "host": host,

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from vimha.cloud.bmc_sim import BmcState, serve
+from vimha.cloud.demo_groups import demo_groups, group_ports
 from vimha.cloud.netns import Netns, destroy, exec_prefix
 from vimha.cloud.parent import ENV
 from vimha.cloud.procs import find_processes
@@ -101,20 +102,30 @@ def plan(data_dir: Path, port: int, net: Netns | None = None) -> list[NodePlan]:
     return nodes
 
 
+EMBEDDED_VIM = "vimha-embedded"
+
+
+def coordination_url(data_dir: Path) -> str:
+    """The controller and the control nodes' agents share one coordination file."""
+    return f"local://{data_dir.resolve() / 'coord.db'}"
+
+
 def tcp_ports(port: int) -> list[int]:
-    """The TCP ports a cloud at `port` takes: the API, the demo services, the BMCs."""
+    """The TCP ports a cloud at `port` takes: the API, the demo services, the BMCs, the
+    members of the demo service groups."""
     n = len(LAYOUT)
     return [
         port,
         *(port + 100 + i for i in range(1, n + 1)),
         *(port + 200 + i for i in range(1, n + 1)),
+        *group_ports(port),
     ]
 
 
 def check_ports(port: int) -> None:
     """Refuse at once, with the port named, rather than fail half-started."""
-    if not port > 0 and port + 200 + len(LAYOUT) < 65536:
-        raise Permanent(f"--port {port}: the cloud needs ports up to {port + 200 + len(LAYOUT)}")
+    if port <= 0 or max(tcp_ports(port)) >= 65536:
+        raise Permanent(f"--port {port}: the cloud needs ports up to {max(tcp_ports(port))}")
     for p in tcp_ports(port):
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -179,6 +190,11 @@ def write_agent_config(
             }
         ],
     }
+    groups = demo_groups(node.name, node.addresses[PLANES[0]], port, home)
+    if groups:
+        config["groups"] = groups
+        config["coordination_url"] = coordination_url(data_dir)
+        config["vim"] = EMBEDDED_VIM
     path = home / "agent.yaml"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -116,6 +116,23 @@ class EtcdCoordination:
         kv = kvs[0]
         return Entry(key, _text(kv.get("value")), int(kv["mod_revision"]), int(kv.get("lease", 0)))
 
+    async def list(self, prefix: str) -> tuple[int, list[Entry]]:
+        doc = await self._call("kv/range", {"key": _b64(prefix), "range_end": _prefix_end(prefix)})
+        entries = [
+            Entry(
+                _text(kv["key"]),
+                _text(kv.get("value")),
+                int(kv["mod_revision"]),
+                int(kv.get("lease", 0)),
+            )
+            for kv in doc.get("kvs") or []
+        ]
+        return int(doc["header"]["revision"]), sorted(entries, key=lambda e: e.key)
+
+    async def put(self, key: str, value: str, lease: int = 0) -> int:
+        doc = await self._call("kv/put", self._put(key, value, lease)["request_put"])
+        return int(doc["header"]["revision"])
+
     async def replace(self, key: str, value: str, revision: int, lease: int = 0) -> bool:
         compare = [{"key": _b64(key), "target": "MOD", "mod_revision": revision}]
         return await self._txn(compare, [self._put(key, value, lease)])

@@ -85,6 +85,18 @@ class LocalCoordination:
         self._expire()
         return self.keys.get(key)
 
+    async def list(self, prefix: str) -> tuple[int, list[Entry]]:
+        self._expire()
+        entries = [e for k, e in sorted(self.keys.items()) if k.startswith(prefix)]
+        return self.revision, entries
+
+    async def put(self, key: str, value: str, lease: int = 0) -> int:
+        self._expire()
+        self._usable(lease)
+        self._record("PUT", key, value, lease)
+        await self._notify()
+        return self.revision
+
     async def replace(self, key: str, value: str, revision: int, lease: int = 0) -> bool:
         self._expire()
         self._usable(lease)

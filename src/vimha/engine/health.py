@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -51,6 +52,14 @@ log = logging.getLogger("vimha.health")
 # hypervisor agent, the virtual switch of a compute node.
 COMPUTE_KINDS = frozenset({"compute"})
 GRACE_TIMEOUTS = 5
+
+
+async def _nothing(host: str) -> None:
+    return None
+
+
+async def _nothing_since(host: str, since: float | None) -> None:
+    return None
 
 
 class HealthMonitor:
@@ -94,6 +103,10 @@ class HealthMonitor:
             clock,
             on_result=self._read_bmc,
         )
+        # Told when a host is fenced and when it is UP again (the service groups' roles).
+        self.on_fenced: Callable[[str, float | None], Awaitable[None]] = _nothing_since
+        self.on_back: Callable[[str], Awaitable[None]] = _nothing
+        self.failed_at: dict[str, float] = {}  # when each failed host was found failed
         for h in config.hosts:
             self.declare(h, "config")
 
@@ -322,6 +335,14 @@ class HealthMonitor:
             await self.faults.ingest_async(events)
         for change in actions.changes:
             log.info("host %s: %s", change.host, change.reason)
+            if change.current.health is HealthStatus.FENCED:
+                # its service-group roles are free now
+                await self.on_fenced(change.host, self.failed_at.get(change.host))
+            elif change.current.health is HealthStatus.UP:
+                self.failed_at.pop(change.host, None)
+                await self.on_back(change.host)
+            elif change.current.kind is not None:
+                self.failed_at.setdefault(change.host, self.clock.now().timestamp())
             if change.previous is None and change.current.health in (
                 HealthStatus.UP,
                 HealthStatus.UNKNOWN,

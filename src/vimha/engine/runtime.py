@@ -23,6 +23,7 @@ from vimha.engine.dispatch import Dispatcher
 from vimha.engine.dispatch_process import DispatcherProcess
 from vimha.engine.election import Elector
 from vimha.engine.faults import FaultService, SubscriptionCache
+from vimha.engine.groups import GroupWatcher
 from vimha.engine.health import HealthMonitor
 from vimha.engine.services import ServiceRegistry
 from vimha.engine.writer import StoreWriter
@@ -89,6 +90,12 @@ class Runtime:
             clock,
             on_change=lambda h: log.warning("singleton work: %s (epoch %d)", h.role, h.epoch),
         )
+        self.groups = GroupWatcher(
+            self.coordination, config.vim_connection_id, self.faults, clock, self.holds_singleton
+        )
+        if self.health is not None:
+            self.health.on_fenced = self.groups.host_fenced
+            self.health.on_back = self.groups.host_back
         self.started_at = clock.now()
         self.failed = asyncio.Event()
         self._stop = asyncio.Event()
@@ -105,6 +112,7 @@ class Runtime:
             ),
         )
         self._spawn("checkpoint", self._checkpoints())
+        self._spawn("groups", self.groups.run(self._stop))
         if self.health is not None:
             self._spawn("health", self.health.run(self._stop))
         ready = asyncio.ensure_future(self.dispatcher.ready.wait())

@@ -1,6 +1,7 @@
 """Coordination between controllers (issue 4): keys with revisions, compare-and-swap, leases
 that expire with their keys, counters for fencing epochs, and watches. Drivers are chosen by
-URL: `etcd://host:port,host:port` (a real etcd v3 cluster) or `local://` (one host only).
+URL: `etcd://host:port,host:port` (a real etcd v3 cluster), `local://` (this process only)
+or `local:///path/coord.db` (the processes of one host, e.g. the embedded cloud).
 
 Contract for every driver:
 - `create` succeeds for exactly one of concurrent callers; `replace` and `delete` with an
@@ -66,6 +67,14 @@ class Coordination(Protocol):
         ...
 
     async def get(self, key: str) -> Entry | None: ...
+
+    async def list(self, prefix: str) -> tuple[int, list[Entry]]:
+        """Every key under the prefix, with the store's revision to watch from."""
+        ...
+
+    async def put(self, key: str, value: str, lease: int = 0) -> int:
+        """Write unconditionally; returns the revision of the write."""
+        ...
 
     async def replace(self, key: str, value: str, revision: int, lease: int = 0) -> bool:
         """Write the key only if its last change is `revision`."""

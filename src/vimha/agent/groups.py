@@ -1,0 +1,330 @@
+"""A node's member of a service group (issue 4): it monitors its member through the handler,
+publishes itself in the coordination backend, and takes, holds or gives up an active slot as
+`domain/groups.py` decides. Keys, under /vimha/<vim>/groups/<group>/:
+
+    spec                the group as declared (every member writes the same)
+    members/<node>      this member: health, role, position, pid (on the member's lease)
+    slots/<i>           the active of slot i (on the holder's lease)
+    holder/<i>          the last holder of slot i, with its epoch (kept)
+    released/<i>        the last holder demoted itself and released slot i (kept)
+    epoch               the fencing-token counter
+and /vimha/<vim>/fenced/<host>, written by a controller once it has fenced a host.
+
+Fast path: a member whose monitor fails resigns at once (stop, release, delete the slot), and
+a standby takes the slot on the next watch event. A holder that cannot renew its lease for
+`demote_after` demotes itself before the lease can lapse; a lapsed lease alone never lets a
+standby in (the old active may be frozen, not dead): a release or a fencing must come first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from vimha.agent.handlers import Handler, HandlerFailed, Health, make_handler
+from vimha.domain.errors import Temporary
+from vimha.domain.groups import Act, Decision, MemberView, Vacancy, decide_member
+from vimha.drivers.coord_mirror import Mirror, load_json
+from vimha.groupspec import GroupConfig, fenced_prefix, groups_prefix, peer_from
+from vimha.ports.coordination import Coordination, LeaseLost
+
+log = logging.getLogger("vimha.agent.groups")
+START_GRACE = 3.0  # a member just (re)started is not restarted again for failing checks
+
+
+class GroupMember:
+    def __init__(
+        self,
+        node: str,
+        vim: str,
+        cfg: GroupConfig,
+        coord: Coordination,
+        run_dir: Path,
+        handler: Handler | None = None,
+    ) -> None:
+        self.node = node
+        self.cfg = cfg
+        self.coord = coord
+        self.policy = cfg.group_policy()
+        self.lease_policy = cfg.lease.policy()
+        self.prefix = f"{groups_prefix(vim)}{cfg.name}/"
+        self.fenced = fenced_prefix(vim)
+        self.mirror = Mirror(coord, (self.prefix, self.fenced))
+        self.common = f"/vimha/{vim}/"
+        self.handler = handler or make_handler(cfg.name, cfg.handler, run_dir)
+        self.lease = 0
+        self.renewed_at = 0.0
+        self.holding: int | None = None
+        self.epoch = 0
+        self.following: str | None = "?"
+        self.health = Health(False, "starting")
+        self.started_at = 0.0
+        self.last_decision: Decision | None = None
+        self.published: dict[str, Any] = {}
+        self.vacant_since: dict[int, float] = {}
+        self.role = "standby"
+
+    # --- the lease -------------------------------------------------------------------------
+
+    async def _keep_lease(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                if self.lease == 0:
+                    self.lease = await self.coord.grant(self.lease_policy.ttl)
+                    self.published = {}  # write everything again on the new lease
+                else:
+                    await self.coord.keepalive(self.lease)
+                self.renewed_at = time.monotonic()
+            except LeaseLost:
+                log.warning("%s: lease lost", self.cfg.name)
+                self.lease = 0
+                self.mirror.changed.set()
+                continue
+            except Temporary as exc:
+                log.warning("%s: lease not renewed (%s)", self.cfg.name, exc)
+                self.mirror.changed.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.lease_policy.renew)
+
+    def _trusted(self) -> bool:
+        return (
+            self.lease != 0 and time.monotonic() - self.renewed_at < self.lease_policy.demote_after
+        )
+
+    # --- the view --------------------------------------------------------------------------
+
+    def _view(self) -> MemberView:
+        keys = self.mirror.keys
+        peers = []
+        for key, entry in keys.items():
+            if key.startswith(self.prefix + "members/") and not key.endswith("/" + self.node):
+                peers.append(peer_from(load_json(entry)))
+        vacancies = []
+        for slot in range(self.policy.slots):
+            if self.prefix + f"slots/{slot}" in keys:
+                continue
+            holder_entry = keys.get(self.prefix + f"holder/{slot}")
+            holder = load_json(holder_entry)
+            released = load_json(keys.get(self.prefix + f"released/{slot}"))
+            fence = keys.get(self.fenced + str(holder.get("host", "")))
+            vacancies.append(
+                Vacancy(
+                    slot,
+                    holder.get("member"),
+                    holder.get("host"),
+                    bool(holder) and released.get("epoch") == holder.get("epoch"),
+                    fence is not None
+                    and holder_entry is not None
+                    and fence.revision > holder_entry.revision,
+                    int(released.get("position", -1)) if released else -1,
+                )
+            )
+        return MemberView(
+            self.node,
+            self.health.healthy,
+            self.health.position,
+            self.holding,
+            tuple(peers),
+            tuple(vacancies),
+        )
+
+    def _active_address(self) -> str | None:
+        doc = load_json(self.mirror.keys.get(self.prefix + "slots/0"))
+        address = doc.get("address")
+        return str(address) if address and doc.get("member") != self.node else None
+
+    # --- acting ----------------------------------------------------------------------------
+
+    async def _take(self, slot: int, reason: str) -> None:
+        if not self._trusted():
+            return
+        epoch = await self.coord.increment(self.prefix + "epoch")
+        value = json.dumps(
+            {
+                "member": self.node,
+                "host": self.node,
+                "address": self.cfg.address,
+                "epoch": epoch,
+                "t": time.time(),
+                "reason": reason,
+            }
+        )
+        if not await self.coord.create(self.prefix + f"slots/{slot}", value, self.lease):
+            return
+        await self.coord.put(self.prefix + f"holder/{slot}", value)
+        self.holding, self.epoch = slot, epoch
+        try:
+            await self.handler.promote(epoch)
+        except HandlerFailed as exc:
+            log.error("%s: promotion failed (%s): resigning", self.cfg.name, exc)
+            await self._resign(slot, f"promotion failed: {exc}")
+            return
+        self.role = "active"
+        self.following = None
+        log.warning("%s: active in slot %d (epoch %d): %s", self.cfg.name, slot, epoch, reason)
+
+    async def _resign(self, slot: int, reason: str) -> None:
+        """Stop serving first (hard: the member may be hung), then say so, then free the slot."""
+        await self.handler.stop()
+        self.started_at = 0.0  # restart it as a standby at once
+        self.holding, self.role, self.following = None, "standby", "?"
+        released = json.dumps(
+            {
+                "member": self.node,
+                "host": self.node,
+                "epoch": self.epoch,
+                "position": self.health.position,
+                "t": time.time(),
+                "reason": reason,
+            }
+        )
+        with contextlib.suppress(Temporary):
+            await self.coord.put(self.prefix + f"released/{slot}", released)
+            entry = self.mirror.keys.get(self.prefix + f"slots/{slot}")
+            if entry is not None and load_json(entry).get("epoch") == self.epoch:
+                await self.coord.delete(self.prefix + f"slots/{slot}")
+        log.warning("%s: %s resigned slot %d: %s", self.cfg.name, self.node, slot, reason)
+
+    async def _restart_if_due(self) -> None:
+        now = time.monotonic()
+        if self.started_at and now - self.started_at < max(START_GRACE, self.cfg.restart_backoff):
+            return
+        if self.started_at:
+            log.warning("%s: member unhealthy (%s): restarting", self.cfg.name, self.health.detail)
+        await self.handler.stop()
+        self.started_at = now
+        self.following = "?"
+        try:
+            await self.handler.start()
+        except HandlerFailed as exc:
+            log.error("%s: could not start the member: %s", self.cfg.name, exc)
+
+    async def _follow(self) -> None:
+        active = self._active_address()
+        if active == self.following:
+            return
+        try:
+            await self.handler.demote(active)
+            self.following = active
+            self.role = "standby"
+        except HandlerFailed as exc:
+            log.debug("%s: could not follow %s yet: %s", self.cfg.name, active, exc)
+
+    async def _publish(self) -> None:
+        doc = {
+            "member": self.node,
+            "host": self.node,
+            "address": self.cfg.address,
+            "healthy": self.health.healthy,
+            "detail": self.health.detail,
+            "position": self.health.position,
+            "slot": self.holding,
+            "epoch": self.epoch if self.holding is not None else None,
+            "role": self.role,
+            "pid": self.handler.pid,
+            "agentPid": os.getpid(),
+            "decision": self.last_decision.reason if self.last_decision else "",
+        }
+        if doc == self.published or self.lease == 0:
+            return
+        value = json.dumps({**doc, "t": time.time()})
+        await self.coord.put(self.prefix + f"members/{self.node}", value, self.lease)
+        self.published = doc
+
+    async def _settled(self, decision: Decision) -> bool:
+        """A free slot goes to the freshest standby: positions are given one monitor round to
+        be published before a handler with positions takes it."""
+        if decision.slot is None or self.health.position < 0:
+            return True
+        first = self.vacant_since.setdefault(decision.slot, time.monotonic())
+        return time.monotonic() - first >= 1.5 * self.cfg.monitor_interval
+
+    async def step(self) -> None:
+        self.health = await self.handler.monitor()
+        if self.holding is not None:
+            mine = load_json(self.mirror.keys.get(self.prefix + f"slots/{self.holding}"))
+            if not self._trusted() or mine.get("epoch") != self.epoch:
+                why = "slot lost" if mine.get("epoch") != self.epoch else "lease not renewed"
+                await self._resign(self.holding, f"{why}: demote before anyone takes over")
+        decision = decide_member(self._view(), self.policy)
+        if decision.reason != (self.last_decision.reason if self.last_decision else ""):
+            log.info("%s: %s", self.cfg.name, decision.reason)
+        self.last_decision = decision
+        held = {
+            s for s in range(self.policy.slots) if self.prefix + f"slots/{s}" in self.mirror.keys
+        }
+        for slot in list(self.vacant_since):
+            if slot in held:
+                del self.vacant_since[slot]
+        if decision.act is Act.RESIGN and decision.slot is not None:
+            await self._resign(decision.slot, decision.reason)
+        elif decision.act is Act.TAKE and decision.slot is not None:
+            if await self._settled(decision):
+                await self._take(decision.slot, decision.reason)
+        elif decision.act is Act.FOLLOW:
+            await self._follow()
+        elif decision.act is Act.SERVE:
+            self.role = "active"
+        elif decision.act is Act.WAIT:
+            self.role = "down" if not self.health.healthy else "standby"
+            if not self.health.healthy:
+                await self._restart_if_due()
+            elif self.policy.slots:
+                await self._follow()
+        await self._publish()
+
+    async def _recover_earlier_holding(self) -> None:
+        """A restarted agent serves nothing yet: release what an earlier run of it held."""
+        for slot in range(self.policy.slots):
+            holder = load_json(self.mirror.keys.get(self.prefix + f"holder/{slot}"))
+            if holder.get("member") != self.node:
+                continue
+            released = load_json(self.mirror.keys.get(self.prefix + f"released/{slot}"))
+            if released.get("epoch") != holder.get("epoch"):
+                self.epoch = int(holder.get("epoch", 0))
+                await self.coord.put(
+                    self.prefix + f"released/{slot}",
+                    json.dumps({**holder, "t": time.time(), "reason": "agent restarted"}),
+                )
+            current = self.mirror.keys.get(self.prefix + f"slots/{slot}")
+            if current is not None and load_json(current).get("member") == self.node:
+                await self.coord.delete(self.prefix + f"slots/{slot}", current.revision)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [
+            asyncio.create_task(self.mirror.run(stop, self.common)),
+            asyncio.create_task(self._keep_lease(stop)),
+        ]
+        try:
+            await self.mirror.ready.wait()
+            with contextlib.suppress(Temporary):
+                await self.coord.put(self.prefix + "spec", json.dumps(self.cfg.published()))
+                await self._recover_earlier_holding()
+            await self._restart_if_due()
+            while not stop.is_set():
+                try:
+                    await self.step()
+                except Temporary as exc:
+                    log.warning("%s: coordination unavailable: %s", self.cfg.name, exc)
+                except LeaseLost:
+                    self.lease = 0
+                self.mirror.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.mirror.changed.wait(), self.cfg.monitor_interval)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.holding is not None:
+                with contextlib.suppress(Exception):
+                    await self._resign(self.holding, "agent stopping")
+            await self.handler.stop()
+            if self.lease:
+                with contextlib.suppress(Exception):
+                    await self.coord.revoke(self.lease)

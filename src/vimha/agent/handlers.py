@@ -1,0 +1,208 @@
+"""Resource handlers: how an agent starts, stops, monitors, promotes and demotes its member of
+a service group (issue 4). The interface is small, for operators to add their own:
+
+- `start()`: run the member as a standby (it must not accept writes until promoted);
+- `stop()`: stop it hard (SIGKILL: also the local fence of a hung member);
+- `monitor()`: healthy or not, why, and its replication position (-1 when it has none);
+- `promote(epoch)`: become the active; `epoch` is the fencing token of this holding;
+- `demote(active)`: become a standby that follows `active` (host:port), or serves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from vimha.agent.services import SupervisedProcess, die_with_agent, process_state
+from vimha.drivers.resp import Redis, RedisError, info_fields
+from vimha.groupspec import ProcessHandlerConfig, RedisHandlerConfig
+from vimha.servicespec import ServiceConfig
+
+UNREACHABLE = ("127.0.0.1", 9)  # a standby with no active yet replicates from nowhere
+
+
+class HandlerFailed(Exception):
+    """A start, promote or demote did not succeed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    healthy: bool
+    detail: str
+    position: int = -1
+
+
+class Handler(Protocol):
+    @property
+    def pid(self) -> int | None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def monitor(self) -> Health: ...
+
+    async def promote(self, epoch: int) -> None: ...
+
+    async def demote(self, active: str | None) -> None: ...
+
+
+class ProcessHandler:
+    def __init__(self, group: str, cfg: ProcessHandlerConfig) -> None:
+        self.group = group
+        self.cfg = cfg
+        self.proc = SupervisedProcess(
+            ServiceConfig(
+                name=group,
+                command=cfg.command,
+                check=cfg.check,
+                target=cfg.target,
+                check_command=cfg.check_command,
+                timeout=cfg.timeout,
+            ),
+            die_with_agent=True,
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.proc.pid if self.proc.proc else None
+
+    async def start(self) -> None:
+        self.proc.start()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.proc.kill)
+
+    async def monitor(self) -> Health:
+        ok, detail = await self.proc.check()
+        return Health(ok, detail)
+
+    async def promote(self, epoch: int) -> None:
+        await self._run(self.cfg.promote, "active", epoch, "")
+
+    async def demote(self, active: str | None) -> None:
+        await self._run(self.cfg.demote, "standby", 0, active or "")
+
+    async def _run(self, argv: tuple[str, ...], role: str, epoch: int, active: str) -> None:
+        if not argv:
+            return
+        env = {
+            **os.environ,
+            "VIMHA_GROUP": self.group,
+            "VIMHA_ROLE": role,
+            "VIMHA_EPOCH": str(epoch),
+            "VIMHA_ACTIVE": active,
+        }
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env
+            )
+            async with asyncio.timeout(5):
+                code = await proc.wait()
+        except (OSError, TimeoutError) as exc:
+            raise HandlerFailed(f"{role} command {argv[0]}: {exc}") from exc
+        if code != 0:
+            raise HandlerFailed(f"{role} command {argv[0]} exited {code}")
+
+
+def spawn_member(argv: list[str]) -> subprocess.Popen[bytes]:
+    """Started from the event loop's thread: the death signal follows the thread that forked."""
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=die_with_agent,
+    )
+
+
+class RedisHandler:
+    def __init__(self, group: str, cfg: RedisHandlerConfig, run_dir: Path) -> None:
+        self.group = group
+        self.cfg = cfg
+        self.data = Path(cfg.data_dir) if cfg.data_dir else run_dir / f"redis-{group}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = Redis(cfg.bind, cfg.port, cfg.timeout)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    async def start(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        host, port = UNREACHABLE
+        argv = [
+            self.cfg.server,
+            "--port", str(self.cfg.port), "--bind", self.cfg.bind,
+            "--dir", str(self.data), "--daemonize", "no", "--save", "",
+            "--appendonly", "yes", "--appendfsync", "everysec",
+            "--replicaof", host, str(port), "--replica-read-only", "yes",
+            "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
+            "--repl-ping-replica-period", "1", "--repl-timeout", "5",
+            "--protected-mode", "no", "--logfile", str(self.data / "redis.log"),
+        ]  # fmt: skip
+        try:
+            self.process = spawn_member(argv)
+        except OSError as exc:
+            raise HandlerFailed(f"{self.cfg.server}: {exc.strerror}") from exc
+
+    async def stop(self) -> None:
+        proc, self.process = self.process, None
+        self.client.close()
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.to_thread(proc.wait)
+
+    async def monitor(self) -> Health:
+        proc = self.process
+        if proc is None:
+            return Health(False, "not started")
+        if proc.poll() is not None:
+            return Health(False, f"redis-server exited ({proc.returncode})")
+        if process_state(proc.pid) in ("T", "t", "Z", "X", None):
+            return Health(False, "redis-server stopped or gone")
+        try:
+            await self.client.call("PING")
+            info = info_fields(await self.client.call("INFO", "replication"))
+        except RedisError as exc:
+            return Health(False, f"redis: {exc}")
+        role = info.get("role", "?")
+        if role == "slave" and info.get("master_link_status") != "up":
+            # a replica that has no active to follow (yet) is a fit standby, and says so
+            detail = "replica, link to active down"
+        else:
+            detail = "active" if role == "master" else "replica in sync"
+        return Health(True, detail, int(info.get("master_repl_offset", "0")))
+
+    async def promote(self, epoch: int) -> None:
+        try:
+            await self.client.call("REPLICAOF", "NO", "ONE")
+            await self.client.call("SET", "vimha:epoch", epoch)
+        except RedisError as exc:
+            raise HandlerFailed(f"promote: {exc}") from exc
+
+    async def demote(self, active: str | None) -> None:
+        host, port = UNREACHABLE
+        if active:
+            host, _, p = active.rpartition(":")
+            port = int(p)
+        try:
+            await self.client.call("REPLICAOF", host, port)
+        except RedisError as exc:
+            raise HandlerFailed(f"demote: {exc}") from exc
+
+
+def make_handler(
+    group: str, cfg: ProcessHandlerConfig | RedisHandlerConfig, run_dir: Path
+) -> Handler:
+    if isinstance(cfg, RedisHandlerConfig):
+        return RedisHandler(group, cfg, run_dir)
+    return ProcessHandler(group, cfg)

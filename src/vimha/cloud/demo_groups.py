@@ -1,0 +1,88 @@
+"""The embedded cloud's three demo service groups on the control nodes, one per policy (issue
+4), so that anyone can watch each: `api` (all-active, 3 members), `kv` (active-standby: Redis
+when redis-server is installed, else a demo member with the same promote/demote contract)
+and `workers` (n-plus-m, 2 active + 1 standby). Members listen on the node's mgmt address.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+GROUPS = ("api", "kv", "workers")
+OFFSETS = {"api": 300, "kv": 310, "workers": 320}
+CONTROL = ("ctl-1", "ctl-2", "ctl-3")
+
+
+def member_port(port: int, group: str, index: int) -> int:
+    """index: 1 for ctl-1 ..."""
+    return port + OFFSETS[group] + index
+
+
+def group_ports(port: int) -> list[int]:
+    return [member_port(port, g, i) for g in GROUPS for i in range(1, len(CONTROL) + 1)]
+
+
+def _demo(port: int, host: str, node: str, group: str, role_file: Path | None) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "vimha.cloud.demo_service", "--host", host, "--port", str(port),
+            "--node", node, "--service", f"group-{group}"]  # fmt: skip
+    handler: dict[str, Any] = {
+        "type": "process",
+        "command": argv,
+        "check": "http",
+        "target": f"http://{host}:{port}/",
+        "timeout": 0.3,
+    }
+    if role_file is not None:
+        argv += ["--role-file", str(role_file)]
+        handler["promote"] = ["sh", "-c", f'echo "active $VIMHA_EPOCH" > {role_file}']
+        handler["demote"] = ["sh", "-c", f'echo "standby $VIMHA_ACTIVE" > {role_file}']
+    return handler
+
+
+def demo_groups(node: str, host: str, port: int, home: Path) -> list[dict[str, Any]]:
+    """The groups' declarations for control node `node`, whose mgmt address is `host`."""
+    if node not in CONTROL:
+        return []
+    index = CONTROL.index(node) + 1
+    members = list(CONTROL)
+
+    def address(group: str) -> str:
+        return f"{host}:{member_port(port, group, index)}"
+
+    kv_port = member_port(port, "kv", index)
+    redis = shutil.which("redis-server")
+    kv_handler = (
+        {"type": "redis", "port": kv_port, "bind": host, "server": redis,
+         "data_dir": str(home / "redis-kv")}
+        if redis
+        else _demo(kv_port, host, node, "kv", home / "kv.role")
+    )  # fmt: skip
+    return [
+        {
+            "name": "api",
+            "policy": "all-active",
+            "members": members,
+            "address": address("api"),
+            "handler": _demo(member_port(port, "api", index), host, node, "api", None),
+        },
+        {
+            "name": "kv",
+            "policy": "active-standby",
+            "members": members,
+            "address": address("kv"),
+            "handler": kv_handler,
+        },
+        {
+            "name": "workers",
+            "policy": "n-plus-m",
+            "active": 2,
+            "members": members,
+            "address": address("workers"),
+            "handler": _demo(
+                member_port(port, "workers", index), host, node, "workers", home / "workers.role"
+            ),
+        },
+    ]

@@ -1,0 +1,264 @@
+"""Service groups (issue 4: ARCH-2, ARCH-4, ARCH-5, ARCH-6): who is active, decided by each
+member from what it sees in the coordination backend; and the group's alarms, decided by the
+controllers from the same view. Pure functions; the agent (`agent/groups.py`) and the
+controller (`engine/groups.py`) act.
+
+Roles are slots: an `active-standby` group has one, an `n-plus-m` group N; a member holds a
+slot through its lease. A slot is taken only when it is safe: its last holder released it
+(it demoted itself first) or its host was fenced; never merely because a lease lapsed, since
+a frozen holder may still be serving. Among the healthy standbys the freshest (replication
+position, then name) takes a free slot (ARCH-3); one further behind than `max_lag` takes it
+only if the policy says so. `all-active` groups have no slots: every healthy member serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from vimha.domain.alarms import EventType, FaultEvent, Location, Severity
+from vimha.domain.errors import InvalidInput
+
+
+class Policy(StrEnum):
+    ACTIVE_STANDBY = "active-standby"
+    N_PLUS_M = "n-plus-m"
+    ALL_ACTIVE = "all-active"
+
+
+class OnStale(StrEnum):
+    WAIT = "wait"  # keep the group without an active rather than lose data
+    PROMOTE = "promote"  # availability first: the freshest member takes over all the same
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPolicy:
+    policy: Policy
+    members: int
+    active: int = 1  # N active slots (n-plus-m); 1 for active-standby; all for all-active
+    max_lag: int | None = None  # replication positions a standby may be behind
+    on_stale: OnStale = OnStale.WAIT
+    quorum: bool = False  # a cluster of N-way actives that serves only with a majority
+
+    def __post_init__(self) -> None:
+        if self.members < 1:
+            raise InvalidInput("service group: at least one member")
+        if self.policy is Policy.ACTIVE_STANDBY and self.active != 1:
+            raise InvalidInput("an active-standby group has exactly one active")
+        if self.policy is Policy.N_PLUS_M and not 1 <= self.active < self.members:
+            raise InvalidInput("an n-plus-m group needs 1 <= N active < members (M >= 1)")
+
+    @property
+    def slots(self) -> int:
+        return 0 if self.policy is Policy.ALL_ACTIVE else self.active
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Another live member, as it publishes itself."""
+
+    member: str
+    host: str
+    healthy: bool
+    position: int = -1  # replication progress; -1 when the handler has none
+    slot: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Vacancy:
+    """A free slot and what is known of its last holder."""
+
+    slot: int
+    last_member: str | None = None
+    last_host: str | None = None
+    released: bool = False  # the last holder demoted itself and said so
+    fenced: bool = False  # the last holder's host was fenced since it took the slot
+    position: int = -1  # the last holder's position when it released
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    me: str
+    healthy: bool
+    position: int
+    holding: int | None  # the slot I hold
+    peers: tuple[Peer, ...]
+    vacancies: tuple[Vacancy, ...]
+
+
+class Act(StrEnum):
+    SERVE = "SERVE"  # all-active: serve
+    HOLD = "HOLD"  # keep my slot, keep serving
+    TAKE = "TAKE"  # take a free slot, then promote
+    RESIGN = "RESIGN"  # demote, then release my slot
+    FOLLOW = "FOLLOW"  # standby, following the active
+    WAIT = "WAIT"  # neither active nor a candidate now
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    act: Act
+    reason: str
+    slot: int | None = None
+
+
+def _safe(v: Vacancy) -> str | None:
+    """Why the slot may not be taken yet, or None when it may."""
+    if v.last_member is None or v.released or v.fenced:
+        return None
+    return (
+        f"slot {v.slot}: its last holder {v.last_member} on {v.last_host} neither released it "
+        "nor was fenced: wait (it may still be serving)"
+    )
+
+
+def decide_member(view: MemberView, policy: GroupPolicy) -> Decision:
+    if policy.policy is Policy.ALL_ACTIVE:
+        if view.healthy:
+            return Decision(Act.SERVE, "all-active: healthy, serve")
+        return Decision(Act.WAIT, "all-active: unhealthy, out of service until it recovers")
+    if view.holding is not None:
+        if not view.healthy:
+            return Decision(
+                Act.RESIGN, "local monitor failed: demote, then release the slot", view.holding
+            )
+        return Decision(Act.HOLD, f"active in slot {view.holding}", view.holding)
+    if not view.healthy:
+        return Decision(Act.WAIT, "unhealthy: not a candidate for a free slot")
+    free, blocked = [], []
+    for vacancy in sorted(view.vacancies, key=lambda v: v.slot):
+        why = _safe(vacancy)
+        if why is None:
+            free.append(vacancy)
+        else:
+            blocked.append(why)
+    if not free:
+        if blocked:
+            return Decision(Act.WAIT, blocked[0])
+        return Decision(Act.FOLLOW, "standby: every slot is held")
+    candidates = [(view.position, view.me)] + [
+        (p.position, p.member) for p in view.peers if p.healthy and p.slot is None
+    ]
+    ranked = sorted(candidates, key=lambda c: (-c[0], c[1]))
+    rank = ranked.index((view.position, view.me))
+    if rank >= len(free):
+        ahead = ", ".join(m for _, m in ranked[: len(free)])
+        return Decision(Act.FOLLOW, f"standby: {ahead} fresher or first in order, takes it")
+    vacancy = free[rank]
+    behind = vacancy.position - view.position if vacancy.position >= 0 else 0
+    if policy.max_lag is not None and behind > policy.max_lag:
+        if policy.on_stale is OnStale.WAIT:
+            return Decision(
+                Act.WAIT,
+                f"slot {vacancy.slot}: freshest candidate is {behind} behind the last active "
+                f"(max_lag {policy.max_lag}): wait rather than lose data",
+            )
+        return Decision(
+            Act.TAKE,
+            f"slot {vacancy.slot}: {behind} behind the last active, promoted all the same "
+            "(on_stale: promote)",
+            vacancy.slot,
+        )
+    return Decision(Act.TAKE, f"slot {vacancy.slot} free and safe: take it", vacancy.slot)
+
+
+# --- the group as the controllers see it -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSnapshot:
+    name: str
+    policy: GroupPolicy
+    healthy: int  # live members whose monitor passes
+    active: int  # slots held by a healthy member (all-active: healthy members)
+    vacancies: int  # slots without a holder
+
+
+@dataclass(frozen=True, slots=True)
+class GroupAlarm:
+    fault_type: str
+    probable_cause: str
+
+
+SWITCHOVER = GroupAlarm("SERVICE_GROUP_SWITCHOVER", "active member lost: switch-over")
+DOWN = GroupAlarm("SERVICE_GROUP_DOWN", "no member of the group serves")
+REDUNDANCY = GroupAlarm("SERVICE_GROUP_REDUNDANCY_LOST", "fewer healthy members than declared")
+GROUP_ALARMS = (SWITCHOVER, DOWN, REDUNDANCY)
+
+
+def group_conditions(g: GroupSnapshot) -> dict[GroupAlarm, tuple[Severity, str]]:
+    """The alarms the group deserves now, with severity and reason."""
+    out: dict[GroupAlarm, tuple[Severity, str]] = {}
+    needed = g.policy.slots or 1
+    standbys = g.healthy - g.active
+    if g.active == 0 and not (g.vacancies and standbys):
+        out[DOWN] = (Severity.CRITICAL, f"{g.name}: no active member, no standby fit to serve")
+    elif g.policy.quorum and g.healthy <= g.policy.members // 2:
+        out[DOWN] = (
+            Severity.CRITICAL,
+            f"{g.name}: quorum lost ({g.healthy} of {g.policy.members} members healthy)",
+        )
+    elif g.vacancies and standbys:
+        out[SWITCHOVER] = (
+            Severity.CRITICAL if g.active == 0 else Severity.MAJOR,
+            f"{g.name}: {g.vacancies} of {needed} active slots free: switch-over in progress",
+        )
+    if g.healthy < g.policy.members:
+        out[REDUNDANCY] = (
+            Severity.MAJOR if g.active else Severity.CRITICAL,
+            f"{g.name}: {g.healthy} of {g.policy.members} members healthy",
+        )
+    return out
+
+
+def decide_group_alarms(
+    g: GroupSnapshot,
+    raised: frozenset[GroupAlarm],
+    location: Location,
+    now: datetime,
+) -> tuple[list[FaultEvent], frozenset[GroupAlarm]]:
+    """Raise what the group deserves and is not raised, clear what it no longer deserves."""
+    wanted = group_conditions(g)
+    events = [
+        _event(g.name, alarm, severity, reason, location, now)
+        for alarm, (severity, reason) in wanted.items()
+        if alarm not in raised
+    ]
+    events += [
+        _event(g.name, alarm, Severity.CLEARED, f"{g.name}: recovered", location, now)
+        for alarm in sorted(raised - wanted.keys(), key=lambda a: a.fault_type)
+    ]
+    return events, frozenset(wanted)
+
+
+def _event(
+    group: str,
+    alarm: GroupAlarm,
+    severity: Severity,
+    reason: str,
+    location: Location,
+    now: datetime,
+) -> FaultEvent:
+    return FaultEvent(
+        managed_object_id=f"group/{group}",
+        fault_type=alarm.fault_type,
+        probable_cause=alarm.probable_cause,
+        perceived_severity=severity,
+        event_type=EventType.PROCESSING_ERROR_ALARM,
+        event_time=now,
+        vim_level_resource_type="service-group",
+        resource_id=f"group/{group}",
+        fault_details=(reason,),
+        location=location,
+    )
+
+
+def snapshot(name: str, policy: GroupPolicy, peers: Sequence[Peer]) -> GroupSnapshot:
+    healthy = [p for p in peers if p.healthy]
+    if policy.policy is Policy.ALL_ACTIVE:
+        return GroupSnapshot(name, policy, len(healthy), len(healthy), 0)
+    held = {p.slot for p in peers if p.slot is not None}
+    active = sum(1 for p in healthy if p.slot is not None)
+    return GroupSnapshot(name, policy, len(healthy), active, policy.slots - len(held))

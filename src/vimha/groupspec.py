@@ -1,0 +1,134 @@
+"""A service group's declaration (issue 4), as each member's agent reads it: the group (name,
+policy, members), this node's member (the handler that runs it, the address clients reach
+it at) and the lease that holds its role. The same list is written into the config of every
+member node; each agent runs the groups its node is a member of.
+
+    groups:
+      - name: kv
+        policy: active-standby
+        members: [ctl-1, ctl-2, ctl-3]
+        address: 127.0.1.1:6390          # this node's member
+        handler: {type: redis, port: 6390, bind: 127.0.1.1}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vimha.domain.election import LeasePolicy
+from vimha.domain.errors import InvalidInput
+from vimha.domain.groups import GroupPolicy, OnStale, Peer, Policy
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProcessHandlerConfig(_Model):
+    """A generic member: a long-running command, a health check, optional role commands
+    (run with VIMHA_GROUP, VIMHA_ROLE, VIMHA_EPOCH and VIMHA_ACTIVE in their environment)."""
+
+    type: Literal["process"] = "process"
+    command: tuple[str, ...] = Field(min_length=1)
+    check: Literal["process", "tcp", "http", "command"] = "process"
+    target: str | None = Field(None, description="host:port (tcp) or URL (http)")
+    check_command: tuple[str, ...] = ()
+    timeout: float = Field(0.5, gt=0, description="Of a health check (s)")
+    promote: tuple[str, ...] = Field((), description="Run when this member becomes active")
+    demote: tuple[str, ...] = Field((), description="Run when it becomes a standby")
+
+
+class RedisHandlerConfig(_Model):
+    """A Redis server: a read-only replica until promoted (REPLICAOF NO ONE); standbys
+    replicate from the active; the epoch is written under the key `vimha:epoch`."""
+
+    type: Literal["redis"] = "redis"
+    port: int = Field(ge=1, le=65535)
+    bind: str = "127.0.0.1"
+    server: str = Field("redis-server", description="The redis-server binary")
+    data_dir: str | None = Field(None, description="Default: a folder under the run dir")
+    timeout: float = Field(0.3, gt=0, description="Of a PING (s)")
+
+
+HandlerConfig = Annotated[ProcessHandlerConfig | RedisHandlerConfig, Field(discriminator="type")]
+
+
+class LeaseConfig(_Model):
+    ttl: float = Field(3.0, description="Lease of the member's role (s): the last line of defence")
+    renew: float = Field(0.25, description="Renewal interval (s)")
+    demote_after: float = Field(
+        2.0, description="Without a successful renewal for this long the active demotes itself"
+    )
+
+    def policy(self) -> LeasePolicy:
+        return LeasePolicy(self.ttl, self.renew, self.demote_after)
+
+
+class GroupConfig(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    policy: Policy
+    members: tuple[str, ...] = Field(min_length=1, description="Member nodes")
+    active: int = Field(1, ge=1, description="N active members (n-plus-m)")
+    mode: Literal["slots", "cluster"] = Field(
+        "slots",
+        description="n-plus-m only: `cluster` makes every member an active of a quorum cluster",
+    )
+    max_lag: int | None = Field(None, ge=0, description="Replication positions a standby may lag")
+    on_stale: OnStale = OnStale.WAIT
+    address: str = Field(min_length=1, description="host:port where clients reach this member")
+    handler: HandlerConfig
+    monitor_interval: float = Field(0.1, gt=0, description="Local health checks (s)")
+    restart_backoff: float = Field(1.0, gt=0, description="Between restarts of a failed member")
+    lease: LeaseConfig = LeaseConfig()
+
+    @model_validator(mode="after")
+    def _valid(self) -> GroupConfig:
+        if len(set(self.members)) != len(self.members):
+            raise ValueError("members must be unique")
+        try:
+            self.group_policy()
+            self.lease.policy()
+        except InvalidInput as exc:
+            raise ValueError(exc.detail) from None
+        if self.mode == "cluster" and self.policy is not Policy.N_PLUS_M:
+            raise ValueError("mode: cluster is for n-plus-m groups")
+        return self
+
+    def group_policy(self) -> GroupPolicy:
+        if self.policy is Policy.N_PLUS_M and self.mode == "cluster":
+            return GroupPolicy(Policy.ALL_ACTIVE, len(self.members), quorum=True)
+        active = self.active if self.policy is Policy.N_PLUS_M else 1
+        return GroupPolicy(self.policy, len(self.members), active, self.max_lag, self.on_stale)
+
+    def published(self) -> dict[str, Any]:
+        """What members publish of the group, for the controllers' view."""
+        return {
+            "name": self.name,
+            "policy": self.policy.value,
+            "mode": self.mode,
+            "members": list(self.members),
+            "active": self.group_policy().active,
+            "maxLag": self.max_lag,
+            "onStale": self.on_stale.value,
+        }
+
+
+def groups_prefix(vim: str) -> str:
+    return f"/vimha/{vim}/groups/"
+
+
+def fenced_prefix(vim: str) -> str:
+    return f"/vimha/{vim}/fenced/"
+
+
+def peer_from(doc: dict[str, Any]) -> Peer:
+    """A member as it publishes itself (members/<node>)."""
+    return Peer(
+        str(doc.get("member", "")),
+        str(doc.get("host", "")),
+        bool(doc.get("healthy")),
+        int(doc.get("position", -1)),
+        doc.get("slot"),
+    )

@@ -1,0 +1,166 @@
+"""Who is active in a service group: the member's decision and the group's alarms."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from vimha.domain.alarms import Location, Severity
+from vimha.domain.errors import InvalidInput
+from vimha.domain.groups import (
+    DOWN,
+    REDUNDANCY,
+    SWITCHOVER,
+    Act,
+    GroupPolicy,
+    MemberView,
+    OnStale,
+    Peer,
+    Policy,
+    Vacancy,
+    decide_group_alarms,
+    decide_member,
+    group_conditions,
+    snapshot,
+)
+
+AS = GroupPolicy(Policy.ACTIVE_STANDBY, 3)
+NOW = datetime(2026, 11, 25, tzinfo=UTC)
+
+
+def view(
+    me: str = "b",
+    healthy: bool = True,
+    position: int = -1,
+    holding: int | None = None,
+    peers: tuple[Peer, ...] = (),
+    vacancies: tuple[Vacancy, ...] = (),
+) -> MemberView:
+    return MemberView(me, healthy, position, holding, peers, vacancies)
+
+
+def test_policies_are_checked() -> None:
+    with pytest.raises(InvalidInput):
+        GroupPolicy(Policy.ACTIVE_STANDBY, 2, active=2)
+    with pytest.raises(InvalidInput):
+        GroupPolicy(Policy.N_PLUS_M, 3, active=3)  # no standby: not N+M
+    assert GroupPolicy(Policy.N_PLUS_M, 3, active=2).slots == 2
+    assert GroupPolicy(Policy.ALL_ACTIVE, 3).slots == 0
+
+
+def test_a_holder_keeps_its_slot_while_healthy_and_resigns_at_once_when_not() -> None:
+    assert decide_member(view(holding=0), AS).act is Act.HOLD
+    d = decide_member(view(holding=0, healthy=False), AS)
+    assert d.act is Act.RESIGN and d.slot == 0 and "monitor" in d.reason
+
+
+def test_a_slot_released_by_its_holder_is_taken_by_the_first_candidate() -> None:
+    free = (Vacancy(0, "a", "h-a", released=True),)
+    peers = (Peer("c", "h-c", True),)
+    assert decide_member(view("b", peers=peers, vacancies=free), AS).act is Act.TAKE
+    d = decide_member(view("c", peers=(Peer("b", "h-b", True),), vacancies=free), AS)
+    assert d.act is Act.FOLLOW and "b" in d.reason
+
+
+def test_an_unhealthy_standby_is_no_candidate() -> None:
+    free = (Vacancy(0, "a", "h-a", released=True),)
+    assert decide_member(view(healthy=False, vacancies=free), AS).act is Act.WAIT
+    # and does not stand in the way of a healthy one
+    d = decide_member(view("c", peers=(Peer("b", "h-b", False),), vacancies=free), AS)
+    assert d.act is Act.TAKE
+
+
+def test_a_lapsed_lease_alone_never_frees_a_slot() -> None:
+    """The holder may be frozen, not dead: a release or a fencing must come first."""
+    lapsed = (Vacancy(0, "a", "h-a"),)
+    d = decide_member(view(vacancies=lapsed), AS)
+    assert d.act is Act.WAIT and "neither released it nor was fenced" in d.reason
+    fenced = (Vacancy(0, "a", "h-a", fenced=True),)
+    assert decide_member(view(vacancies=fenced), AS).act is Act.TAKE
+
+
+def test_a_new_group_has_no_last_holder_to_wait_for() -> None:
+    assert decide_member(view(vacancies=(Vacancy(0),)), AS).act is Act.TAKE
+
+
+def test_the_freshest_standby_takes_over() -> None:
+    free = (Vacancy(0, "a", "h-a", released=True, position=100),)
+    fresher = (Peer("c", "h-c", True, position=100),)
+    d = decide_member(view("b", position=90, peers=fresher, vacancies=free), AS)
+    assert d.act is Act.FOLLOW
+    d = decide_member(
+        view("c", position=100, peers=(Peer("b", "h-b", True, 90),), vacancies=free), AS
+    )
+    assert d.act is Act.TAKE
+
+
+def test_a_stale_standby_waits_or_takes_over_as_the_policy_says() -> None:
+    free = (Vacancy(0, "a", "h-a", released=True, position=1000),)
+    strict = GroupPolicy(Policy.ACTIVE_STANDBY, 2, max_lag=10)
+    d = decide_member(view(position=900, vacancies=free), strict)
+    assert d.act is Act.WAIT and "100 behind" in d.reason
+    lenient = GroupPolicy(Policy.ACTIVE_STANDBY, 2, max_lag=10, on_stale=OnStale.PROMOTE)
+    assert decide_member(view(position=900, vacancies=free), lenient).act is Act.TAKE
+    assert decide_member(view(position=995, vacancies=free), strict).act is Act.TAKE
+
+
+def test_n_plus_m_fills_each_free_slot_with_its_own_standby() -> None:
+    policy = GroupPolicy(Policy.N_PLUS_M, 4, active=2)
+    free = (Vacancy(0, "a", "h-a", released=True), Vacancy(1, "x", "h-x", released=True))
+    peers = (Peer("b", "h-b", True), Peer("z", "h-z", True, slot=None))
+    by = {
+        m: decide_member(
+            view(
+                m,
+                peers=tuple(p for p in (*peers, Peer("c", "h-c", True)) if p.member != m),
+                vacancies=free,
+            ),
+            policy,
+        )
+        for m in ("b", "c", "z")
+    }
+    assert (by["b"].act, by["b"].slot) == (Act.TAKE, 0)
+    assert (by["c"].act, by["c"].slot) == (Act.TAKE, 1)
+    assert by["z"].act is Act.FOLLOW
+
+
+def test_all_active_members_serve_while_healthy() -> None:
+    policy = GroupPolicy(Policy.ALL_ACTIVE, 3)
+    assert decide_member(view(), policy).act is Act.SERVE
+    assert decide_member(view(healthy=False), policy).act is Act.WAIT
+
+
+def test_group_alarms_follow_the_group() -> None:
+    peers = [Peer("a", "h", True, slot=0), Peer("b", "h", True), Peer("c", "h", True)]
+    assert group_conditions(snapshot("kv", AS, peers)) == {}
+    # the active lost, a standby fit to take over: switch-over, not down
+    lost = [Peer("b", "h", True), Peer("c", "h", True)]
+    cond = group_conditions(snapshot("kv", AS, lost))
+    assert SWITCHOVER in cond and DOWN not in cond and REDUNDANCY in cond
+    # nobody fit to serve: down
+    cond = group_conditions(snapshot("kv", AS, [Peer("b", "h", False)]))
+    assert cond[DOWN][0] is Severity.CRITICAL
+    # all-active: one member down is lost redundancy only
+    aa = GroupPolicy(Policy.ALL_ACTIVE, 3)
+    cond = group_conditions(snapshot("api", aa, peers[:2]))
+    assert set(cond) == {REDUNDANCY}
+    # a quorum cluster without a majority is down
+    q = GroupPolicy(Policy.ALL_ACTIVE, 3, quorum=True)
+    assert DOWN in group_conditions(snapshot("db", q, [Peer("a", "h", True)]))
+
+
+def test_group_alarms_are_raised_once_and_cleared() -> None:
+    where = Location((("group", "kv"),))
+    lost = snapshot("kv", AS, [Peer("b", "h", True), Peer("c", "h", True)])
+    events, raised = decide_group_alarms(lost, frozenset(), where, NOW)
+    assert {e.fault_type for e in events} == {SWITCHOVER.fault_type, REDUNDANCY.fault_type}
+    again, same = decide_group_alarms(lost, raised, where, NOW)
+    assert again == [] and same == raised
+    back = snapshot(
+        "kv", AS, [Peer("a", "h", True), Peer("b", "h", True, slot=0), Peer("c", "h", True)]
+    )
+    events, raised = decide_group_alarms(back, raised, where, NOW)
+    assert {e.perceived_severity for e in events} == {Severity.CLEARED} and len(events) == 2
+    assert raised == frozenset()
+    assert events[0].managed_object_id == "group/kv"
