@@ -171,6 +171,31 @@ def db_upgrade(
     out.print(f"schema {before or '(empty)'} -> {after}")
 
 
+@app.command("check-config")
+def check_config(
+    config: Annotated[Path | None, typer.Option("--config", help="Controller config")] = None,
+    agent: Annotated[
+        list[Path] | None, typer.Option("--agent", help="An agent config (repeat)")
+    ] = None,
+    budget: float = typer.Option(1.0, "--budget", help="Switch-over budget (s)"),
+    client_timeout: float = typer.Option(5.0, "--client-timeout", help="Clients' timeout (s)"),
+    election_timeout: float = typer.Option(
+        1.0, "--etcd-election-timeout", help="etcd's --election-timeout (s)"
+    ),
+) -> None:
+    """Check timing invariants across the stack: heartbeats, leases, etcd, HAProxy, clients."""
+    from vimha.checkconfig import check_files
+    from vimha.domain.timing import Level
+
+    findings = check_files(config, list(agent or []), budget, client_timeout, election_timeout)
+    for f in findings:
+        out.print(Text(f"{f.level.value:<7} {f.where}: {f.message}"), soft_wrap=True)
+    errors = sum(f.level is Level.ERROR for f in findings)
+    if errors:
+        fail(f"{errors} timing invariant(s) violated", 1)
+    out.print(f"timing invariants hold ({len(findings)} warning(s))")
+
+
 # -- alarms -------------------------------------------------------------------------------
 def _alarm_table(alarms: list[dict[str, Any]]) -> Table:
     table = Table("id", "severity", "object", "fault", "cause", "raised", "ack")

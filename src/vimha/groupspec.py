@@ -52,7 +52,38 @@ class RedisHandlerConfig(_Model):
     timeout: float = Field(0.3, gt=0, description="Of a PING (s)")
 
 
-HandlerConfig = Annotated[ProcessHandlerConfig | RedisHandlerConfig, Field(discriminator="type")]
+class FrontendConfig(_Model):
+    group: str = Field(min_length=1, description="The service group behind this frontend")
+    bind: str = Field(min_length=3, description="host:port the clients connect to")
+    mode: Literal["tcp", "http"] = "tcp"
+    check: Literal["tcp", "http", "redis"] = Field(
+        "tcp", description="HAProxy's own health check of each server (redis: PING + master)"
+    )
+    path: str = "/"
+    inter: float = Field(0.2, gt=0, description="Health-check interval (s)")
+    fall: int = Field(2, ge=1)
+    rise: int = Field(1, ge=1)
+    server_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="A server silent this long (a hung member) is given up; in http mode the "
+        "request is retried on another server",
+    )
+
+
+class HaproxyHandlerConfig(_Model):
+    """A load balancer member: HAProxy with one frontend per group; vimha keeps each backend's
+    servers in step with the group through HAProxy's runtime API (no reload)."""
+
+    type: Literal["haproxy"] = "haproxy"
+    binary: str = "haproxy"
+    frontends: tuple[FrontendConfig, ...] = Field(min_length=1)
+    connect_timeout: float = Field(0.2, gt=0, description="Before a retry on another server")
+
+
+HandlerConfig = Annotated[
+    ProcessHandlerConfig | RedisHandlerConfig | HaproxyHandlerConfig, Field(discriminator="type")
+]
 
 
 class LeaseConfig(_Model):

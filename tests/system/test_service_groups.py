@@ -11,21 +11,19 @@ import shutil
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import require_system
 from tests.system.test_embedded_cloud import Cloud, running_cloud, until
+from vimha.cloud.demo_groups import frontend_port
 from vimha.cloud.kvclient import WriteLog, missing, write_steadily
-from vimha.cloud.nodes import EMBEDDED_VIM, coordination_url
-from vimha.drivers.clock import SystemClock
-from vimha.drivers.coord_mirror import load_json
-from vimha.drivers.coordination import open_coordination
-from vimha.groupspec import groups_prefix
 
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     require_system(shutil.which("redis-server") is not None, "redis-server (apt: redis-server)")
+    require_system(shutil.which("haproxy") is not None, "haproxy (apt: haproxy)")
     with running_cloud(tmp_path_factory.mktemp("groups")) as c:
         until(lambda: all(g["health"] == "OK" for g in c.get("/vim/v1/service-groups")), 60)
         yield c
@@ -50,7 +48,8 @@ def alarm_history(cloud: Cloud, fault: str, obj: str) -> list[str]:
 
 def test_each_policy_has_its_actives(cloud: Cloud) -> None:
     groups = {g["name"]: g for g in cloud.get("/vim/v1/service-groups")}
-    assert sorted(groups) == ["api", "kv", "workers"]
+    assert sorted(groups) == ["api", "kv", "lb", "workers"]
+    assert [m["role"] for m in groups["lb"]["members"]] == ["active"] * 2  # the HAProxy pair
     assert len(groups["api"]["active"]) == 3
     assert [m["role"] for m in groups["api"]["members"]] == ["active"] * 3
     assert len(groups["kv"]["active"]) == 1 and groups["kv"]["active"][0]["epoch"] >= 1
@@ -64,14 +63,15 @@ async def _switch_over(cloud: Cloud, how: str) -> tuple[WriteLog, dict[str, Any]
     """Write steadily to kv's active, fail it `how`, and write on until a new active serves."""
     before = group(cloud, "kv")
     members = [m["address"] for m in before["members"]]
-    coord = open_coordination(coordination_url(cloud.data), SystemClock())
-    slot = f"{groups_prefix(EMBEDDED_VIM)}kv/slots/0"
+    # through the load balancers (HAProxy on ctl-1 and ctl-2; no VIP in loopback mode: the
+    # client moves to the other balancer when writes fail)
+    port = int(cloud.url.rsplit(":", 1)[1])
+    balancers = [f"127.1.0.{i}:{frontend_port(port, 'kv')}" for i in (1, 2)]
+    log, stop = WriteLog(), asyncio.Event()
 
     async def active() -> str | None:
-        doc = load_json(await coord.get(slot))
-        return str(doc["address"]) if doc else None
+        return balancers[(log.failed // 3) % 2]
 
-    log, stop = WriteLog(), asyncio.Event()
     writer = asyncio.create_task(write_steadily(active, members, stop, log))
     try:
         await asyncio.sleep(1.0)
@@ -93,7 +93,6 @@ async def _switch_over(cloud: Cloud, how: str) -> tuple[WriteLog, dict[str, Any]
         await writer
     after = group(cloud, "kv")
     lost = await missing(after["active"][0]["address"], log.acknowledged)
-    await coord.close()
     assert lost == [], f"{len(lost)} acknowledged writes lost, first {lost[:5]}"
     assert log.max_masters <= 1, "two writable actives at once"
     return log, before, after
@@ -137,7 +136,13 @@ def test_a_frozen_agent_is_fenced_before_its_standby_takes_over(cloud: Cloud) ->
 def test_all_active_members_keep_serving_while_one_is_down(cloud: Cloud) -> None:
     before = {m["member"]: m["pid"] for m in group(cloud, "api")["members"]}
     cleared = len(alarm_history(cloud, "SERVICE_GROUP_REDUNDANCY_LOST", "group/api"))
-    said = cloud.chaos("kill-active", "api")
+    port = int(cloud.url.rsplit(":", 1)[1])
+    through_lb = f"http://127.1.0.2:{frontend_port(port, 'api')}/"
+    with httpx.Client(timeout=5) as client:
+        assert client.get(through_lb).status_code == 200
+        said = cloud.chaos("kill-active", "api")
+        answers = [client.get(through_lb).status_code for _ in range(100)]
+    assert answers == [200] * 100, "a request failed while one member was down"
     killed = next(m for m in before if f"on {m} " in said)
     for _ in range(10):  # the others serve throughout
         serving = [m["member"] for m in group(cloud, "api")["active"]]

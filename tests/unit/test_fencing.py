@@ -43,6 +43,13 @@ def test_failed_host_is_fenced_after_the_delay() -> None:
     assert again.action is None and again.state is d.state
 
 
+def test_a_host_its_bmc_reports_off_or_broken_is_fenced_without_the_delay() -> None:
+    """The delay damps silence; a hardware failure the BMC reports is no blip."""
+    hw = Classification(HealthStatus.DOWN, FailureKind.HOST_HW_FAILURE, "power off")
+    d = decide_fencing("cmp-1", hw, FenceState(), POLICY, True, 100.0)
+    assert d.action is FenceAction.FENCE
+
+
 def test_zero_delay_fences_at_once() -> None:
     d = decide_fencing("cmp-1", NODE, FenceState(), FencePolicy(delay=0), True, 5.0)
     assert d.action is FenceAction.FENCE

@@ -20,7 +20,13 @@ from typing import Protocol
 
 from vimha.agent.services import SupervisedProcess, die_with_agent, process_state
 from vimha.drivers.resp import Redis, RedisError, info_fields
-from vimha.groupspec import ProcessHandlerConfig, RedisHandlerConfig
+from vimha.groupspec import (
+    HandlerConfig,
+    HaproxyHandlerConfig,
+    ProcessHandlerConfig,
+    RedisHandlerConfig,
+)
+from vimha.ports.coordination import Coordination
 from vimha.servicespec import ServiceConfig
 
 UNREACHABLE = ("127.0.0.1", 9)  # a standby with no active yet replicates from nowhere
@@ -201,8 +207,12 @@ class RedisHandler:
 
 
 def make_handler(
-    group: str, cfg: ProcessHandlerConfig | RedisHandlerConfig, run_dir: Path
+    group: str, cfg: HandlerConfig, run_dir: Path, coord: Coordination, vim: str
 ) -> Handler:
     if isinstance(cfg, RedisHandlerConfig):
         return RedisHandler(group, cfg, run_dir)
+    if isinstance(cfg, HaproxyHandlerConfig):
+        from vimha.agent.balancer import HaproxyHandler
+
+        return HaproxyHandler(group, cfg, run_dir, coord, vim)
     return ProcessHandler(group, cfg)

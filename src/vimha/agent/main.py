@@ -206,7 +206,11 @@ async def run_agent(config: AgentConfig) -> int:
     coord = None
     if config.groups and config.coordination_url:
         coord = open_coordination(config.coordination_url, SystemClock())
-        run_dir = Path(config.run_dir or tempfile.gettempdir()) / f"vimha-{config.node}"
+        run_dir = (
+            Path(config.run_dir)
+            if config.run_dir
+            else Path(tempfile.gettempdir()) / f"vimha-{config.node}"
+        )
         for group in config.groups:
             member = GroupMember(config.node, config.vim, group, coord, run_dir)
             watchdogs.append(asyncio.create_task(member.run(stop)))

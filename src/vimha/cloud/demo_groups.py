@@ -14,6 +14,12 @@ from typing import Any
 GROUPS = ("api", "kv", "workers")
 OFFSETS = {"api": 300, "kv": 310, "workers": 320}
 CONTROL = ("ctl-1", "ctl-2", "ctl-3")
+BALANCERS = ("ctl-1", "ctl-2")  # the load-balancer pair
+LB_OFFSET = 330  # + the group's index in GROUPS: its frontend port on each balancer
+
+
+def frontend_port(port: int, group: str) -> int:
+    return port + LB_OFFSET + GROUPS.index(group)
 
 
 def member_port(port: int, group: str, index: int) -> int:
@@ -22,7 +28,8 @@ def member_port(port: int, group: str, index: int) -> int:
 
 
 def group_ports(port: int) -> list[int]:
-    return [member_port(port, g, i) for g in GROUPS for i in range(1, len(CONTROL) + 1)]
+    members = [member_port(port, g, i) for g in GROUPS for i in range(1, len(CONTROL) + 1)]
+    return members + [frontend_port(port, g) for g in GROUPS]
 
 
 def _demo(port: int, host: str, node: str, group: str, role_file: Path | None) -> dict[str, Any]:
@@ -60,7 +67,27 @@ def demo_groups(node: str, host: str, port: int, home: Path) -> list[dict[str, A
         if redis
         else _demo(kv_port, host, node, "kv", home / "kv.role")
     )  # fmt: skip
+    balancer = []
+    if node in BALANCERS and shutil.which("haproxy"):
+        frontends = [
+            {"group": "api", "bind": f"{host}:{frontend_port(port, 'api')}", "mode": "http",
+             "check": "http", "server_timeout": 1.0},
+            {"group": "kv", "bind": f"{host}:{frontend_port(port, 'kv')}",
+             "check": "redis" if redis else "tcp"},
+            {"group": "workers", "bind": f"{host}:{frontend_port(port, 'workers')}",
+             "mode": "http", "check": "http", "server_timeout": 1.0},
+        ]  # fmt: skip
+        balancer.append(
+            {
+                "name": "lb",
+                "policy": "all-active",
+                "members": list(BALANCERS),
+                "address": f"{host}:{frontend_port(port, 'api')}",
+                "handler": {"type": "haproxy", "frontends": frontends},
+            }
+        )
     return [
+        *balancer,
         {
             "name": "api",
             "policy": "all-active",

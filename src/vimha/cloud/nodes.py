@@ -130,7 +130,7 @@ def check_ports(port: int) -> None:
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                s.bind(("127.0.0.1", p))
+                s.bind(("0.0.0.0", p))  # taken on any address: the groups' are 127.1.0.x
             except OSError as exc:
                 raise Permanent(
                     f"port {p}, needed by the embedded cloud at --port {port}, is taken "
@@ -194,6 +194,7 @@ def write_agent_config(
     if groups:
         config["groups"] = groups
         config["coordination_url"] = coordination_url(data_dir)
+        config["run_dir"] = str(home / "run")
         config["vim"] = EMBEDDED_VIM
     path = home / "agent.yaml"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

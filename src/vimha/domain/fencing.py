@@ -109,7 +109,10 @@ def decide_fencing(
         state = FenceState(FencePhase.PENDING, cls.kind, now)
     elif state.phase in (FencePhase.PENDING, FencePhase.FAILED) and state.kind is not cls.kind:
         state = replace(state, kind=cls.kind)  # e.g. one unreachable host became a rack
-    if state.phase is FencePhase.PENDING and now - state.since < policy.delay:
+    # The delay damps a blip of silence; a host its BMC reports powered off or with critical
+    # hardware is no blip: fenced at once (a ForceOff of a host already off confirms it).
+    damped = cls.kind is not FailureKind.HOST_HW_FAILURE
+    if state.phase is FencePhase.PENDING and damped and now - state.since < policy.delay:
         return FenceDecision(state)
     if state.phase is FencePhase.FAILED and now - state.since < policy.retry:
         return FenceDecision(state)

@@ -1,0 +1,129 @@
+"""The load balancer as a member of a service group (issue 4, ARCH-7): HAProxy run by the
+agent (it dies with it), one frontend per group, and the backends kept in step with what the
+groups' members publish in the coordination backend, through the runtime API (no reload):
+every change of health or role is applied within a watch event (`domain/balancing.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import subprocess
+from pathlib import Path
+
+from vimha.agent.handlers import HandlerFailed, Health, spawn_member
+from vimha.agent.services import process_state
+from vimha.domain.balancing import commands, desired_servers
+from vimha.domain.groups import Policy
+from vimha.drivers.coord_mirror import Mirror, load_json
+from vimha.drivers.haproxy import Frontend, HaproxyAdmin, HaproxyUnavailable, render
+from vimha.groupspec import HaproxyHandlerConfig, groups_prefix
+from vimha.ports.coordination import Coordination
+
+log = logging.getLogger("vimha.agent.balancer")
+
+
+class HaproxyHandler:
+    def __init__(
+        self, group: str, cfg: HaproxyHandlerConfig, run_dir: Path, coord: Coordination, vim: str
+    ) -> None:
+        self.group = group
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.prefix = groups_prefix(vim)
+        self.mirror = Mirror(coord, (self.prefix,))
+        self.common = f"/vimha/{vim}/"
+        self.frontends = [
+            Frontend(
+                f.group, f.bind, f.mode, f.check, f.path, round(f.inter * 1000), f.fall, f.rise
+            )
+            for f in cfg.frontends
+        ]
+        self.socket = run_dir / f"haproxy-{group}.sock"
+        self.admin = HaproxyAdmin(self.socket)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.sync_task: asyncio.Task[None] | None = None
+        self.watch_task: asyncio.Task[None] | None = None
+        self.stopping = asyncio.Event()
+        self.synced = asyncio.Event()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    async def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = self.run_dir / f"haproxy-{self.group}.cfg"
+        config.write_text(
+            render(self.frontends, self.socket, round(self.cfg.connect_timeout * 1000))
+        )
+        self.socket.unlink(missing_ok=True)
+        try:
+            self.process = spawn_member([self.cfg.binary, "-f", str(config), "-db"])
+        except OSError as exc:
+            raise HandlerFailed(f"{self.cfg.binary}: {exc.strerror}") from exc
+        self.stopping = asyncio.Event()
+        if self.watch_task is None:
+            self.watch_task = asyncio.create_task(self.mirror.run(asyncio.Event(), self.common))
+        self.sync_task = asyncio.create_task(self._sync_loop(self.stopping))
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        if self.sync_task is not None:
+            self.sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.sync_task
+            self.sync_task = None
+        proc, self.process = self.process, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.to_thread(proc.wait)
+
+    async def monitor(self) -> Health:
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return Health(False, "haproxy not running")
+        if process_state(proc.pid) in ("T", "t", "Z", "X", None):
+            return Health(False, "haproxy stopped or gone")
+        try:
+            await self.admin.run("show info")
+        except HaproxyUnavailable as exc:
+            return Health(False, str(exc))
+        return Health(True, "serving" if self.synced.is_set() else "starting")
+
+    async def promote(self, epoch: int) -> None:
+        return None
+
+    async def demote(self, active: str | None) -> None:
+        return None
+
+    async def sync(self) -> None:
+        """Every frontend's backend brought to what its group's members say now."""
+        for f in self.frontends:
+            spec = load_json(self.mirror.keys.get(f"{self.prefix}{f.group}/spec"))
+            if not spec:
+                continue
+            policy = Policy.ALL_ACTIVE if spec.get("mode") == "cluster" else Policy(spec["policy"])
+            base = f"{self.prefix}{f.group}/members/"
+            members = [load_json(e) for k, e in self.mirror.keys.items() if k.startswith(base)]
+            want = desired_servers(policy, members)
+            have = await self.admin.servers(f.backend)
+            single = policy is Policy.ACTIVE_STANDBY
+            for command in commands(f.backend, have, want, f.server_options(), single):
+                answer = (await self.admin.run(command)).strip()
+                log.info("%s: %s%s", f.group, command, f" ({answer})" if answer else "")
+        self.synced.set()
+
+    async def _sync_loop(self, stopping: asyncio.Event) -> None:
+        await self.mirror.ready.wait()
+        while not stopping.is_set():
+            self.mirror.changed.clear()
+            try:
+                await self.sync()
+            except HaproxyUnavailable as exc:
+                log.debug("backends not synced yet: %s", exc)
+                await asyncio.sleep(0.05)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.mirror.changed.wait(), 1.0)
