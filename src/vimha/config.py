@@ -234,6 +234,12 @@ class CoordinationConfig(_Model):
     demote_after: float = Field(
         2.0, description="Without a successful renewal for this long, give the role up (s)"
     )
+    controllers: int = Field(
+        1,
+        ge=1,
+        description="How many controllers run against this store: more than one needs a "
+        "distributed backend (etcd://)",
+    )
 
     @field_validator("ttl", "renew", "demote_after", mode="before")
     @classmethod
@@ -245,6 +251,11 @@ class CoordinationConfig(_Model):
         scheme = self.url.split("://", 1)[0]
         if scheme not in ("etcd", "local") or "://" not in self.url:
             raise ValueError(f"url {self.url!r}: use etcd://host:port,... or local://")
+        if self.controllers > 1 and scheme != "etcd":
+            raise ValueError(
+                f"url {self.url!r} is one host's (not distributed): {self.controllers} "
+                "controllers need etcd://host:port,..."
+            )
         try:
             self.policy()
         except InvalidInput as exc:

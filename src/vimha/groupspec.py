@@ -52,6 +52,23 @@ class RedisHandlerConfig(_Model):
     timeout: float = Field(0.3, gt=0, description="Of a PING (s)")
 
 
+class PostgresHandlerConfig(_Model):
+    """PostgreSQL primary and hot standbys with streaming replication (agent/pg_handler.py)."""
+
+    type: Literal["postgresql"] = "postgresql"
+    port: int = Field(ge=1, le=65535)
+    bind: str = "127.0.0.1"
+    bin_dir: str | None = Field(None, description="Default: the newest /usr/lib/postgresql/*/bin")
+    data_dir: str | None = Field(None, description="Default: a folder under the run dir")
+    os_user: str = Field("postgres", description="The server's OS user when the agent is root")
+    synchronous: bool = Field(
+        True, description="Commits wait for one standby (ANY 1): no acknowledged write is lost"
+    )
+    synchronous_commit: Literal["on", "remote_write", "remote_apply", "local", "off"] = "on"
+    fsync: bool = True
+    timeout: float = Field(0.5, gt=0, description="Of a monitoring query (s)")
+
+
 class FrontendConfig(_Model):
     group: str = Field(min_length=1, description="The service group behind this frontend")
     bind: str = Field(min_length=3, description="host:port the clients connect to")
@@ -82,7 +99,8 @@ class HaproxyHandlerConfig(_Model):
 
 
 HandlerConfig = Annotated[
-    ProcessHandlerConfig | RedisHandlerConfig | HaproxyHandlerConfig, Field(discriminator="type")
+    ProcessHandlerConfig | RedisHandlerConfig | PostgresHandlerConfig | HaproxyHandlerConfig,
+    Field(discriminator="type"),
 ]
 
 

@@ -25,7 +25,13 @@ def test_one_controller_holds_the_singleton_work_and_another_takes_over(
     tmp_path: Path, postgres: PostgresServer, etcd: EtcdCluster
 ) -> None:
     url = postgres.new_database()
-    coordination = {"url": etcd.url, "ttl": 1.0, "renew": 0.1, "demote_after": 0.6}
+    coordination = {
+        "url": etcd.url,
+        "ttl": 1.0,
+        "renew": 0.1,
+        "demote_after": 0.6,
+        "controllers": 2,
+    }
     ctls = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

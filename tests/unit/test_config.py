@@ -42,6 +42,8 @@ def test_durations_in_config(tmp_path: Path) -> None:
         ({"topology": {"hierarchy": ["site", "site"]}}, "hierarchy"),
         ({"coordination": {"url": "zookeeper://x:1"}}, "etcd://"),
         ({"coordination": {"ttl": 1, "demote_after": 2}}, "step down"),
+        ({"coordination": {"controllers": 3}}, "need etcd"),
+        ({"coordination": {"url": "local:///tmp/c.db", "controllers": 2}}, "not distributed"),
         ({"fencing": {"delay": -1}}, "fencing.delay"),
         ({"heartbeat": {"detector": "magic"}}, "detector"),
     ],

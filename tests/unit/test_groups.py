@@ -164,3 +164,11 @@ def test_group_alarms_are_raised_once_and_cleared() -> None:
     assert {e.perceived_severity for e in events} == {Severity.CLEARED} and len(events) == 2
     assert raised == frozenset()
     assert events[0].managed_object_id == "group/kv"
+
+
+def test_postgres_positions_are_wal_lsns() -> None:
+    from vimha.agent.pg_handler import lsn
+
+    assert lsn("0/3000148") == 0x3000148
+    assert lsn("1/0") == 1 << 32
+    assert lsn(None) == -1 and lsn("") == -1

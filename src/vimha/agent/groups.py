@@ -57,7 +57,7 @@ class GroupMember:
         self.fenced = fenced_prefix(vim)
         self.mirror = Mirror(coord, (self.prefix, self.fenced))
         self.common = f"/vimha/{vim}/"
-        self.handler = handler or make_handler(cfg.name, cfg.handler, run_dir, coord, vim)
+        self.handler = handler or make_handler(cfg.name, node, cfg.handler, run_dir, coord, vim)
         self.lease = 0
         self.renewed_at = 0.0
         self.holding: int | None = None

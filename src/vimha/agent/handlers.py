@@ -23,6 +23,7 @@ from vimha.drivers.resp import Redis, RedisError, info_fields
 from vimha.groupspec import (
     HandlerConfig,
     HaproxyHandlerConfig,
+    PostgresHandlerConfig,
     ProcessHandlerConfig,
     RedisHandlerConfig,
 )
@@ -207,10 +208,14 @@ class RedisHandler:
 
 
 def make_handler(
-    group: str, cfg: HandlerConfig, run_dir: Path, coord: Coordination, vim: str
+    group: str, node: str, cfg: HandlerConfig, run_dir: Path, coord: Coordination, vim: str
 ) -> Handler:
     if isinstance(cfg, RedisHandlerConfig):
         return RedisHandler(group, cfg, run_dir)
+    if isinstance(cfg, PostgresHandlerConfig):
+        from vimha.agent.pg_handler import PostgresHandler
+
+        return PostgresHandler(group, node, cfg, run_dir, coord, vim)
     if isinstance(cfg, HaproxyHandlerConfig):
         from vimha.agent.balancer import HaproxyHandler
 

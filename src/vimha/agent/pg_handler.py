@@ -1,0 +1,271 @@
+"""The `postgresql` handler (issue 4, ARCH-3/ARCH-4): a PostgreSQL primary and hot standbys
+with streaming replication, every member run by its agent (it dies with it).
+
+- A member always starts as a standby (standby.signal: read-only, safe). A member with no
+  data clones the active with pg_basebackup; when there is no active and the group was never
+  initialised, the one member that creates the group's `initialize` key runs initdb.
+- Its position is its WAL LSN (replayed, or written on the primary), so the freshest standby
+  is the one promoted (`domain/groups.py`), and `max_lag` is in bytes of WAL.
+- promote: pg_promote(), then the epoch is written in table `vimha_epoch` for clients to see.
+- demote: a standby follows the new active (primary_conninfo, reloaded). A former primary
+  is never put back in place: its history may have diverged, so it is stopped and cloned
+  afresh from the new active when it starts again.
+As root, the server runs as the `postgres` OS user (PostgreSQL refuses root): its data dir
+and every folder above it must be reachable by that user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import psycopg
+
+from vimha.agent.handlers import HandlerFailed, Health
+from vimha.agent.services import PR_SET_PDEATHSIG, process_state
+from vimha.drivers.coord_mirror import load_json
+from vimha.groupspec import PostgresHandlerConfig, groups_prefix
+from vimha.ports.coordination import Coordination
+
+WAS_PRIMARY = "vimha.was_primary"
+
+
+def pg_bin(configured: str | None) -> Path:
+    if configured:
+        return Path(configured)
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    if found:
+        return Path(found[-1]).parent
+    which = shutil.which("postgres")
+    if which:
+        return Path(which).resolve().parent
+    raise HandlerFailed("PostgreSQL server binaries not found (apt: postgresql)")
+
+
+def lsn(text: str | None) -> int:
+    if not text:
+        return -1
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+class PostgresHandler:
+    def __init__(
+        self,
+        group: str,
+        node: str,
+        cfg: PostgresHandlerConfig,
+        run_dir: Path,
+        coord: Coordination,
+        vim: str,
+    ) -> None:
+        self.group = group
+        self.node = node
+        self.cfg = cfg
+        self.data = Path(cfg.data_dir) if cfg.data_dir else run_dir / f"pg-{group}"
+        self.sockets = run_dir / f"pg-{group}-sockets"
+        self.coord = coord
+        self.prefix = f"{groups_prefix(vim)}{group}/"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self.root = os.geteuid() == 0
+        self.user = cfg.os_user if self.root else pwd.getpwuid(os.geteuid()).pw_name
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    # --- processes, as the postgres user ---------------------------------------------------
+
+    def _as_user(self, die_with_agent: bool) -> None:
+        """In the child: become the OS user (credentials first: a change of them clears
+        the death signal), then die with the agent if asked."""
+        if self.root:
+            entry = pwd.getpwnam(self.user)
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+        if die_with_agent:
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    async def _tool(self, *argv: str, limit: float = 120) -> None:
+        def run() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                list(argv),
+                capture_output=True,
+                text=True,
+                timeout=limit,
+                preexec_fn=lambda: self._as_user(False),
+            )
+
+        try:
+            done = await asyncio.to_thread(run)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise HandlerFailed(f"{Path(argv[0]).name}: {exc}") from exc
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip()[-300:]
+            raise HandlerFailed(f"{Path(argv[0]).name} exited {done.returncode}: {tail}")
+
+    def _own(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.root:
+            shutil.chown(path, self.user, self.user)
+
+    # --- the handler -----------------------------------------------------------------------
+
+    async def _active_address(self) -> str | None:
+        doc = load_json(await self.coord.get(self.prefix + "slots/0"))
+        if doc and doc.get("member") != self.node and doc.get("address"):
+            return str(doc["address"])
+        return None
+
+    async def start(self) -> None:
+        bins = pg_bin(self.cfg.bin_dir)
+        self._own(self.sockets)
+        self._own(self.data.parent)
+        active = await self._active_address()
+        has_data = (self.data / "PG_VERSION").exists()
+        if has_data and (self.data / WAS_PRIMARY).exists() and active:
+            # a former primary: its WAL may hold writes the new active never had
+            shutil.rmtree(self.data)
+            has_data = False
+        if not has_data:
+            if active:
+                host, _, port = active.rpartition(":")
+                self._own(self.data)
+                await self._tool(
+                    str(bins / "pg_basebackup"), "-D", str(self.data), "-h", host, "-p", port,
+                    "-U", "postgres", "-X", "stream", "-c", "fast", "-R",
+                )  # fmt: skip
+            elif await self.coord.create(self.prefix + "initialize", self.node):
+                self._own(self.data)
+                nosync = [] if self.cfg.fsync else ["--no-sync"]
+                try:
+                    await self._tool(
+                        str(bins / "initdb"), "-D", str(self.data), "-U", "postgres",
+                        "-A", "trust", *nosync,
+                    )  # fmt: skip
+                except HandlerFailed:
+                    shutil.rmtree(self.data, ignore_errors=True)
+                    await self.coord.delete(self.prefix + "initialize")  # another may try
+                    raise
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    hba.write("host replication all 127.0.0.0/8 trust\n")
+                    hba.write("host all all 127.0.0.0/8 trust\n")
+            else:
+                return  # nothing to clone yet: unhealthy until an active exists
+        (self.data / "standby.signal").touch()
+        (self.data / WAS_PRIMARY).unlink(missing_ok=True)
+        if self.root:
+            shutil.chown(self.data / "standby.signal", self.user, self.user)
+        options = [
+            "-c", f"listen_addresses={self.cfg.bind}", "-c", f"port={self.cfg.port}",
+            "-c", f"unix_socket_directories={self.sockets}", "-c", "hot_standby=on",
+            "-c", "wal_level=replica", "-c", "max_wal_senders=10",
+            "-c", f"fsync={'on' if self.cfg.fsync else 'off'}",
+            "-c", f"synchronous_commit={self.cfg.synchronous_commit}",
+            "-c", f"cluster_name={self.group}-{self.node}",
+        ]  # fmt: skip
+        if self.cfg.synchronous:
+            # once primary, a commit waits for one standby: an acknowledged write survives
+            # the primary's loss (the freshest standby, which has it, is promoted)
+            options += ["-c", "synchronous_standby_names=ANY 1 (*)"]
+        argv = [str(bins / "postgres"), "-D", str(self.data), *options]
+        try:
+            self.process = subprocess.Popen(  # noqa: ASYNC220 - the death signal needs this thread
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=lambda: self._as_user(True),
+            )
+        except OSError as exc:
+            raise HandlerFailed(f"postgres: {exc.strerror}") from exc
+
+    async def stop(self) -> None:
+        await self._close()
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the postmaster and its backends
+        await asyncio.to_thread(proc.wait)
+
+    async def _close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _query(self, sql: str, within: float | None = None) -> tuple[object, ...]:
+        if self.conn is None or self.conn.closed:
+            self.conn = await psycopg.AsyncConnection.connect(
+                host=self.cfg.bind, port=self.cfg.port, user="postgres", dbname="postgres",
+                autocommit=True, connect_timeout=max(1, round(self.cfg.timeout)),
+            )  # fmt: skip
+            # the handler's own writes (the epoch) do not wait for a standby
+            await self.conn.execute("SET synchronous_commit = local")
+        async with asyncio.timeout(within or self.cfg.timeout):
+            cur = await self.conn.execute(sql)
+            row = await cur.fetchone() if cur.description is not None else None
+        return row or ()
+
+    async def monitor(self) -> Health:
+        proc = self.process
+        if proc is None:
+            return Health(False, "no data yet: waiting for an active to clone")
+        if proc.poll() is not None:
+            return Health(False, f"postgres exited ({proc.returncode})")
+        if process_state(proc.pid) in ("T", "t", "Z", "X", None):
+            return Health(False, "postgres stopped or gone")
+        try:
+            standby, replayed, written = await self._query(
+                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
+                "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END"
+            )
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            await self._close()
+            return Health(False, f"postgres: {str(exc).strip()[:120]}")
+        if standby:
+            return Health(True, "standby", lsn(str(replayed) if replayed else None))
+        return Health(True, "primary", lsn(str(written)))
+
+    async def promote(self, epoch: int) -> None:
+        try:
+            (done,) = await self._query("SELECT pg_promote(true, 10)", within=11)
+            if not done:
+                raise HandlerFailed("pg_promote did not finish")
+            (self.data / WAS_PRIMARY).write_text(json.dumps({"epoch": epoch}))
+            await self._query(
+                "CREATE TABLE IF NOT EXISTS vimha_epoch (epoch bigint NOT NULL) ", within=5
+            )
+            await self._query(
+                f"WITH gone AS (DELETE FROM vimha_epoch) INSERT INTO vimha_epoch "
+                f"VALUES ({int(epoch)}) RETURNING epoch",
+                within=5,
+            )
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise HandlerFailed(f"promote: {type(exc).__name__} {exc}") from exc
+
+    async def demote(self, active: str | None) -> None:
+        if (self.data / WAS_PRIMARY).exists():
+            await self.stop()  # cloned afresh when it starts again
+            return
+        if active is None:
+            return
+        host, _, port = active.rpartition(":")
+        conninfo = f"host={host} port={port} user=postgres application_name={self.node}"
+        try:
+            await self._query(f"ALTER SYSTEM SET primary_conninfo = '{conninfo}'")
+            await self._query("SELECT pg_reload_conf()")
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise HandlerFailed(f"demote: {exc}") from exc
