@@ -69,6 +69,20 @@ class PostgresHandlerConfig(_Model):
     timeout: float = Field(0.5, gt=0, description="Of a monitoring query (s)")
 
 
+class KeepalivedHandlerConfig(_Model):
+    """A virtual IP held by keepalived (VRRP v3) among the members of an all-active group:
+    the load-balancer pair's address. vimha runs and supervises keepalived; VRRP moves the
+    address (with gratuitous ARP) when the holder's node goes."""
+
+    type: Literal["keepalived"] = "keepalived"
+    binary: str = "keepalived"
+    interface: str = Field(min_length=1, description="Where the adverts go and the VIP lives")
+    vip: str = Field(min_length=3, description="address/prefix, e.g. 10.100.0.250/24")
+    router_id: int = Field(51, ge=1, le=255, description="VRRP virtual router id")
+    priority: int = Field(100, ge=1, le=254)
+    advert_interval: float = Field(0.1, ge=0.01, le=40, description="VRRP v3 advert (s)")
+
+
 class FrontendConfig(_Model):
     group: str = Field(min_length=1, description="The service group behind this frontend")
     bind: str = Field(min_length=3, description="host:port the clients connect to")
@@ -99,7 +113,11 @@ class HaproxyHandlerConfig(_Model):
 
 
 HandlerConfig = Annotated[
-    ProcessHandlerConfig | RedisHandlerConfig | PostgresHandlerConfig | HaproxyHandlerConfig,
+    ProcessHandlerConfig
+    | RedisHandlerConfig
+    | PostgresHandlerConfig
+    | HaproxyHandlerConfig
+    | KeepalivedHandlerConfig,
     Field(discriminator="type"),
 ]
 

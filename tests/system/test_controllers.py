@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import free_port
 from tests.support.etcd import EtcdCluster
 from tests.support.postgres import PostgresServer
 from tests.system.conftest import ControllerProcess
@@ -35,7 +36,12 @@ def test_one_controller_holds_the_singleton_work_and_another_takes_over(
     ctls = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        ctl = ControllerProcess(tmp_path / name, store_url=url, coordination=coordination)
+        ctl = ControllerProcess(
+            tmp_path / name,
+            store_url=url,
+            coordination=coordination,
+            heartbeat={"listen": {"mgmt": f"127.0.0.1:{free_port()}"}},
+        )
         ctls.append(ctl)
     ctls[0].migrate()
     for ctl in ctls:
@@ -54,6 +60,26 @@ def test_one_controller_holds_the_singleton_work_and_another_takes_over(
         epoch = next(s["epoch"] for s in states if s["singletonRole"] == "HOLDER")
         for _ in range(10):  # stable: exactly one holder
             assert [role(c)["singletonRole"] for c in ctls].count("HOLDER") == 1
+            time.sleep(0.1)
+
+        # A host declared through one controller's API is watched by the other too.
+        host = {"name": "cmp-9", "key": "k" * 32, "location": {"rack": "r9"}}
+        with holder.client() as c:
+            assert c.post("/vim/v1/hosts", json=host).status_code == 201
+
+        def watched(ctl: ControllerProcess) -> list[str]:
+            with ctl.client() as c:
+                return [h["id"] for h in c.get("/vim/v1/hosts").json()]
+
+        deadline = time.monotonic() + 15
+        while "cmp-9" not in watched(other):
+            assert time.monotonic() < deadline, watched(other)
+            time.sleep(0.1)
+        with holder.client() as c:
+            assert c.delete("/vim/v1/hosts/cmp-9").status_code == 204
+        deadline = time.monotonic() + 15
+        while "cmp-9" in watched(other):
+            assert time.monotonic() < deadline
             time.sleep(0.1)
 
         assert holder.proc is not None

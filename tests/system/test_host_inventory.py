@@ -92,11 +92,24 @@ def test_declare_watch_change_persist_delete(setup: tuple[ControllerProcess, Age
     agent.kill()
     wait(ctl, lambda h: h["cmp-2"]["fencing"]["state"] == "FAILED")  # no BMC
     assert {a["faultType"] for a in alarms(ctl, "cmp-2")} == {"HOST_UNREACHABLE", "FENCING_FAILED"}
+    with ctl.client() as c:  # what its agent raised on its parts goes too
+        r = c.post(
+            "/vim/v1/events",
+            json={
+                "managedObjectId": "cmp-2/ovs",
+                "faultType": "SERVICE_FAILED",
+                "probableCause": "service failed its health check",
+                "perceivedSeverity": "MAJOR",
+                "eventType": "PROCESSING_ERROR_ALARM",
+            },
+        )
+        assert r.status_code < 300, r.text
+    assert [a["faultType"] for a in alarms(ctl, "cmp-2/ovs")] == ["SERVICE_FAILED"]
     with ctl.client() as c:
         assert c.delete("/vim/v1/hosts/cmp-2").status_code == 204
         assert c.get("/vim/v1/hosts/cmp-2").status_code == 404
         assert [h["id"] for h in c.get("/vim/v1/hosts").json()] == ["cmp-1"]
-    assert alarms(ctl, "cmp-2") == []
+    assert alarms(ctl, "cmp-2") == [] and alarms(ctl, "cmp-2/ovs") == []
     ctl.stop()
     ctl.start()
     with ctl.client() as c:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import subprocess
+import tempfile
 from pathlib import Path
 
-from vimha.agent.handlers import HandlerFailed, Health, spawn_member
-from vimha.agent.services import process_state
+from vimha.agent.handlers import HandlerFailed, Health, process_failure, spawn_member
 from vimha.domain.balancing import commands, desired_servers
 from vimha.domain.groups import Policy
 from vimha.drivers.coord_mirror import Mirror, load_json
@@ -21,6 +22,14 @@ from vimha.groupspec import HaproxyHandlerConfig, groups_prefix
 from vimha.ports.coordination import Coordination
 
 log = logging.getLogger("vimha.agent.balancer")
+
+
+def socket_path(wanted: Path) -> Path:
+    """A UNIX socket's path must fit in 107 bytes: a deep run dir gets a short alias."""
+    if len(str(wanted)) < 100:
+        return wanted
+    digest = hashlib.sha1(str(wanted).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"vimha-{digest}.sock"
 
 
 class HaproxyHandler:
@@ -39,7 +48,7 @@ class HaproxyHandler:
             )
             for f in cfg.frontends
         ]
-        self.socket = run_dir / f"haproxy-{group}.sock"
+        self.socket = socket_path(run_dir / f"haproxy-{group}.sock")
         self.admin = HaproxyAdmin(self.socket)
         self.process: subprocess.Popen[bytes] | None = None
         self.sync_task: asyncio.Task[None] | None = None
@@ -81,11 +90,8 @@ class HaproxyHandler:
             await asyncio.to_thread(proc.wait)
 
     async def monitor(self) -> Health:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return Health(False, "haproxy not running")
-        if process_state(proc.pid) in ("T", "t", "Z", "X", None):
-            return Health(False, "haproxy stopped or gone")
+        if (failed := process_failure(self.process, "haproxy")) is not None:
+            return failed
         try:
             await self.admin.run("show info")
         except HaproxyUnavailable as exc:

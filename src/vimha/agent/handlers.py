@@ -23,6 +23,7 @@ from vimha.drivers.resp import Redis, RedisError, info_fields
 from vimha.groupspec import (
     HandlerConfig,
     HaproxyHandlerConfig,
+    KeepalivedHandlerConfig,
     PostgresHandlerConfig,
     ProcessHandlerConfig,
     RedisHandlerConfig,
@@ -42,6 +43,17 @@ class Health:
     healthy: bool
     detail: str
     position: int = -1
+
+
+def process_failure(proc: subprocess.Popen[bytes] | None, name: str) -> Health | None:
+    """Why a member's process is not running (exited, zombie, stopped), None if it runs."""
+    if proc is None:
+        return Health(False, f"{name} not started")
+    if proc.poll() is not None:
+        return Health(False, f"{name} exited ({proc.returncode})")
+    if process_state(proc.pid) in ("T", "t", "Z", "X", None):
+        return Health(False, f"{name} stopped (SIGSTOP) or gone")
+    return None
 
 
 class Handler(Protocol):
@@ -169,13 +181,8 @@ class RedisHandler:
         await asyncio.to_thread(proc.wait)
 
     async def monitor(self) -> Health:
-        proc = self.process
-        if proc is None:
-            return Health(False, "not started")
-        if proc.poll() is not None:
-            return Health(False, f"redis-server exited ({proc.returncode})")
-        if process_state(proc.pid) in ("T", "t", "Z", "X", None):
-            return Health(False, "redis-server stopped or gone")
+        if (failed := process_failure(self.process, "redis-server")) is not None:
+            return failed
         try:
             await self.client.call("PING")
             info = info_fields(await self.client.call("INFO", "replication"))
@@ -216,6 +223,10 @@ def make_handler(
         from vimha.agent.pg_handler import PostgresHandler
 
         return PostgresHandler(group, node, cfg, run_dir, coord, vim)
+    if isinstance(cfg, KeepalivedHandlerConfig):
+        from vimha.agent.vrrp import KeepalivedHandler
+
+        return KeepalivedHandler(group, node, cfg, run_dir)
     if isinstance(cfg, HaproxyHandlerConfig):
         from vimha.agent.balancer import HaproxyHandler
 

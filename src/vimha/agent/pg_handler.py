@@ -30,8 +30,8 @@ from pathlib import Path
 
 import psycopg
 
-from vimha.agent.handlers import HandlerFailed, Health
-from vimha.agent.services import PR_SET_PDEATHSIG, process_state
+from vimha.agent.handlers import HandlerFailed, Health, process_failure
+from vimha.agent.services import PR_SET_PDEATHSIG
 from vimha.drivers.coord_mirror import load_json
 from vimha.groupspec import PostgresHandlerConfig, groups_prefix
 from vimha.ports.coordination import Coordination
@@ -220,13 +220,10 @@ class PostgresHandler:
         return row or ()
 
     async def monitor(self) -> Health:
-        proc = self.process
-        if proc is None:
+        if self.process is None:
             return Health(False, "no data yet: waiting for an active to clone")
-        if proc.poll() is not None:
-            return Health(False, f"postgres exited ({proc.returncode})")
-        if process_state(proc.pid) in ("T", "t", "Z", "X", None):
-            return Health(False, "postgres stopped or gone")
+        if (failed := process_failure(self.process, "postgres")) is not None:
+            return failed
         try:
             standby, replayed, written = await self._query(
                 "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "

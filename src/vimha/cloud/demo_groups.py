@@ -11,10 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vimha.cloud.netns import Netns
+
 GROUPS = ("api", "kv", "workers")
 OFFSETS = {"api": 300, "kv": 310, "workers": 320}
 CONTROL = ("ctl-1", "ctl-2", "ctl-3")
 BALANCERS = ("ctl-1", "ctl-2")  # the load-balancer pair
+VIP_INDEX = 250  # the balancers' virtual IP: .250 of the mgmt plane (netns mode)
 LB_OFFSET = 330  # + the group's index in GROUPS: its frontend port on each balancer
 
 
@@ -49,8 +52,17 @@ def _demo(port: int, host: str, node: str, group: str, role_file: Path | None) -
     return handler
 
 
-def demo_groups(node: str, host: str, port: int, home: Path) -> list[dict[str, Any]]:
-    """The groups' declarations for control node `node`, whose mgmt address is `host`."""
+def vip(net: Netns) -> str:
+    """In netns mode, the balancers' virtual IP on the mgmt plane."""
+    return net.node_address("mgmt", VIP_INDEX)
+
+
+def demo_groups(
+    node: str, host: str, port: int, home: Path, net: Netns | None = None
+) -> list[dict[str, Any]]:
+    """The groups' declarations for control node `node`, whose mgmt address is `host`. In
+    netns mode the balancers listen on every address of their namespace and keepalived holds
+    a virtual IP for the pair (group `vip`)."""
     if node not in CONTROL:
         return []
     index = CONTROL.index(node) + 1
@@ -68,13 +80,30 @@ def demo_groups(node: str, host: str, port: int, home: Path) -> list[dict[str, A
         else _demo(kv_port, host, node, "kv", home / "kv.role")
     )  # fmt: skip
     balancer = []
+    listen = "0.0.0.0" if net else host
+    if net is not None and node in BALANCERS and shutil.which("keepalived"):
+        balancer.append(
+            {
+                "name": "vip",
+                "policy": "all-active",
+                "members": list(BALANCERS),
+                "address": f"{vip(net)}:{frontend_port(port, 'api')}",
+                "handler": {
+                    "type": "keepalived",
+                    "interface": "mgmt",
+                    "vip": f"{vip(net)}/24",
+                    "router_id": 50 + net.octet % 200,
+                    "priority": 110 - 10 * BALANCERS.index(node),
+                },
+            }
+        )
     if node in BALANCERS and shutil.which("haproxy"):
         frontends = [
-            {"group": "api", "bind": f"{host}:{frontend_port(port, 'api')}", "mode": "http",
+            {"group": "api", "bind": f"{listen}:{frontend_port(port, 'api')}", "mode": "http",
              "check": "http", "server_timeout": 1.0},
-            {"group": "kv", "bind": f"{host}:{frontend_port(port, 'kv')}",
+            {"group": "kv", "bind": f"{listen}:{frontend_port(port, 'kv')}",
              "check": "redis" if redis else "tcp"},
-            {"group": "workers", "bind": f"{host}:{frontend_port(port, 'workers')}",
+            {"group": "workers", "bind": f"{listen}:{frontend_port(port, 'workers')}",
              "mode": "http", "check": "http", "server_timeout": 1.0},
         ]  # fmt: skip
         balancer.append(

@@ -190,7 +190,7 @@ def write_agent_config(
             }
         ],
     }
-    groups = demo_groups(node.name, node.addresses[PLANES[0]], port, home)
+    groups = demo_groups(node.name, node.addresses[PLANES[0]], port, home, net)
     if groups:
         config["groups"] = groups
         config["coordination_url"] = coordination_url(data_dir)

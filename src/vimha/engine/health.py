@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vimha.config import Config, HostConfig
-from vimha.domain.alarms import Location
+from vimha.domain.alarms import FaultEvent, Location, Severity, dedup_key
 from vimha.domain.classification import (
     BmcView,
     Classification,
@@ -131,9 +131,13 @@ class HealthMonitor:
             self.bmcs.pop(name, None)
             self.bmc_views.pop(name, None)
 
-    async def forget(self, name: str) -> None:
-        """Stop watching a host; what it has raised here is cleared."""
+    async def forget(self, name: str, clear: bool = True) -> None:
+        """Stop watching a host; what was raised for it is cleared: by vimha's detectors,
+        and by its agent (its services, its sensors) or any monitor, on `host/...`."""
         if name not in self.hosts:
+            return
+        if not clear:
+            self._drop(name)
             return
         now = self.clock.now()
         gone = Classification(HealthStatus.UP, None, f"{name} removed from the inventory")
@@ -152,6 +156,34 @@ class HealthMonitor:
             ok = HardwareHealth.OK
             events += decide_bmc_log(name, watch, [], ok, self.locations[name], now)[0]
         events += self.fencer.forget(name)
+        events += await self._others_raised(name, {e.dedup_key for e in events}, now)
+        self._drop(name)
+        if events:
+            await self.faults.ingest_async(events)
+        self.locations.pop(name, None)
+
+    async def _others_raised(self, name: str, covered: set[str], now: Any) -> list[FaultEvent]:
+        """Clearing events for the active alarms on the host or its parts that vimha's own
+        decisions above do not cover (raised by its agent or another monitor)."""
+        out = []
+        for alarm in await asyncio.to_thread(self.faults.store.active_alarms_of_host, name):
+            key = dedup_key(alarm.managed_object_id, alarm.fault_type, alarm.probable_cause)
+            if key in covered:
+                continue
+            out.append(
+                FaultEvent(
+                    managed_object_id=alarm.managed_object_id,
+                    fault_type=alarm.fault_type,
+                    probable_cause=alarm.probable_cause,
+                    perceived_severity=Severity.CLEARED,
+                    event_type=alarm.event_type,
+                    event_time=now,
+                    fault_details=(f"{name} removed from the inventory",),
+                )
+            )
+        return out
+
+    def _drop(self, name: str) -> None:
         for table in (self.hosts, self.source, self.planes, self.keys, self.bmcs, self.current):
             table.pop(name, None)
         for key in [k for k in self.states if k[0] == name]:
@@ -160,17 +192,22 @@ class HealthMonitor:
             table2.pop(name, None)
         self.seen_up.discard(name)
         self.services.forget(name)
-        if events:
-            await self.faults.ingest_async(events)
-        self.locations.pop(name, None)
 
     async def load_declared(self) -> None:
-        """The hosts declared through the API, from the store."""
-        for name, spec in (await asyncio.to_thread(self.faults.store.list_hosts)).items():
+        """The hosts declared through the API, from the store: new and changed ones watched,
+        removed ones forgotten (another controller changed the inventory)."""
+        stored = await asyncio.to_thread(self.faults.store.list_hosts)
+        for name in [h for h, source in self.source.items() if source == "api"]:
+            if name not in stored:
+                await self.forget(name, clear=False)  # its alarms: cleared by the one deleting
+        for name, spec in stored.items():
             try:
-                self.declare(HostConfig.model_validate(spec), "api")
+                host = HostConfig.model_validate(spec)
             except (ValidationError, InvalidInput) as exc:
                 log.error("stored host %s is not valid any more, not watched: %s", name, exc)
+                continue
+            if self.hosts.get(name) != host:
+                self.declare(host, "api")
 
     def on_heartbeat(self, hb: Heartbeat, at: float) -> None:
         key = (hb.node, hb.plane)

@@ -16,7 +16,8 @@ from vimha.config import Config
 from vimha.domain.alarms import Location
 from vimha.domain.clock import Clock
 from vimha.domain.election import Role
-from vimha.domain.errors import StoreUnavailable
+from vimha.domain.errors import StoreUnavailable, Temporary
+from vimha.drivers.coord_mirror import Mirror
 from vimha.drivers.coordination import open_coordination
 from vimha.engine.ageing import RetentionService, ageing_loop
 from vimha.engine.dispatch import Dispatcher
@@ -96,6 +97,8 @@ class Runtime:
         if self.health is not None:
             self.health.on_fenced = self.groups.host_fenced
             self.health.on_back = self.groups.host_back
+        self._inventory_key = f"/vimha/{config.vim_connection_id}/inventory"
+        self._inventory_seen = 0
         self.started_at = clock.now()
         self.failed = asyncio.Event()
         self._stop = asyncio.Event()
@@ -113,6 +116,7 @@ class Runtime:
         )
         self._spawn("checkpoint", self._checkpoints())
         self._spawn("groups", self.groups.run(self._stop))
+        self._spawn("inventory", self._follow_inventory())
         if self.health is not None:
             self._spawn("health", self.health.run(self._stop))
         ready = asyncio.ensure_future(self.dispatcher.ready.wait())
@@ -138,6 +142,29 @@ class Runtime:
         await self.notifier.aclose()
         await self.coordination.close()
         await asyncio.to_thread(self.writer.stop)
+
+    async def inventory_changed(self) -> None:
+        """Tell the other controllers that hosts were declared, changed or removed here."""
+        with contextlib.suppress(Temporary):
+            self._inventory_seen = await self.coordination.increment(self._inventory_key)
+
+    async def _follow_inventory(self) -> None:
+        """Hosts declared through another controller's API are watched here too."""
+        mirror = Mirror(self.coordination, (self._inventory_key,))
+        task = asyncio.create_task(mirror.run(self._stop, self._inventory_key))
+        try:
+            await mirror.ready.wait()
+            while not self._stop.is_set():
+                entry = mirror.keys.get(self._inventory_key)
+                seen = int(entry.value) if entry else 0
+                if seen > self._inventory_seen and self.health is not None:
+                    self._inventory_seen = seen
+                    await self.health.load_declared()
+                mirror.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(mirror.changed.wait(), 5.0)
+        finally:
+            task.cancel()
 
     def holds_singleton(self) -> bool:
         return self.elector.holding.role is Role.HOLDER

@@ -159,6 +159,10 @@ class Store(Protocol):
         """Alarms about one managed object, newest first."""
         ...
 
+    def active_alarms_of_host(self, host: str) -> list[Alarm]:
+        """Active (not cleared) alarms on the host or any of its parts (`host/...`)."""
+        ...
+
     def alarm_history(self, alarm_id: str) -> list[HistoryEvent]: ...
 
     def add_subscription(self, sub: Subscription) -> Subscription:

@@ -250,6 +250,24 @@ class SqlStore:
             )
         return [_alarm(r) for r in rows]
 
+    def active_alarms_of_host(self, host: str) -> list[Alarm]:
+        parts = host.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+        with self._read() as conn:
+            rows = (
+                conn.execute(
+                    select(alarms)
+                    .where(
+                        (alarms.c.managed_object_id == host)
+                        | alarms.c.managed_object_id.like(parts, escape="\\")
+                    )
+                    .where(alarms.c.perceived_severity != Severity.CLEARED.value)
+                    .order_by(alarms.c.seq)
+                )
+                .mappings()
+                .all()
+            )
+        return [_alarm(r) for r in rows]
+
     def alarm_history(self, alarm_id: str) -> list[HistoryEvent]:
         self.get_alarm(alarm_id)
         with self._read() as conn:
