@@ -14,12 +14,19 @@ from tests.conftest import free_port
 from tests.support.etcd import EtcdCluster
 from tests.support.postgres import PostgresServer
 from tests.system.conftest import ControllerProcess
+from vimha.cloud.procs import AgentProcess
 
 
 def role(ctl: ControllerProcess) -> dict[str, Any]:
     with ctl.client() as c:
         found: dict[str, Any] = c.get("/vim/v1/status").json()["coordination"]
     return found
+
+
+def health(ctl: ControllerProcess, host: str) -> str | None:
+    with ctl.client() as c:
+        r = c.get(f"/vim/v1/hosts/{host}")
+    return str(r.json()["healthStatus"]) if r.status_code == 200 else None
 
 
 def test_one_controller_holds_the_singleton_work_and_another_takes_over(
@@ -34,13 +41,15 @@ def test_one_controller_holds_the_singleton_work_and_another_takes_over(
         "controllers": 2,
     }
     ctls = []
+    heard_at = {}
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
+        heard_at[name] = f"127.0.0.1:{free_port()}"
         ctl = ControllerProcess(
             tmp_path / name,
             store_url=url,
             coordination=coordination,
-            heartbeat={"listen": {"mgmt": f"127.0.0.1:{free_port()}"}},
+            heartbeat={"listen": {"mgmt": heard_at[name]}, "startup_grace": 1},
         )
         ctls.append(ctl)
     ctls[0].migrate()
@@ -71,10 +80,24 @@ def test_one_controller_holds_the_singleton_work_and_another_takes_over(
             with ctl.client() as c:
                 return [h["id"] for h in c.get("/vim/v1/hosts").json()]
 
-        deadline = time.monotonic() + 15
-        while "cmp-9" not in watched(other):
-            assert time.monotonic() < deadline, watched(other)
-            time.sleep(0.1)
+        # ... and an agent heartbeats to every controller: both see it UP.
+        agent = AgentProcess(
+            tmp_path,
+            "cmp-9",
+            host["key"],
+            ("127.0.0.9", "127.0.0.9"),
+            (0, 0),
+            planes=[{"name": "mgmt", "local": "127.0.0.9", "controller": list(heard_at.values())}],
+        )
+        agent.start()
+        try:
+            for ctl in ctls:
+                deadline = time.monotonic() + 15
+                while health(ctl, "cmp-9") != "UP":
+                    assert time.monotonic() < deadline, health(ctl, "cmp-9")
+                    time.sleep(0.1)
+        finally:
+            agent.stop()
         with holder.client() as c:
             assert c.delete("/vim/v1/hosts/cmp-9").status_code == 204
         deadline = time.monotonic() + 15

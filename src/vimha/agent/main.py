@@ -42,15 +42,25 @@ class PlaneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(min_length=1)
     local: str = Field(min_length=1, description="This node's address on the plane")
-    controller: str = Field(description="host:port where the controller hears this plane")
+    controller: str | tuple[str, ...] = Field(
+        description="host:port where the controller hears this plane, or a list of them: "
+        "one per controller (every controller hears every plane)"
+    )
 
     @field_validator("controller")
     @classmethod
-    def _address(cls, value: str) -> str:
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"expected host:port, got {value!r}")
+    def _address(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        for each in (value,) if isinstance(value, str) else value:
+            host, _, port = each.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port, got {each!r}")
+        if not isinstance(value, str) and not value:
+            raise ValueError("at least one controller")
         return value
+
+    @property
+    def controllers(self) -> tuple[str, ...]:
+        return (self.controller,) if isinstance(self.controller, str) else self.controller
 
 
 class AgentConfig(BaseModel):
@@ -151,8 +161,9 @@ async def run_agent(config: AgentConfig) -> int:
     take_priority(config.priority)
     routes = []
     for plane in config.planes:
-        host, _, port = plane.controller.rpartition(":")
-        routes.append(PlaneRoute(plane.name, plane.local, (host, int(port))))
+        for controller in plane.controllers:  # the same heartbeat to every controller
+            host, _, port = controller.rpartition(":")
+            routes.append(PlaneRoute(plane.name, plane.local, (host, int(port))))
     control = Path(config.control_dir) if config.control_dir else None
 
     def dropped(plane: str) -> bool:
