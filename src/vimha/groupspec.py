@@ -83,6 +83,17 @@ class KeepalivedHandlerConfig(_Model):
     advert_interval: float = Field(0.1, ge=0.01, le=40, description="VRRP v3 advert (s)")
 
 
+class VipHandlerConfig(_Model):
+    """A virtual IP as an active-standby member: the holder of the slot adds the address to
+    its interface and announces it with gratuitous ARP; demoted, it removes it. Healthy while
+    the interface is up. Needs root (netns mode or a real node)."""
+
+    type: Literal["vip"] = "vip"
+    interface: str = Field(min_length=1)
+    vip: str = Field(min_length=3, description="address/prefix, e.g. 10.100.0.240/24")
+    garps: int = Field(3, ge=1, le=20, description="Gratuitous ARPs sent on promotion")
+
+
 class FrontendConfig(_Model):
     group: str = Field(min_length=1, description="The service group behind this frontend")
     bind: str = Field(min_length=3, description="host:port the clients connect to")
@@ -117,7 +128,8 @@ HandlerConfig = Annotated[
     | RedisHandlerConfig
     | PostgresHandlerConfig
     | HaproxyHandlerConfig
-    | KeepalivedHandlerConfig,
+    | KeepalivedHandlerConfig
+    | VipHandlerConfig,
     Field(discriminator="type"),
 ]
 

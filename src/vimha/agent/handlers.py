@@ -27,6 +27,7 @@ from vimha.groupspec import (
     PostgresHandlerConfig,
     ProcessHandlerConfig,
     RedisHandlerConfig,
+    VipHandlerConfig,
 )
 from vimha.ports.coordination import Coordination
 from vimha.servicespec import ServiceConfig
@@ -223,6 +224,10 @@ def make_handler(
         from vimha.agent.pg_handler import PostgresHandler
 
         return PostgresHandler(group, node, cfg, run_dir, coord, vim)
+    if isinstance(cfg, VipHandlerConfig):
+        from vimha.agent.vrrp import VipHandler
+
+        return VipHandler(group, cfg)
     if isinstance(cfg, KeepalivedHandlerConfig):
         from vimha.agent.vrrp import KeepalivedHandler
 

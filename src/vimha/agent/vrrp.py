@@ -1,19 +1,25 @@
-"""The `keepalived` handler (issue 4, ARCH-7): a virtual IP for the load-balancer pair, held
-by keepalived with VRRP v3 and sub-second adverts. Each member of an all-active group runs
-one keepalived (VRRP only), started and supervised by its agent, dying with it; VRRP elects
-the holder and moves the address with gratuitous ARP when the holder's node goes. The group's
-alarms tell a lost peer (SERVICE_GROUP_REDUNDANCY_LOST). The member reports whether it holds
-the VIP now."""
+"""Virtual IPs (issue 4, ARCH-7).
+
+The `keepalived` handler: a virtual IP for the load-balancer pair, held by keepalived with
+VRRP v3 and sub-second adverts. Each member of an all-active group runs one keepalived (VRRP
+only), started and supervised by its agent, dying with it; VRRP elects the holder and moves
+the address with gratuitous ARP when the holder's node goes. The group's alarms tell a lost
+peer (SERVICE_GROUP_REDUNDANCY_LOST). The member reports whether it holds the VIP now.
+
+The `vip` handler (at the end) is vimha's own: the address belongs to the holder of an
+active-standby slot, with the same safety as any active (release or fencing first)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import subprocess
 from pathlib import Path
 
 from vimha.agent.handlers import HandlerFailed, Health, process_failure, spawn_member
-from vimha.groupspec import KeepalivedHandlerConfig
+from vimha.groupspec import KeepalivedHandlerConfig, VipHandlerConfig
 
 
 def render(node: str, cfg: KeepalivedHandlerConfig) -> str:
@@ -105,3 +111,67 @@ class KeepalivedHandler:
 
     async def demote(self, active: str | None) -> None:
         return None
+
+
+def garp_frame(mac: bytes, address: str) -> bytes:
+    """A gratuitous ARP request (sender and target = the VIP), broadcast: switches and
+    neighbours learn at once that the VIP moved to this MAC."""
+    ip = socket.inet_aton(address)
+    ethernet = b"\xff" * 6 + mac + struct.pack("!H", 0x0806)
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\x00" * 6 + ip
+    return ethernet + arp
+
+
+class VipHandler:
+    """The `vip` handler: see VipHandlerConfig."""
+
+    def __init__(self, group: str, cfg: VipHandlerConfig) -> None:
+        self.group = group
+        self.cfg = cfg
+        self.address = cfg.vip.split("/")[0]
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    async def _ip(self, *args: str) -> int:
+        proc = await asyncio.create_subprocess_exec(
+            "ip", *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        return await proc.wait()
+
+    async def start(self) -> None:
+        await self._ip("addr", "del", self.cfg.vip, "dev", self.cfg.interface)  # standby
+
+    async def stop(self) -> None:
+        await self._ip("addr", "del", self.cfg.vip, "dev", self.cfg.interface)
+
+    async def monitor(self) -> Health:
+        state = Path(f"/sys/class/net/{self.cfg.interface}/operstate")
+        try:
+            operstate = state.read_text().strip()  # noqa: ASYNC240 - sysfs: no disk I/O
+        except OSError:
+            return Health(False, f"no interface {self.cfg.interface}")
+        if operstate not in ("up", "unknown"):
+            return Health(False, f"{self.cfg.interface} is {operstate}")
+        return Health(True, f"{self.cfg.interface} up")
+
+    async def promote(self, epoch: int) -> None:
+        code = await self._ip("addr", "replace", self.cfg.vip, "dev", self.cfg.interface)
+        if code != 0:
+            raise HandlerFailed(f"could not add {self.cfg.vip} to {self.cfg.interface}")
+        try:
+            await asyncio.to_thread(self._announce)
+        except OSError as exc:
+            raise HandlerFailed(f"gratuitous ARP on {self.cfg.interface}: {exc}") from exc
+
+    def _announce(self) -> None:
+        mac_text = Path(f"/sys/class/net/{self.cfg.interface}/address").read_text().strip()
+        frame = garp_frame(bytes.fromhex(mac_text.replace(":", "")), self.address)
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind((self.cfg.interface, 0))
+            for _ in range(self.cfg.garps):
+                s.send(frame)
+
+    async def demote(self, active: str | None) -> None:
+        await self._ip("addr", "del", self.cfg.vip, "dev", self.cfg.interface)
