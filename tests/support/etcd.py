@@ -16,15 +16,16 @@ def find_etcd() -> str | None:
 
 
 class EtcdCluster:
-    def __init__(self, base: Path, ports: list[tuple[int, int]]) -> None:
+    def __init__(self, base: Path, ports: list[tuple[int, int]], host: str = "127.0.0.1") -> None:
         self.base = base
+        self.host = host  # where clients reach it (peers stay on loopback)
         self.ports = ports  # (client, peer) per member
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.cluster = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(ports))
 
     @property
     def url(self) -> str:
-        return "etcd://" + ",".join(f"127.0.0.1:{c}" for c, _ in self.ports)
+        return "etcd://" + ",".join(f"{self.host}:{c}" for c, _ in self.ports)
 
     def start_member(self, i: int) -> None:
         client, peer = self.ports[i]
@@ -34,8 +35,8 @@ class EtcdCluster:
                 "etcd",
                 "--name", f"m{i}",
                 "--data-dir", str(self.base / f"m{i}"),
-                "--listen-client-urls", f"http://127.0.0.1:{client}",
-                "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                "--listen-client-urls", f"http://{self.host}:{client}",
+                "--advertise-client-urls", f"http://{self.host}:{client}",
                 "--listen-peer-urls", f"http://127.0.0.1:{peer}",
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
                 "--initial-cluster", self.cluster,
@@ -55,7 +56,7 @@ class EtcdCluster:
         while time.monotonic() < deadline:
             try:
                 ok = all(
-                    httpx.get(f"http://127.0.0.1:{c}/health", timeout=1).json().get("health")
+                    httpx.get(f"http://{self.host}:{c}/health", timeout=1).json().get("health")
                     == "true"
                     for c, _ in self.ports
                 )

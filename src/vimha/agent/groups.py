@@ -69,6 +69,7 @@ class GroupMember:
         self.published: dict[str, Any] = {}
         self.vacant_since: dict[int, float] = {}
         self.role = "standby"
+        self.unreleased: tuple[int, str] | None = None  # a release not yet written
 
     # --- the lease -------------------------------------------------------------------------
 
@@ -184,12 +185,32 @@ class GroupMember:
                 "reason": reason,
             }
         )
-        with contextlib.suppress(Temporary):
+        try:
             await self.coord.put(self.prefix + f"released/{slot}", released)
             entry = self.mirror.keys.get(self.prefix + f"slots/{slot}")
             if entry is not None and load_json(entry).get("epoch") == self.epoch:
                 await self.coord.delete(self.prefix + f"slots/{slot}")
+        except Temporary:  # cut off: said as soon as the backend answers again
+            self.unreleased = (slot, released)
         log.warning("%s: %s resigned slot %d: %s", self.cfg.name, self.node, slot, reason)
+
+    async def _say_released(self) -> None:
+        """A release that could not be written (the member was cut off when it demoted): the
+        standbys wait for it (or for a fencing), so it is written once the backend answers,
+        unless another holder took the slot meanwhile."""
+        if self.unreleased is None:
+            return
+        slot, released = self.unreleased
+        holder = load_json(await self.coord.get(self.prefix + f"holder/{slot}"))
+        if (
+            holder.get("member") == self.node
+            and holder.get("epoch") == json.loads(released)["epoch"]
+        ):
+            await self.coord.put(self.prefix + f"released/{slot}", released)
+            log.warning(
+                "%s: release of slot %d written after the backend came back", self.cfg.name, slot
+            )
+        self.unreleased = None
 
     async def _restart_if_due(self) -> None:
         now = time.monotonic()
@@ -247,6 +268,7 @@ class GroupMember:
 
     async def step(self) -> None:
         self.health = await self.handler.monitor()
+        await self._say_released()
         if self.holding is not None:
             mine = load_json(self.mirror.keys.get(self.prefix + f"slots/{self.holding}"))
             if not self._trusted() or mine.get("epoch") != self.epoch:
