@@ -136,7 +136,7 @@ HandlerConfig = Annotated[
 
 class LeaseConfig(_Model):
     ttl: float = Field(3.0, description="Lease of the member's role (s): the last line of defence")
-    renew: float = Field(0.25, description="Renewal interval (s)")
+    renew: float = Field(0.5, description="Renewal interval (s)")
     demote_after: float = Field(
         2.0, description="Without a successful renewal for this long the active demotes itself"
     )

@@ -34,13 +34,20 @@ def socket_path(wanted: Path) -> Path:
 
 class HaproxyHandler:
     def __init__(
-        self, group: str, cfg: HaproxyHandlerConfig, run_dir: Path, coord: Coordination, vim: str
+        self,
+        group: str,
+        cfg: HaproxyHandlerConfig,
+        run_dir: Path,
+        coord: Coordination,
+        vim: str,
+        mirror: Mirror | None = None,
     ) -> None:
         self.group = group
         self.cfg = cfg
         self.run_dir = run_dir
         self.prefix = groups_prefix(vim)
-        self.mirror = Mirror(coord, (self.prefix,))
+        self.mirror = mirror or Mirror(coord, (self.prefix,))
+        self.changed = self.mirror.subscribe()
         self.common = f"/vimha/{vim}/"
         self.frontends = [
             Frontend(
@@ -72,7 +79,8 @@ class HaproxyHandler:
         except OSError as exc:
             raise HandlerFailed(f"{self.cfg.binary}: {exc.strerror}") from exc
         self.stopping = asyncio.Event()
-        if self.watch_task is None:
+        if self.watch_task is None and not self.mirror.running:
+            self.mirror.running = True
             self.watch_task = asyncio.create_task(self.mirror.run(asyncio.Event(), self.common))
         self.sync_task = asyncio.create_task(self._sync_loop(self.stopping))
 
@@ -124,7 +132,7 @@ class HaproxyHandler:
     async def _sync_loop(self, stopping: asyncio.Event) -> None:
         await self.mirror.ready.wait()
         while not stopping.is_set():
-            self.mirror.changed.clear()
+            self.changed.clear()
             try:
                 await self.sync()
             except HaproxyUnavailable as exc:
@@ -132,4 +140,4 @@ class HaproxyHandler:
                 await asyncio.sleep(0.05)
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.mirror.changed.wait(), 1.0)
+                await asyncio.wait_for(self.changed.wait(), 1.0)

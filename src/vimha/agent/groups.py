@@ -38,6 +38,11 @@ log = logging.getLogger("vimha.agent.groups")
 START_GRACE = 3.0  # a member just (re)started is not restarted again for failing checks
 
 
+def group_mirror(coord: Coordination, vim: str) -> Mirror:
+    """What the members of an agent's groups watch: every group, and the fenced hosts."""
+    return Mirror(coord, (groups_prefix(vim), fenced_prefix(vim)))
+
+
 class GroupMember:
     def __init__(
         self,
@@ -47,6 +52,7 @@ class GroupMember:
         coord: Coordination,
         run_dir: Path,
         handler: Handler | None = None,
+        mirror: Mirror | None = None,
     ) -> None:
         self.node = node
         self.cfg = cfg
@@ -55,9 +61,13 @@ class GroupMember:
         self.lease_policy = cfg.lease.policy()
         self.prefix = f"{groups_prefix(vim)}{cfg.name}/"
         self.fenced = fenced_prefix(vim)
-        self.mirror = Mirror(coord, (self.prefix, self.fenced))
+        # one watch for all the groups of the agent (and its balancer), when it gives one
+        self.mirror = mirror or group_mirror(coord, vim)
+        self.changed = self.mirror.subscribe()
         self.common = f"/vimha/{vim}/"
-        self.handler = handler or make_handler(cfg.name, node, cfg.handler, run_dir, coord, vim)
+        self.handler = handler or make_handler(
+            cfg.name, node, cfg.handler, run_dir, coord, vim, self.mirror
+        )
         self.lease = 0
         self.renewed_at = 0.0
         self.holding: int | None = None
@@ -85,11 +95,11 @@ class GroupMember:
             except LeaseLost:
                 log.warning("%s: lease lost", self.cfg.name)
                 self.lease = 0
-                self.mirror.changed.set()
+                self.changed.set()
                 continue
             except Temporary as exc:
                 log.warning("%s: lease not renewed (%s)", self.cfg.name, exc)
-                self.mirror.changed.set()
+                self.changed.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.lease_policy.renew)
 
@@ -319,10 +329,10 @@ class GroupMember:
                 await self.coord.delete(self.prefix + f"slots/{slot}", current.revision)
 
     async def run(self, stop: asyncio.Event) -> None:
-        tasks = [
-            asyncio.create_task(self.mirror.run(stop, self.common)),
-            asyncio.create_task(self._keep_lease(stop)),
-        ]
+        tasks = [asyncio.create_task(self._keep_lease(stop))]
+        if not self.mirror.running:  # its own (a shared one is run by whoever made it)
+            self.mirror.running = True
+            tasks.append(asyncio.create_task(self.mirror.run(stop, self.common)))
         try:
             await self.mirror.ready.wait()
             with contextlib.suppress(Temporary):
@@ -336,9 +346,9 @@ class GroupMember:
                     log.warning("%s: coordination unavailable: %s", self.cfg.name, exc)
                 except LeaseLost:
                     self.lease = 0
-                self.mirror.changed.clear()
+                self.changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.mirror.changed.wait(), self.cfg.monitor_interval)
+                    await asyncio.wait_for(self.changed.wait(), self.cfg.monitor_interval)
         finally:
             for task in tasks:
                 task.cancel()

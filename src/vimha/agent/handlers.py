@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vimha.agent.services import SupervisedProcess, die_with_agent, process_state
+from vimha.drivers.coord_mirror import Mirror
 from vimha.drivers.resp import Redis, RedisError, info_fields
 from vimha.groupspec import (
     HandlerConfig,
@@ -216,7 +217,13 @@ class RedisHandler:
 
 
 def make_handler(
-    group: str, node: str, cfg: HandlerConfig, run_dir: Path, coord: Coordination, vim: str
+    group: str,
+    node: str,
+    cfg: HandlerConfig,
+    run_dir: Path,
+    coord: Coordination,
+    vim: str,
+    mirror: Mirror | None = None,
 ) -> Handler:
     if isinstance(cfg, RedisHandlerConfig):
         return RedisHandler(group, cfg, run_dir)
@@ -235,5 +242,5 @@ def make_handler(
     if isinstance(cfg, HaproxyHandlerConfig):
         from vimha.agent.balancer import HaproxyHandler
 
-        return HaproxyHandler(group, cfg, run_dir, coord, vim)
+        return HaproxyHandler(group, cfg, run_dir, coord, vim, mirror)
     return ProcessHandler(group, cfg)

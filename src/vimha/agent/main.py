@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vimha.agent.catalog import Supervisors, sync_declared
-from vimha.agent.groups import GroupMember
+from vimha.agent.groups import GroupMember, group_mirror
 from vimha.agent.hardware import HardwareConfig, watch_hardware
 from vimha.agent.sdnotify import Notifier
 from vimha.agent.services import Reporter
@@ -215,6 +215,7 @@ async def run_agent(config: AgentConfig) -> int:
             asyncio.create_task(watch_hardware(config.node, config.hardware, reporter, stop))
         )
     coord = None
+    watching: asyncio.Task[None] | None = None
     if config.groups and config.coordination_url:
         coord = open_coordination(config.coordination_url, SystemClock())
         run_dir = (
@@ -222,8 +223,11 @@ async def run_agent(config: AgentConfig) -> int:
             if config.run_dir
             else Path(tempfile.gettempdir()) / f"vimha-{config.node}"
         )
+        mirror = group_mirror(coord, config.vim)  # one watch for all the node's groups
+        mirror.running = True
+        watching = asyncio.create_task(mirror.run(stop, f"/vimha/{config.vim}/"))
         for group in config.groups:
-            member = GroupMember(config.node, config.vim, group, coord, run_dir)
+            member = GroupMember(config.node, config.vim, group, coord, run_dir, mirror=mirror)
             watchdogs.append(asyncio.create_task(member.run(stop)))
     systemd.ready()
     await sender.run(stop)
@@ -233,6 +237,8 @@ async def run_agent(config: AgentConfig) -> int:
         if isinstance(result, BaseException):
             log.error("a watchdog failed: %r", result)
     report_task.cancel()
+    if watching is not None:
+        watching.cancel()
     if coord is not None:
         await coord.close()
     log.info("agent %s stopped", config.node)

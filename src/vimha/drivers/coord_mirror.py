@@ -4,6 +4,7 @@ and controllers that decide from what is there now; and the JSON values kept in 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from typing import Any
@@ -15,10 +16,15 @@ log = logging.getLogger("vimha.coordination")
 
 
 def load_json(entry: Entry | None) -> dict[str, Any]:
-    if entry is None:
-        return {}
+    """The JSON object a key holds ({} if none). Parsed once per value: members decide from
+    the same few keys ten times a second. The result is shared: read it, never change it."""
+    return {} if entry is None else _parse(entry.value)
+
+
+@functools.lru_cache(maxsize=2048)
+def _parse(value: str) -> dict[str, Any]:
     try:
-        doc = json.loads(entry.value)
+        doc = json.loads(value)
     except ValueError:
         return {}
     return doc if isinstance(doc, dict) else {}
@@ -33,19 +39,33 @@ class Mirror:
         self.keys: dict[str, Entry] = {}
         self.changed = asyncio.Event()
         self.ready = asyncio.Event()
+        self.listeners: list[asyncio.Event] = [self.changed]
+        self.running = False
+
+    def subscribe(self) -> asyncio.Event:
+        """An event of one's own, set on every change (several users share one watch)."""
+        event = asyncio.Event()
+        self.listeners.append(event)
+        return event
+
+    def _changed(self) -> None:
+        for event in self.listeners:
+            event.set()
 
     async def run(self, stop: asyncio.Event, common: str) -> None:
+        self.running = True
         while not stop.is_set():
             try:
-                revision = 0
+                revisions = []
                 keys: dict[str, Entry] = {}
                 for prefix in self.prefixes:
                     rev, entries = await self.coord.list(prefix)
-                    revision = max(revision, rev)
+                    revisions.append(rev)
                     keys.update((e.key, e) for e in entries)
+                revision = min(revisions)  # changes after the first listing are replayed
                 self.keys = keys
                 self.ready.set()
-                self.changed.set()
+                self._changed()
                 async for change in self.coord.watch(common, revision):
                     if not change.key.startswith(self.prefixes):
                         continue
@@ -56,7 +76,7 @@ class Mirror:
                         self.keys[change.key] = Entry(
                             change.key, change.value, change.revision, lease
                         )
-                    self.changed.set()
+                    self._changed()
             except Temporary as exc:
                 log.warning("coordination watch interrupted (%s); re-listing", exc)
                 await asyncio.sleep(0.2)
