@@ -20,6 +20,8 @@ import yaml
 
 from tests.conftest import free_port, require_system
 from tests.support.etcd import EtcdCluster, find_etcd
+from tests.support.procs import stop_all
+from tests.system.test_embedded_cloud import until
 from vimha.cloud import netns
 from vimha.cloud.netns import Netns
 from vimha.drivers.clock import SystemClock
@@ -106,13 +108,7 @@ class Setup:
         return asyncio.run(read())
 
     def close(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(self.procs)
         self.etcd.stop()
         netns.destroy(self.net, list(NODES))
 
@@ -134,14 +130,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")
-
-
-def until(pred: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := pred()):
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
-    return result
 
 
 def test_a_cut_off_active_demotes_itself_and_nobody_takes_over_until_it_says_so(

@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 from tests.conftest import free_port, require_system
+from tests.support.procs import stop_all
+from tests.system.test_embedded_cloud import until
 from vimha.cloud import netns
 from vimha.cloud.netns import Netns
 
@@ -91,13 +93,7 @@ class Pair:
         return fields[fields.index("lladdr") + 1] if "lladdr" in fields else ""
 
     def close(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(self.procs)
         netns.destroy(self.net, list(NODES))
 
 
@@ -109,14 +105,6 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         yield p
     finally:
         p.close()
-
-
-def until(pred: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := pred()):
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
-    return result
 
 
 def test_the_vip_follows_the_active_and_is_announced(pair: Pair) -> None:

@@ -24,6 +24,7 @@ import yaml
 
 from tests.conftest import free_port, require_system
 from tests.support.postgres import find_pg_bin
+from tests.support.procs import stop_all
 from vimha.drivers.clock import SystemClock
 from vimha.drivers.coord_mirror import load_json
 from vimha.drivers.coordination import open_coordination
@@ -79,13 +80,7 @@ class PgGroup:
         )
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(self.procs.values(), 20)
 
     def members(self) -> dict[str, dict[str, Any]]:
         async def read() -> dict[str, dict[str, Any]]:

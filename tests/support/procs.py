@@ -1,0 +1,19 @@
+"""Helpers for tests that run processes of their own."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable
+
+
+def stop_all(procs: Iterable[subprocess.Popen[bytes]], grace: float = 10) -> None:
+    """SIGTERM every process, then wait for each, killing those that outlive `grace`."""
+    procs = list(procs)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
