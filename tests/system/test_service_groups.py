@@ -55,6 +55,12 @@ def test_each_policy_has_its_actives(cloud: Cloud) -> None:
     assert len(groups["kv"]["active"]) == 1 and groups["kv"]["active"][0]["epoch"] >= 1
     assert sorted(m["role"] for m in groups["kv"]["members"]) == ["active", "standby", "standby"]
     assert len(groups["workers"]["active"]) == 2
+    r = httpx.get(
+        cloud.url + "/vim/v1/service-groups/nope",
+        headers={"Authorization": f"Bearer {cloud.token}"},
+    )
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+    assert r.headers["content-type"].startswith("application/problem+json")
     out = cloud.cli("groups")
     assert "active-standby" in out and "n-plus-m" in out and "all-active" in out
 
