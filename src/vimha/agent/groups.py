@@ -80,6 +80,7 @@ class GroupMember:
         self.vacant_since: dict[int, float] = {}
         self.role = "standby"
         self.unreleased: tuple[int, str] | None = None  # a release not yet written
+        self.taken = ""  # the value of the slot key this member holds
 
     # --- the lease -------------------------------------------------------------------------
 
@@ -168,17 +169,24 @@ class GroupMember:
         )
         if not await self.coord.create(self.prefix + f"slots/{slot}", value, self.lease):
             return
-        await self.coord.put(self.prefix + f"holder/{slot}", value)
-        self.holding, self.epoch = slot, epoch
+        # held from here on: if what follows is interrupted, the next step finishes it (HOLD)
+        self.holding, self.epoch, self.role, self.taken = slot, epoch, "promoting", value
+        await self._promote(reason)
+
+    async def _promote(self, reason: str) -> None:
+        """Record the holding (the standbys' safety rests on it), then promote the member."""
+        slot = self.holding
+        assert slot is not None
+        await self.coord.put(self.prefix + f"holder/{slot}", self.taken)
         try:
-            await self.handler.promote(epoch)
+            await self.handler.promote(self.epoch)
         except HandlerFailed as exc:
             log.error("%s: promotion failed (%s): resigning", self.cfg.name, exc)
             await self._resign(slot, f"promotion failed: {exc}")
             return
         self.role = "active"
         self.following = None
-        log.warning("%s: active in slot %d (epoch %d): %s", self.cfg.name, slot, epoch, reason)
+        log.warning("%s: active in slot %d (epoch %d): %s", self.cfg.name, slot, self.epoch, reason)
 
     async def _resign(self, slot: int, reason: str) -> None:
         """Stop serving first (hard: the member may be hung), then say so, then free the slot."""
@@ -299,6 +307,8 @@ class GroupMember:
         elif decision.act is Act.TAKE and decision.slot is not None:
             if await self._settled(decision):
                 await self._take(decision.slot, decision.reason)
+        elif decision.act is Act.HOLD and self.role != "active":
+            await self._promote("taken, promotion interrupted: finished now")
         elif decision.act is Act.FOLLOW:
             await self._follow()
         elif decision.act is Act.SERVE:

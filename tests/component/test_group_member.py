@@ -1,0 +1,115 @@
+"""A member of a service group (agent/groups.py) against the in-memory coordination driver
+and a fake handler: the decisions of domain/groups.py carried out, including after the
+coordination backend failed in the middle of a promotion."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from vimha.agent.groups import GroupMember
+from vimha.agent.handlers import Health
+from vimha.drivers.clock import SystemClock
+from vimha.drivers.coord_local import LocalCoordination
+from vimha.groupspec import GroupConfig
+from vimha.ports.coordination import CoordinationUnavailable
+
+
+class FakeHandler:
+    def __init__(self) -> None:
+        self.promoted: list[int] = []
+        self.healthy = True
+        self.stops = 0
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.stops += 1
+
+    async def monitor(self) -> Health:
+        return Health(self.healthy, "fake")
+
+    async def promote(self, epoch: int) -> None:
+        self.promoted.append(epoch)
+
+    async def demote(self, active: str | None) -> None:
+        return None
+
+
+class FlakyCoordination(LocalCoordination):
+    """Fails the first write of a slot's holder record, as an unreachable backend would."""
+
+    def __init__(self) -> None:
+        super().__init__(SystemClock())
+        self.failed = False
+
+    async def put(self, key: str, value: str, lease: int = 0) -> int:
+        if key.endswith("/holder/0") and not self.failed:
+            self.failed = True
+            raise CoordinationUnavailable("injected")
+        return await super().put(key, value, lease)
+
+
+def config(**over: Any) -> GroupConfig:
+    return GroupConfig.model_validate(
+        {
+            "name": "g",
+            "policy": "active-standby",
+            "members": ["a", "b"],
+            "address": "127.0.0.1:1",
+            "handler": {"type": "process", "command": ["true"]},
+            **over,
+        }
+    )
+
+
+async def test_a_promotion_interrupted_by_the_backend_is_finished_at_the_next_step(
+    tmp_path: Path,
+) -> None:
+    coord = FlakyCoordination()
+    handler = FakeHandler()
+    member = GroupMember("a", "vim", config(), coord, tmp_path, handler=handler)
+    stop = asyncio.Event()
+    task = asyncio.create_task(member.run(stop))
+    try:
+        for _ in range(100):
+            if member.role == "active":
+                break
+            await asyncio.sleep(0.05)
+        assert coord.failed, "the failure was not injected"
+        assert member.role == "active" and handler.promoted == [1]
+        holder = await coord.get("/vimha/vim/groups/g/holder/0")
+        assert holder is not None and '"epoch": 1' in holder.value
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_an_unhealthy_holder_resigns_and_says_so(tmp_path: Path) -> None:
+    coord = LocalCoordination(SystemClock())
+    handler = FakeHandler()
+    member = GroupMember("a", "vim", config(), coord, tmp_path, handler=handler)
+    stop = asyncio.Event()
+    task = asyncio.create_task(member.run(stop))
+    try:
+        for _ in range(100):
+            if member.role == "active":
+                break
+            await asyncio.sleep(0.05)
+        handler.healthy = False
+        for _ in range(100):
+            if await coord.get("/vimha/vim/groups/g/slots/0") is None:
+                break
+            await asyncio.sleep(0.05)
+        released = await coord.get("/vimha/vim/groups/g/released/0")
+        assert released is not None and "local monitor failed" in released.value
+        assert handler.stops >= 1  # stopped before the release was written
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
