@@ -6,6 +6,7 @@ load, so that a bad combination fails at start-up with a sentence, not at 3 a.m.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -297,6 +298,13 @@ class HostConfig(_Model):
 
 class Config(_Model):
     vim_connection_id: str = "vimha"
+    controller_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="This controller's name among several; default <hostname>:<api port>. "
+        "Keep it stable across restarts: the controller resumes its own pending deliveries.",
+    )
     data_dir: str = ".vimha"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     api: ApiConfig = ApiConfig()
@@ -309,6 +317,9 @@ class Config(_Model):
     fencing: FencingConfig = FencingConfig()
     coordination: CoordinationConfig = CoordinationConfig()
     hosts: tuple[HostConfig, ...] = ()
+
+    def controller_id(self) -> str:
+        return self.controller_name or f"{socket.gethostname()}:{self.api.port}"
 
     def locations(self) -> dict[str, Location]:
         """Each declared host's place in the aggregation hierarchy."""

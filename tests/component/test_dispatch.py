@@ -219,3 +219,44 @@ async def test_notification_body_follows_sol003(rig: Rig) -> None:
     assert cleared["alarmId"] == raised["alarm"]["id"]
     assert cleared["_links"]["alarm"]["href"].endswith(raised["alarm"]["id"])
     assert {"id", "timeStamp", "alarmClearedTime"} <= set(cleared)
+
+
+async def test_adopted_jobs_of_a_gone_controller_are_delivered_in_order(
+    tmp_path: Path,
+) -> None:
+    """Controller a stored five notifications and died before delivering them; controller b,
+    which has one of its own in flight and two queued, adopts a's: they go to their place by
+    seq, the one in flight is not sent twice, nothing is lost."""
+    clock, notifier = FakeClock(), FakeNotifier()
+    a = make_rig(tmp_path / "s.db", clock, notifier, owner="a")
+    a.store.owner = "a"
+    await asyncio.sleep(0.02)
+    a.subscribe("http://c/cb")
+    gate = notifier.blocked["http://c/cb"] = asyncio.Event()
+    a.raise_alarms(5)
+    await asyncio.sleep(0.05)
+    await a.dispatcher.stop()  # died: nothing delivered
+    a.task.cancel()
+    a.store.close()
+    notifier.blocked["http://c/cb"] = gate = asyncio.Event()
+    b = make_rig(tmp_path / "s.db", clock, notifier, owner="b")
+    b.store.owner = "b"
+    await b.dispatcher.ready.wait()
+    assert not b.dispatcher.lanes  # a's backlog is not b's
+    b.raise_alarms(3, start=5)
+    await asyncio.sleep(0.05)  # h5 in flight, h6 and h7 queued
+    with b.store.unit_of_work() as uow:
+        adopted = uow.adopt_deliveries(["a"], "b", 100)
+    assert len(adopted) == 5
+    b.dispatcher.adopt(adopted)
+    b.dispatcher.adopt(adopted)  # twice (a retry): still once each
+    await asyncio.sleep(0.02)
+    gate.set()
+    await b.until(lambda: len(notifier.received["http://c/cb"]) >= 8)
+    await asyncio.sleep(0.05)
+    got = [x["alarm"]["managedObjectId"] for x in notifier.received["http://c/cb"]]
+    assert got == ["h5", "h0", "h1", "h2", "h3", "h4", "h6", "h7"]
+    await b.dispatcher.stop()
+    b.task.cancel()
+    assert b.store.pending_deliveries(100) == []
+    b.store.close()

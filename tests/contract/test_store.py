@@ -238,6 +238,49 @@ def test_deliveries_in_order_with_attempts(store: SqlStore) -> None:
         store.get_delivery("nope")
 
 
+def test_deliveries_belong_to_a_controller_and_are_adopted_once(store: SqlStore) -> None:
+    """Each controller delivers what it stored; the pending deliveries of a controller that
+    is gone (or of no owner) are adopted by exactly one caller, in order, with their
+    attempts."""
+    sub = store.add_subscription(subscription())
+    jobs = {}
+    for owner in (None, "ctl-a", "ctl-b"):
+        store.owner = owner
+        with store.unit_of_work() as uow:
+            jobs[owner] = [
+                j
+                for i in range(3)
+                for j in uow.enqueue(NotificationType.ALARM, {"n": i}, [sub.id], T0, "h")
+            ]
+    store.owner = None
+    assert store.pending_owners() == {None, "ctl-a", "ctl-b"}
+    assert [j.seq for j in store.pending_deliveries(10, owner="ctl-a")] == [
+        j.seq for j in jobs["ctl-a"]
+    ]
+    fail = Attempt(T0, 1.0, False, "consumer answered 500")
+    store.record_attempts([AttemptRecord(jobs["ctl-a"][0].seq, fail, DeliveryStatus.PENDING, T0)])
+
+    results: list[list[int]] = []
+
+    def adopt() -> None:
+        with store.unit_of_work() as uow:
+            results.append([j.seq for j in uow.adopt_deliveries(["ctl-a", None], "ctl-b", 100)])
+
+    threads = [threading.Thread(target=adopt) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    adopted = sorted(s for r in results for s in r)
+    assert adopted == sorted(j.seq for j in jobs[None] + jobs["ctl-a"])  # each once
+    assert store.pending_owners() == {"ctl-b"}
+    mine = store.pending_deliveries(100, owner="ctl-b")
+    assert [j.seq for j in mine] == sorted(j.seq for js in jobs.values() for j in js)
+    assert {j.seq: j.attempts for j in mine}[jobs["ctl-a"][0].seq] == 1
+    with store.unit_of_work() as uow:
+        assert uow.adopt_deliveries(["ctl-a"], "ctl-b", 100) == []
+
+
 def test_deleting_a_subscription_drops_its_pending_deliveries(store: SqlStore) -> None:
     s1 = store.add_subscription(subscription())
     with store.unit_of_work() as uow:

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import free_port
+from tests.support.consumer import ConsumerProcess
 from tests.support.etcd import EtcdCluster
 from tests.support.postgres import PostgresServer
 from tests.system.conftest import ControllerProcess
+from tests.system.test_notification_delivery import alarm_objects, send_events, subscribe
 from vimha.cloud.procs import AgentProcess
 
 
@@ -29,9 +31,10 @@ def health(ctl: ControllerProcess, host: str) -> str | None:
     return str(r.json()["healthStatus"]) if r.status_code == 200 else None
 
 
-def test_one_controller_holds_the_singleton_work_and_another_takes_over(
+def two_controllers(
     tmp_path: Path, postgres: PostgresServer, etcd: EtcdCluster
-) -> None:
+) -> tuple[list[ControllerProcess], dict[str, str]]:
+    """Two controllers on one PostgreSQL and one etcd, started, one of them the holder."""
     url = postgres.new_database()
     coordination = {
         "url": etcd.url,
@@ -50,16 +53,29 @@ def test_one_controller_holds_the_singleton_work_and_another_takes_over(
             store_url=url,
             coordination=coordination,
             heartbeat={"listen": {"mgmt": heard_at[name]}, "startup_grace": 1},
+            controller_name=f"ctl-{name}",
         )
         ctls.append(ctl)
     ctls[0].migrate()
-    for ctl in ctls:
-        ctl.start()
     try:
+        for ctl in ctls:
+            ctl.start()
         deadline = time.monotonic() + 15
         while sorted(role(c)["singletonRole"] for c in ctls) != ["FOLLOWER", "HOLDER"]:
             assert time.monotonic() < deadline, [role(c) for c in ctls]
             time.sleep(0.1)
+    except BaseException:
+        for ctl in ctls:
+            ctl.stop()
+        raise
+    return ctls, heard_at
+
+
+def test_one_controller_holds_the_singleton_work_and_another_takes_over(
+    tmp_path: Path, postgres: PostgresServer, etcd: EtcdCluster
+) -> None:
+    ctls, heard_at = two_controllers(tmp_path, postgres, etcd)
+    try:
         states = [role(c) for c in ctls]
         assert all(s["backend"] == "etcd" and s["distributed"] for s in states)
         holder = next(
@@ -113,6 +129,40 @@ def test_one_controller_holds_the_singleton_work_and_another_takes_over(
             assert time.monotonic() < deadline, role(other)
             time.sleep(0.1)
         assert role(other)["epoch"] > epoch
+    finally:
+        for ctl in ctls:
+            ctl.stop()
+
+
+def test_a_killed_controllers_pending_notifications_are_delivered_by_another(
+    tmp_path: Path, postgres: PostgresServer, etcd: EtcdCluster, consumer: ConsumerProcess
+) -> None:
+    """ARCH-1: each controller delivers what it stored (once: never both); the one killed
+    with SIGKILL while its consumer was down loses nothing: the other adopts its pending
+    notifications and delivers them in order."""
+    ctls, _ = two_controllers(tmp_path, postgres, etcd)
+    try:
+        subscribe(ctls[0], consumer)
+        send_events(ctls[0], 20, 200.0, "a")
+        send_events(ctls[1], 20, 200.0, "b")
+        got = consumer.wait_for(lambda got: len(alarm_objects(got)) >= 40)
+        ids = [x["id"] for x in got if x["notificationType"] == "AlarmNotification"]
+        assert len(ids) == len(set(ids)) == 40  # calm run: exactly once
+        assert all(sorted(role(c)["controllers"]) == ["ctl-a", "ctl-b"] for c in ctls)
+
+        consumer.kill()
+        victim, survivor = ctls
+        send_events(victim, 30, 300.0, "k")  # stored, not deliverable
+        victim.kill()
+        consumer.start()
+        got = consumer.wait_for(
+            lambda got: len([o for o in alarm_objects(got) if o[0] == "k"]) >= 30, timeout=30
+        )
+        assert [o for o in alarm_objects(got) if o[0] == "k"] == [f"k{i:05d}" for i in range(30)]
+        deadline = time.monotonic() + 10
+        while role(survivor)["controllers"] != ["ctl-b"]:
+            assert time.monotonic() < deadline, role(survivor)
+            time.sleep(0.1)
     finally:
         for ctl in ctls:
             ctl.stop()

@@ -4,7 +4,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vimha.domain.delivery import DeliveryStatus, RetryPolicy, after_attempt, backoff
+from vimha.domain.delivery import (
+    DeliveryStatus,
+    RetryPolicy,
+    after_attempt,
+    backoff,
+    orphaned,
+)
 from vimha.domain.errors import InvalidInput
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -44,3 +50,12 @@ def test_after_attempt(ok: bool, age: float, status: DeliveryStatus) -> None:
 def test_invalid_policies(kwargs: dict[str, float]) -> None:
     with pytest.raises(InvalidInput):
         RetryPolicy(**kwargs)
+
+
+def test_deliveries_of_gone_controllers_are_orphaned() -> None:
+    assert orphaned({"a", "b"}, {"a", "b"}, "a") is None
+    assert orphaned({"a"}, set(), "a") is None  # our own, even while not announced
+    t = orphaned({None, "a", "b", "c"}, {"a", "c"}, "a")
+    assert t is not None
+    assert t.owners == (None, "b") or t.owners == ("b", None)
+    assert "b" in t.reason and "(no owner)" in t.reason

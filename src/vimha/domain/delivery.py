@@ -77,3 +77,19 @@ def after_attempt(
         delay,
         f"attempt {attempts} failed ({detail}); retry in {delay:.2f}s",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    owners: tuple[str | None, ...]  # whose pending deliveries to adopt
+    reason: str
+
+
+def orphaned(pending_owners: set[str | None], live: set[str], me: str) -> Takeover | None:
+    """Pending deliveries whose controller is gone (its presence key lapsed with its lease,
+    or no owner was recorded) are adopted by the singleton holder `me`; None if none are."""
+    gone = sorted((o for o in pending_owners if o != me and o not in live), key=str)
+    if not gone:
+        return None
+    names = ", ".join("(no owner)" if o is None else o for o in gone)
+    return Takeover(tuple(gone), f"pending deliveries of {names}: not among live controllers")

@@ -57,6 +57,7 @@ class Dispatcher:
         lane_memory: int = 10000,
         rand: Callable[[], float] = random.random,
         record: Callable[[list[AttemptRecord]], Awaitable[None]] | None = None,
+        owner: str | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -67,6 +68,7 @@ class Dispatcher:
         self.flush_interval = flush_interval
         self.lane_memory = lane_memory
         self.rand = rand
+        self.owner = owner  # deliver only this controller's jobs (None: every pending job)
         self._record = record or self._record_in_thread
         self.lanes: dict[str, Lane] = {}
         self._records: list[AttemptRecord] = []
@@ -97,6 +99,38 @@ class Dispatcher:
         else:
             loop.call_soon_threadsafe(self._accept, list(jobs))
 
+    def adopt(self, jobs: Sequence[DeliveryJob]) -> None:
+        """Take over stored jobs of a controller that is gone (any thread): they are older
+        than some of ours, so each goes to its place by seq in its lane."""
+        if jobs and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._adopt, list(jobs))
+
+    def _adopt(self, jobs: list[DeliveryJob]) -> None:
+        if self._held is not None:
+            self._held.extend(jobs)  # sorted with the backlog when it is loaded
+            return
+        by_lane: dict[str, list[DeliveryJob]] = {}
+        for job in jobs:
+            by_lane.setdefault(job.subscription_id, []).append(job)
+        for sub_id, mine in by_lane.items():
+            lane = self.lanes.get(sub_id)
+            if lane is None:
+                lane = self.lanes[sub_id] = Lane(sub_id)
+            running = lane.task is not None and not lane.task.done()
+            head = [lane.queue.popleft()] if running and lane.queue else []  # in flight
+            known = {j.seq for j in lane.queue} | {j.seq for j in head}
+            merged = sorted(
+                [*lane.queue, *(j for j in mine if j.seq not in known)], key=lambda j: j.seq
+            )
+            lane.queue = deque(head + merged)
+            lane.last_seq = max(lane.last_seq, *(j.seq for j in mine))
+            for job in mine:
+                if job.attempts:
+                    lane.attempts[job.seq] = job.attempts
+            if not running:
+                lane.task = asyncio.get_running_loop().create_task(self._run_lane(lane))
+        metrics.PENDING.set(sum(len(x.queue) for x in self.lanes.values()))
+
     def _accept(self, jobs: Sequence[DeliveryJob]) -> None:
         if self._held is not None:
             self._held.extend(jobs)
@@ -125,7 +159,9 @@ class Dispatcher:
         after = 0
         backlog: list[DeliveryJob] = []
         while True:
-            jobs = await asyncio.to_thread(self.store.pending_deliveries, 5000, None, after)
+            jobs = await asyncio.to_thread(
+                self.store.pending_deliveries, 5000, None, after, self.owner
+            )
             backlog += jobs
             if len(jobs) < 5000:
                 break
@@ -238,7 +274,11 @@ class Dispatcher:
 
     async def _refill(self, lane: Lane) -> None:
         jobs = await asyncio.to_thread(
-            self.store.pending_deliveries, self.lane_memory, lane.subscription_id, lane.last_seq
+            self.store.pending_deliveries,
+            self.lane_memory,
+            lane.subscription_id,
+            lane.last_seq,
+            self.owner,
         )
         lane.spilled = len(jobs) >= self.lane_memory
         for job in jobs:

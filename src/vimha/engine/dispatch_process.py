@@ -6,11 +6,13 @@ Dispatcher with its own store connection and writes outcomes back itself. Nothin
 either side dies: every job is in the store before it is handed over, the child loads the
 backlog at start, and the parent restarts a child that died (at-least-once).
 
-Messages parent -> child: ("jobs", [DeliveryJob]), ("put", Subscription), ("drop", id),
-("stop", None). Child -> parent: ("ready", None), ("lanes", {id: (queued, spilled)}),
-("outcomes", [AttemptRecord]) (unused by the default child, which writes its outcomes itself:
-applying them in the parent measured slower, its GIL being busy with the API). Writers of
-both processes queue on the store's cross-process lock, never on SQLite's busy-wait sleeps.
+Messages parent -> child: ("jobs", [DeliveryJob]), ("adopt", [DeliveryJob]),
+("put", Subscription), ("drop", id), ("reload", None), ("stop", None).
+Child -> parent: ("ready", None),
+("lanes", {id: (queued, spilled)}), ("outcomes", [AttemptRecord]) (unused by the default
+child, which writes its outcomes itself: applying them in the parent measured slower, its GIL
+being busy with the API). Writers of both processes queue on the store's cross-process lock,
+never on SQLite's busy-wait sleeps.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class DispatcherProcess:
         the store and the next child loads them."""
         if jobs:
             self._send(("jobs", list(jobs)))
+
+    def adopt(self, jobs: Sequence[DeliveryJob]) -> None:
+        """Jobs taken over from a controller that is gone (see Dispatcher.adopt)."""
+        if jobs:
+            self._send(("adopt", list(jobs)))
 
     async def run(self) -> None:
         """Start the child, and restart it whenever it dies, until stop()."""
@@ -192,6 +199,7 @@ async def _child(config: Config, conn: Connection) -> None:
         config.api.base_url,
         config.delivery.flush_interval,
         config.delivery.lane_memory,
+        owner=config.controller_id(),
     )
 
     def reader() -> None:
@@ -204,10 +212,16 @@ async def _child(config: Config, conn: Connection) -> None:
                 if any(subs.get(j.subscription_id) is None for j in value):
                     subs.reload()  # a subscription newer than our cache
                 dispatcher.submit(value)
+            elif kind == "adopt":
+                if any(subs.get(j.subscription_id) is None for j in value):
+                    subs.reload()
+                dispatcher.adopt(value)
             elif kind == "put":
                 subs.put(value)
             elif kind == "drop":
                 subs.drop(value)
+            elif kind == "reload":
+                subs.reload()
             elif kind == "stop":
                 loop.call_soon_threadsafe(stop.set)
                 return

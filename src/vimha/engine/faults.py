@@ -32,13 +32,15 @@ class SubscriptionCache:
         self._store = store
         self._lock = threading.Lock()
         self._subs: dict[str, Subscription] = {}
-        # Called with ("put", Subscription) or ("drop", id) on changes made through here.
+        # Called with ("put", Subscription), ("drop", id) or ("reload", None) on changes.
         self.listeners: list[Callable[[str, Any], None]] = []
 
     def reload(self) -> None:
         subs = {s.id: s for s in self._store.list_subscriptions()}
         with self._lock:
             self._subs = subs
+        for listener in self.listeners:
+            listener("reload", None)
 
     def put(self, sub: Subscription) -> None:
         with self._lock:

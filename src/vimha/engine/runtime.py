@@ -27,6 +27,7 @@ from vimha.engine.faults import FaultService, SubscriptionCache
 from vimha.engine.groups import GroupWatcher
 from vimha.engine.health import HealthMonitor
 from vimha.engine.services import ServiceRegistry
+from vimha.engine.takeover import Presence, adopt_orphans
 from vimha.engine.writer import StoreWriter
 from vimha.ports.notifier import Notifier
 from vimha.ports.store import AttemptRecord, Store
@@ -43,6 +44,8 @@ class Runtime:
     def __init__(self, config: Config, store: Store, notifier: Notifier, clock: Clock) -> None:
         self.config = config
         self.store = store
+        self.me = config.controller_id()
+        store.owner = self.me  # the deliveries this controller stores are its own to send
         self.notifier = notifier
         self.clock = clock
         # Each declared host's place in the hierarchy, for events that name only the host.
@@ -64,6 +67,7 @@ class Runtime:
                 config.delivery.flush_interval,
                 config.delivery.lane_memory,
                 record=self._record_outcomes,
+                owner=self.me,
             )
         self.faults = FaultService(
             store,
@@ -91,14 +95,24 @@ class Runtime:
             clock,
             on_change=lambda h: log.warning("singleton work: %s (epoch %d)", h.role, h.epoch),
         )
+        self.presence = Presence(
+            self.coordination,
+            f"/vimha/{config.vim_connection_id}/controllers/",
+            self.me,
+            config.coordination.policy(),
+            clock,
+        )
         self.groups = GroupWatcher(
             self.coordination, config.vim_connection_id, self.faults, clock, self.holds_singleton
         )
         if self.health is not None:
             self.health.on_fenced = self.groups.host_fenced
             self.health.on_back = self.groups.host_back
-        self._inventory_key = f"/vimha/{config.vim_connection_id}/inventory"
-        self._inventory_seen = 0
+        self._counters = {
+            what: f"/vimha/{config.vim_connection_id}/changes/{what}"
+            for what in ("inventory", "subscriptions")
+        }
+        self._seen: dict[str, int] = {}
         self.started_at = clock.now()
         self.failed = asyncio.Event()
         self._stop = asyncio.Event()
@@ -108,6 +122,19 @@ class Runtime:
         await asyncio.to_thread(self.subscriptions.reload)
         self._spawn("dispatcher", self.dispatcher.run())
         self._spawn("election", self.elector.run(self._stop))
+        info = {"api": self.config.api.base_url, "pid": os.getpid()}
+        self._spawn("presence", self.presence.run(self._stop, info))
+        self._spawn(
+            "takeover",
+            adopt_orphans(
+                self.presence,
+                self.store,
+                self.writer,
+                self.dispatcher,
+                self.holds_singleton,
+                self._stop,
+            ),
+        )
         self._spawn(
             "ageing",
             ageing_loop(
@@ -116,9 +143,14 @@ class Runtime:
         )
         self._spawn("checkpoint", self._checkpoints())
         self._spawn("groups", self.groups.run(self._stop))
-        self._spawn("inventory", self._follow_inventory())
+        self._spawn("changes", self._follow_changes())
         if self.health is not None:
             self._spawn("health", self.health.run(self._stop))
+        # Announced before serving, so that no other controller takes this one's new
+        # deliveries for orphans; a coordination backend that does not answer delays us
+        # by one lease at most.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.presence.registered.wait(), self.config.coordination.ttl)
         ready = asyncio.ensure_future(self.dispatcher.ready.wait())
         failed = asyncio.ensure_future(self.failed.wait())
         await asyncio.wait({ready, failed}, return_when=asyncio.FIRST_COMPLETED)
@@ -143,28 +175,38 @@ class Runtime:
         await self.coordination.close()
         await asyncio.to_thread(self.writer.stop)
 
-    async def inventory_changed(self) -> None:
-        """Tell the other controllers that hosts were declared, changed or removed here."""
+    async def announce(self, what: str) -> None:
+        """Tell the other controllers that `what` ("inventory": hosts and services,
+        "subscriptions") was changed through this one."""
+        key = self._counters[what]
         with contextlib.suppress(Temporary):
-            self._inventory_seen = await self.coordination.increment(self._inventory_key)
+            self._seen[key] = await self.coordination.increment(key)
 
-    async def _follow_inventory(self) -> None:
-        """Hosts declared through another controller's API are watched here too."""
-        mirror = Mirror(self.coordination, (self._inventory_key,))
-        task = asyncio.create_task(mirror.run(self._stop, self._inventory_key))
+    async def _follow_changes(self) -> None:
+        """What is declared through another controller's API is reloaded here too."""
+        prefix = f"/vimha/{self.config.vim_connection_id}/changes/"
+        mirror = Mirror(self.coordination, (prefix,))
+        task = asyncio.create_task(mirror.run(self._stop, prefix))
         try:
             await mirror.ready.wait()
             while not self._stop.is_set():
-                entry = mirror.keys.get(self._inventory_key)
-                seen = int(entry.value) if entry else 0
-                if seen > self._inventory_seen and self.health is not None:
-                    self._inventory_seen = seen
-                    await self.health.load_declared()
+                for what, key in self._counters.items():
+                    entry = mirror.keys.get(key)
+                    seen = int(entry.value) if entry else 0
+                    if seen > self._seen.get(key, 0):
+                        self._seen[key] = seen
+                        await self._reload(what)
                 mirror.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(mirror.changed.wait(), 5.0)
         finally:
             task.cancel()
+
+    async def _reload(self, what: str) -> None:
+        if what == "subscriptions":
+            await asyncio.to_thread(self.subscriptions.reload)
+        elif self.health is not None:
+            await self.health.load_declared()
 
     def holds_singleton(self) -> bool:
         return self.elector.holding.role is Role.HOLDER

@@ -137,6 +137,13 @@ class UnitOfWork(Protocol):
         """Store one notification and one pending delivery per subscription."""
         ...
 
+    def adopt_deliveries(
+        self, owners: Sequence[str | None], to: str, limit: int
+    ) -> list[DeliveryJob]:
+        """Give up to `limit` pending deliveries of `owners` (None: of no owner) to `to`;
+        returns them in order. Each is adopted by one caller only."""
+        ...
+
 
 class Store(Protocol):
     characteristics: StoreCharacteristics
@@ -177,10 +184,21 @@ class Store(Protocol):
         """Delete it and its pending deliveries. Raises NotFound."""
         ...
 
+    owner: str | None  # the controller whose deliveries enqueue() creates
+
     def pending_deliveries(
-        self, limit: int, subscription_id: str | None = None, after_seq: int = 0
+        self,
+        limit: int,
+        subscription_id: str | None = None,
+        after_seq: int = 0,
+        owner: str | None = None,
     ) -> list[DeliveryJob]:
-        """Pending deliveries with seq > after_seq (of one subscription if given), by seq."""
+        """Pending deliveries with seq > after_seq (of one subscription, of one owner if
+        given), by seq."""
+        ...
+
+    def pending_owners(self) -> set[str | None]:
+        """The controllers that hold pending deliveries (None: deliveries of no owner)."""
         ...
 
     def record_attempts(self, records: Sequence[AttemptRecord]) -> None:

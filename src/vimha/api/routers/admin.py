@@ -143,6 +143,8 @@ def status(rt: Runtime = Depends(runtime), _: auth.Principal = auth.reader) -> d
             "distributed": rt.coordination.characteristics.distributed,
             "singletonRole": rt.elector.holding.role.value,
             "epoch": rt.elector.holding.epoch,
+            "controller": rt.me,
+            "controllers": sorted(rt.presence.peers),
         },
     }
 

@@ -152,7 +152,7 @@ async def declare_host(
     spec = host.model_dump(mode="json")
     await asyncio.to_thread(rt.store.add_host, host.name, spec, rt.clock.now())
     health.declare(host, "api")
-    await rt.inventory_changed()
+    await rt.announce("inventory")
     url = f"{rt.config.api.base_url}/vim/v1/hosts/{host.name}"
     return JSONResponse(health.view(host.name), status_code=201, headers={"Location": url})
 
@@ -188,7 +188,7 @@ async def modify_host(
     spec = host.model_dump(mode="json")
     await asyncio.to_thread(rt.store.replace_host, hostId, spec, rt.clock.now())
     health.declare(host, "api")
-    await rt.inventory_changed()
+    await rt.announce("inventory")
     view = health.view(hostId)
     assert view is not None
     return view
@@ -205,7 +205,7 @@ async def delete_host(
     for _host, name, _spec in await asyncio.to_thread(rt.store.list_services, hostId):
         await asyncio.to_thread(rt.store.delete_service, hostId, name)
     await health.forget(hostId)
-    await rt.inventory_changed()
+    await rt.announce("inventory")
 
 
 async def read_json(request: Request) -> Any:

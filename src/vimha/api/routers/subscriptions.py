@@ -106,6 +106,7 @@ async def subscribe(
     if stored.id != sub.id:
         return Response(status_code=303, headers={"Location": location})
     rt.subscriptions.put(stored)
+    await rt.announce("subscriptions")
     return JSONResponse(render(stored, base), status_code=201, headers={"Location": location})
 
 
@@ -134,10 +135,11 @@ def get_subscription(
 
 
 @router.delete("/subscriptions/{subscriptionId}", status_code=204, response_class=Response)
-def unsubscribe(
+async def unsubscribe(
     subscriptionId: str, rt: Runtime = Depends(runtime), _: auth.Principal = auth.operator
 ) -> Response:
     """Delete the subscription and drop its undelivered notifications."""
-    rt.store.delete_subscription(subscriptionId)
+    await run_in_threadpool(rt.store.delete_subscription, subscriptionId)
     rt.subscriptions.drop(subscriptionId)
+    await rt.announce("subscriptions")
     return Response(status_code=204)

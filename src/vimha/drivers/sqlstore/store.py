@@ -27,6 +27,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    or_,
     select,
     text,
 )
@@ -34,6 +35,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.elements import ColumnElement
 
 from vimha.domain.alarms import (
     AckState,
@@ -163,6 +165,7 @@ class SqlStore:
         self.engine = make_engine(url)
         self.sqlite = self.engine.dialect.name == "sqlite"
         self.characteristics = StoreCharacteristics(distributed=not self.sqlite, durable=True)
+        self.owner: str | None = None  # the controller whose deliveries enqueue() creates
         # SQLite has one writer. Writers queue on a thread lock, then on a kernel file lock
         # shared by every process of this database: SQLite's own busy handler would poll with
         # sleeps of up to 100 ms instead.
@@ -351,42 +354,29 @@ class SqlStore:
 
     # -- deliveries ---------------------------------------------------------------------
     def pending_deliveries(
-        self, limit: int, subscription_id: str | None = None, after_seq: int = 0
+        self,
+        limit: int,
+        subscription_id: str | None = None,
+        after_seq: int = 0,
+        owner: str | None = None,
     ) -> list[DeliveryJob]:
-        stmt = (
-            select(
-                deliveries.c.seq,
-                deliveries.c.id,
-                deliveries.c.subscription_id,
-                deliveries.c.attempts,
-                notifications.c.notification_type,
-                notifications.c.payload,
-                notifications.c.created_at,
-            )
-            .join(notifications, notifications.c.seq == deliveries.c.notification_seq)
-            .where(
-                deliveries.c.status == DeliveryStatus.PENDING.value,
-                deliveries.c.seq > after_seq,
-            )
-            .order_by(deliveries.c.seq)
-            .limit(limit)
-        )
+        stmt = _PENDING.where(deliveries.c.seq > after_seq).limit(limit)
         if subscription_id is not None:
             stmt = stmt.where(deliveries.c.subscription_id == subscription_id)
+        if owner is not None:
+            stmt = stmt.where(deliveries.c.owner == owner)
         with self._read() as conn:
             rows = conn.execute(stmt).mappings().all()
-        return [
-            DeliveryJob(
-                r["seq"],
-                r["id"],
-                r["subscription_id"],
-                NotificationType(r["notification_type"]),
-                r["payload"],
-                _r(r["created_at"]),
-                r["attempts"],
-            )
-            for r in rows
-        ]
+        return [_job(r) for r in rows]
+
+    def pending_owners(self) -> set[str | None]:
+        stmt = (
+            select(deliveries.c.owner)
+            .where(deliveries.c.status == DeliveryStatus.PENDING.value)
+            .distinct()
+        )
+        with self._read() as conn:
+            return {r[0] for r in conn.execute(stmt)}
 
     def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
         with self.unit_of_work() as uow:
@@ -652,6 +642,34 @@ _RECORD_ATTEMPT = (
         last_duration_ms=bindparam("b_ms"),
     )
 )
+_PENDING = (
+    select(
+        deliveries.c.seq,
+        deliveries.c.id,
+        deliveries.c.subscription_id,
+        deliveries.c.attempts,
+        notifications.c.notification_type,
+        notifications.c.payload,
+        notifications.c.created_at,
+    )
+    .join(notifications, notifications.c.seq == deliveries.c.notification_seq)
+    .where(deliveries.c.status == DeliveryStatus.PENDING.value)
+    .order_by(deliveries.c.seq)
+)
+
+
+def _job(r: Any) -> DeliveryJob:
+    return DeliveryJob(
+        r["seq"],
+        r["id"],
+        r["subscription_id"],
+        NotificationType(r["notification_type"]),
+        r["payload"],
+        _r(r["created_at"]),
+        r["attempts"],
+    )
+
+
 _DELIVERIES_OF = (
     select(deliveries.c.seq, deliveries.c.id)
     .where(deliveries.c.notification_seq == bindparam("b_seq"))
@@ -801,6 +819,7 @@ class _UnitOfWork:
                     "status": DeliveryStatus.PENDING.value,
                     "attempts": 0,
                     "created_at": created,
+                    "owner": self._store.owner,
                 }
                 for did, sid in ids.items()
             ],
@@ -810,6 +829,30 @@ class _UnitOfWork:
             DeliveryJob(dseq, did, ids[did], notification_type, payload, now, 0)
             for dseq, did in rows
         ]
+
+    def adopt_deliveries(
+        self, owners: Sequence[str | None], to: str, limit: int
+    ) -> list[DeliveryJob]:
+        named = [o for o in owners if o is not None]
+        whose: ColumnElement[bool] = deliveries.c.owner.in_(named)
+        if None in owners:
+            whose = or_(whose, deliveries.c.owner.is_(None))
+        mine = (
+            select(deliveries.c.seq)
+            .where(deliveries.c.status == DeliveryStatus.PENDING.value, whose)
+            .order_by(deliveries.c.seq)
+            .limit(limit)
+        )
+        if not self._store.sqlite:  # SQLite has one writer; PostgreSQL rows are locked
+            mine = mine.with_for_update(skip_locked=True)
+        seqs = [r[0] for r in self._conn.execute(mine)]
+        if not seqs:
+            return []
+        self._conn.execute(
+            sql_update(deliveries).where(deliveries.c.seq.in_(seqs)).values(owner=to)
+        )
+        rows = self._conn.execute(_PENDING.where(deliveries.c.seq.in_(seqs))).mappings().all()
+        return [_job(r) for r in rows]
 
 
 # -- row mapping --------------------------------------------------------------------------

@@ -121,7 +121,10 @@ deliveries = Table(
     Column("delivered_at", DateTime(timezone=True)),
     Column("last_duration_ms", Float),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The controller that delivers it; another takes over when this one is gone.
+    Column("owner", String(255)),
     Index("ix_deliveries_pending", "status", "seq"),
+    Index("ix_deliveries_owner", "status", "owner"),
     Index("ix_deliveries_subscription", "subscription_id", "seq"),
     Index("ix_deliveries_notification", "notification_seq"),
 )
