@@ -73,14 +73,23 @@ def up(
         bool,
         typer.Option("--netns", help="Nodes in network namespaces with real links (root)"),
     ] = False,
+    ha: Annotated[
+        bool,
+        typer.Option(
+            "--ha",
+            help="No single point of failure: 3 etcd members, 3 controllers on PostgreSQL "
+            "(an active-standby group), an HAProxy pair (needs etcd-server, postgresql, haproxy)",
+        ),
+    ] = False,
 ) -> None:
-    """Run the embedded cloud (one controller with SQLite in DATA_DIR) in the foreground."""
+    """Run the embedded cloud (one controller with SQLite in DATA_DIR, or with --ha three on
+    PostgreSQL) in the foreground."""
     from vimha.cloud import embedded
     from vimha.controller import admin_token_from_file
     from vimha.logs import setup_logging
 
     if detach:
-        pid = embedded.detach(data_dir, port, netns=netns)
+        pid = embedded.detach(data_dir, port, netns=netns, ha=ha)
         out.print(
             f"vimha is running in the background (pid {pid}); log: {data_dir}/vimha.log; "
             "stop it with `vimha down`"
@@ -98,7 +107,14 @@ def up(
         "Ctrl-C stops it.",
         highlight=False,
     )
-    cloud_config, launcher = embedded.prepare_cloud(data_dir, port, token, netns=netns)
+    cloud_config, launcher = embedded.prepare_cloud(data_dir, port, token, netns=netns, ha=ha)
+    if ha:
+        out.print(
+            "--ha: etcd, PostgreSQL (group `db`) and the controllers (group `vimha`) on "
+            "ctl-1..3, behind the HAProxy pair; the API answers once a controller is up.",
+            highlight=False,
+        )
+        raise typer.Exit(asyncio.run(embedded.run_ha_cloud(launcher)))
     raise typer.Exit(asyncio.run(embedded.run_cloud(cloud_config, launcher)))
 
 
@@ -114,15 +130,22 @@ def down(data_dir: DataDir = Path(".vimha")) -> None:
 @app.command()
 def controller(
     config: Annotated[Path, typer.Option("--config", help="YAML config file")],
+    migrate: Annotated[
+        bool, typer.Option("--migrate", help="Migrate the schema first (one controller at a time)")
+    ] = False,
+    wait_store: Annotated[
+        float, typer.Option("--wait-store", help="Retry an unreachable store this long (s)")
+    ] = 0.0,
 ) -> None:
-    """Run a controller: API and engine loops. The schema must be migrated (`vimha db upgrade`)."""
+    """Run a controller: API and engine loops. The schema must be migrated (`vimha db upgrade`
+    or --migrate)."""
     from vimha.config import load
     from vimha.controller import serve
     from vimha.logs import setup_logging
 
     cfg = load(config)
     setup_logging(cfg.log_level)
-    raise typer.Exit(asyncio.run(serve(cfg, migrate=False)))
+    raise typer.Exit(asyncio.run(serve(cfg, migrate=migrate, wait_store=wait_store)))
 
 
 @app.command()

@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import uvicorn
 from vimha.api.app import create_app
 from vimha.api.auth import Principal, TokenAuth
 from vimha.config import Config
-from vimha.domain.errors import InvalidInput, Permanent
+from vimha.domain.errors import InvalidInput, Permanent, Temporary
 from vimha.drivers.clock import SystemClock
 from vimha.drivers.http_notifier import HttpNotifier
 from vimha.drivers.sqlstore import SqlStore
@@ -88,15 +89,26 @@ def build_auth(config: Config) -> TokenAuth:
     return TokenAuth(tokens)
 
 
-def open_store(config: Config, migrate: bool) -> SqlStore:
+def open_store(config: Config, migrate: bool, wait: float = 0.0) -> SqlStore:
+    """Open (and migrate) the store; an unreachable one is retried for `wait` seconds (a
+    controller started with its database, e.g. both run by the agents)."""
     url = config.store.url
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    store = SqlStore(url)
-    if migrate:
-        store.upgrade()
-    store.check_schema()
-    return store
+    deadline = time.monotonic() + wait
+    while True:
+        store = SqlStore(url)
+        try:
+            if migrate:
+                store.upgrade()
+            store.check_schema()
+            return store
+        except Temporary as exc:
+            store.close()
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("store not reachable yet (%s); retrying", exc)
+            time.sleep(1.0)
 
 
 def _bind(config: Config) -> list[socket.socket]:
@@ -117,9 +129,9 @@ def _bind(config: Config) -> list[socket.socket]:
     return out
 
 
-async def serve(config: Config, migrate: bool = False) -> int:
+async def serve(config: Config, migrate: bool = False, wait_store: float = 0.0) -> int:
     """Run the controller until a signal; returns the process exit code."""
-    store = open_store(config, migrate)
+    store = await asyncio.to_thread(open_store, config, migrate, wait_store)
     token_auth = build_auth(config)
     clock = SystemClock()
     notifier = HttpNotifier(config.delivery.timeout, config.delivery.callback_test_timeout)

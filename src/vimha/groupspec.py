@@ -65,6 +65,9 @@ class PostgresHandlerConfig(_Model):
         True, description="Commits wait for one standby (ANY 1): no acknowledged write is lost"
     )
     synchronous_commit: Literal["on", "remote_write", "remote_apply", "local", "off"] = "on"
+    databases: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")], ...] = Field(
+        (), description="Databases the group serves: created by the first promotion"
+    )
     fsync: bool = True
     timeout: float = Field(0.5, gt=0, description="Of a monitoring query (s)")
 

@@ -250,6 +250,12 @@ class PostgresHandler:
                 f"VALUES ({int(epoch)}) RETURNING epoch",
                 within=5,
             )
+            for name in self.cfg.databases:  # the group's databases, made once
+                (present,) = await self._query(
+                    f"SELECT count(*) FROM pg_database WHERE datname = '{name}'", within=5
+                )
+                if not present:
+                    await self._query(f'CREATE DATABASE "{name}"', within=30)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise HandlerFailed(f"promote: {type(exc).__name__} {exc}") from exc
 

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
+from vimha.cloud.ha import HaPlan, check_reachable, ha_ports, missing
 from vimha.cloud.netns import Netns, create
 from vimha.cloud.netns import available as netns_available
 from vimha.cloud.nodes import (
@@ -64,25 +66,47 @@ def embedded_config(
 
 
 def prepare_cloud(
-    data_dir: Path, port: int, token: str, netns: bool = False
+    data_dir: Path, port: int, token: str, netns: bool = False, ha: bool = False
 ) -> tuple[Config, Launcher]:
     """Plan the nodes, write their agents' configs and the state `vimha chaos` reads; in
-    netns mode, create the namespaces, links and bridges."""
+    netns mode, create the namespaces, links and bridges. With `ha`, the control plane is
+    run by the control nodes (see cloud/ha.py)."""
     data_dir = data_dir.resolve()
-    check_ports(port)
+    check_ports(port, ha_ports(port) if ha else [])
     net = None
     if netns:
+        if ha:
+            raise Permanent("--ha runs on loopback; --ha with --netns is not supported yet")
         if (why := netns_available()) is not None:
             raise Permanent(f"--netns: {why}")
         net = Netns.for_port(port, PLANES)
+    if ha:
+        if needed := missing():
+            raise Permanent(
+                f"--ha needs {', '.join(needed)}: apt-get install {' '.join(needed)} "
+                "(vimha up installs nothing by itself)"
+            )
+        data_dir.mkdir(parents=True, exist_ok=True)
+        check_reachable(data_dir)
     nodes = plan(data_dir, port, net)
     config = embedded_config(data_dir, port, nodes=nodes, net=net)
-    configs = {n.name: write_agent_config(data_dir, n, port, token, net) for n in nodes}
+    layout = (
+        HaPlan(data_dir, port, tuple(nodes), Path(config.auth.token_file or "")) if ha else None
+    )
+    patch = layout.patch_agent if layout else None
+    configs = {n.name: write_agent_config(data_dir, n, port, token, net, patch) for n in nodes}
+    extras: dict[str, list[tuple[str, list[str]]]] = {}
+    if layout is not None:
+        for n in layout.control:
+            home = data_dir / "nodes" / n.name
+            (home / "controller.yaml").write_text(yaml.safe_dump(layout.controller_config(n)))
+            os.chmod(home / "controller.yaml", 0o600)  # it holds the BMC credentials
+            extras[n.name] = [("etcd", layout.etcd_argv(n))]
     write_state(data_dir, nodes, net)
     (data_dir / "logs").mkdir(exist_ok=True)
     if net is not None:
         create(net, [n.name for n in nodes])
-    return config, Launcher(configs, data_dir / "logs", nodes, net)
+    return config, Launcher(configs, data_dir / "logs", nodes, net, extras)
 
 
 async def run_cloud(config: Config, launcher: Launcher) -> int:
@@ -98,6 +122,20 @@ async def run_cloud(config: Config, launcher: Launcher) -> int:
         stop.set()
         await task
         await asyncio.to_thread(launcher.stop)
+
+
+async def run_ha_cloud(launcher: Launcher) -> int:
+    """`vimha up --ha`: the nodes only; their agents run the controllers. Until a signal."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    launcher.start_bmcs()
+    try:
+        await launcher.run(stop)
+    finally:
+        await asyncio.to_thread(launcher.stop)
+    return 0
 
 
 def pid_file(data_dir: Path) -> Path:
@@ -117,8 +155,12 @@ def running_pid(data_dir: Path) -> int | None:
     return None if state in ("Z", "X") else pid
 
 
-def detach(data_dir: Path, port: int, timeout: float = 30.0, netns: bool = False) -> int:
+def detach(
+    data_dir: Path, port: int, timeout: float | None = None, netns: bool = False, ha: bool = False
+) -> int:
     """Start `vimha up` in the background, wait until it answers; returns its pid."""
+    # With --ha the API answers once etcd, the database and a controller are up.
+    timeout = timeout or (120.0 if ha else 30.0)
     if (pid := running_pid(data_dir)) is not None:
         raise Permanent(f"vimha is already running from {data_dir} (pid {pid}); `vimha down` first")
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -134,6 +176,7 @@ def detach(data_dir: Path, port: int, timeout: float = 30.0, netns: bool = False
             "--port",
             str(port),
             *(["--netns"] if netns else []),
+            *(["--ha"] if ha else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

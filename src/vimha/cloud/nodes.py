@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -122,11 +123,12 @@ def tcp_ports(port: int) -> list[int]:
     ]
 
 
-def check_ports(port: int) -> None:
+def check_ports(port: int, more: list[int] | None = None) -> None:
     """Refuse at once, with the port named, rather than fail half-started."""
-    if port <= 0 or max(tcp_ports(port)) >= 65536:
-        raise Permanent(f"--port {port}: the cloud needs ports up to {max(tcp_ports(port))}")
-    for p in tcp_ports(port):
+    ports = tcp_ports(port) + (more or [])
+    if port <= 0 or max(ports) >= 65536:
+        raise Permanent(f"--port {port}: the cloud needs ports up to {max(ports)}")
+    for p in ports:
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -151,7 +153,12 @@ def listen_addresses(port: int, net: Netns | None = None) -> dict[str, str]:
 
 
 def write_agent_config(
-    data_dir: Path, node: NodePlan, port: int, token: str, net: Netns | None = None
+    data_dir: Path,
+    node: NodePlan,
+    port: int,
+    token: str,
+    net: Netns | None = None,
+    patch: Callable[[dict[str, Any], NodePlan], None] | None = None,
 ) -> Path:
     home = data_dir / "nodes" / node.name
     (home / "control").mkdir(parents=True, exist_ok=True)
@@ -196,6 +203,8 @@ def write_agent_config(
         config["coordination_url"] = coordination_url(data_dir)
         config["run_dir"] = str(home / "run")
         config["vim"] = EMBEDDED_VIM
+    if patch is not None:
+        patch(config, node)
     path = home / "agent.yaml"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -232,9 +241,13 @@ class Launcher:
         log_dir: Path,
         nodes: list[NodePlan] | None = None,
         net: Netns | None = None,
+        extras: dict[str, list[tuple[str, list[str]]]] | None = None,
     ) -> None:
         self.net = net
         self.configs = configs
+        # Per node, more processes that live and die with it: (name, argv), e.g. etcd.
+        self.extras = extras or {}
+        self.extra_procs: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
         self.log_dir = log_dir
         self.nodes = {n.name: n for n in nodes or []}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -258,6 +271,7 @@ class Launcher:
             self.powered[node] = on
             proc = self.procs.get(node)
             if on:
+                self._start_extras(node)
                 if proc is None or proc.poll() is not None:
                     self._start(node)
                 log.warning("%s powered on through its BMC", node)
@@ -265,6 +279,10 @@ class Launcher:
             if proc is not None and proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
+            for (owner, _), extra in self.extra_procs.items():
+                if owner == node and extra.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(extra.pid, signal.SIGKILL)
             for pid in find_processes("vimha.cloud.demo_service", f"--node {node} "):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -285,9 +303,27 @@ class Launcher:
         )
         logfile.close()
 
+    def _start_extras(self, node: str) -> None:
+        """The node's extra processes that are not running (each in its own session)."""
+        for name, argv in self.extras.get(node, []):
+            running = self.extra_procs.get((node, name))
+            if running is not None and running.poll() is None:
+                continue
+            with open(self.log_dir / f"{node}-{name}.log", "ab") as logfile:
+                self.extra_procs[(node, name)] = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=logfile,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+
     async def run(self, stop: asyncio.Event) -> None:
         if not self.bmcs:
             self.start_bmcs()
+        with self.lock:
+            for node in self.extras:
+                self._start_extras(node)
         for node in self.configs:
             self._start(node)
         log.info("started %d node agents", len(self.configs))
@@ -295,6 +331,10 @@ class Launcher:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             with self.lock:
+                for (node, name), extra in list(self.extra_procs.items()):
+                    if extra.poll() is not None and self.powered[node]:
+                        log.warning("%s of %s exited (%s); restarting", name, node, extra.poll())
+                        self._start_extras(node)
                 for node, proc in list(self.procs.items()):
                     if proc.poll() is None or not self.powered[node]:
                         dead_since.pop(node, None)
@@ -320,6 +360,14 @@ class Launcher:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for extra in self.extra_procs.values():  # after the agents: their leases first
+            if extra.poll() is None:
+                extra.terminate()
+        for extra in self.extra_procs.values():
+            try:
+                extra.wait(10)
+            except subprocess.TimeoutExpired:
+                extra.kill()
         if self.net is not None:
             destroy(self.net, list(self.configs))
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from vimha.domain.alarms import FaultEvent, Location
 from vimha.domain.classification import Classification, FailureKind
 from vimha.domain.clock import Clock
+from vimha.domain.errors import Temporary
 from vimha.domain.fencing import (
     FenceAction,
     FencePhase,
@@ -121,16 +122,19 @@ class Fencer:
         self, host: str, state: FenceState, detail: str, started: datetime | None = None
     ) -> list[FaultEvent]:
         now = self.clock.now()
-        self.store.add_fence_record(
-            FenceRecord(
-                host=host,
-                failure_kind=(state.kind.value if state.kind else "UNKNOWN"),
-                started_at=started or now,
-                finished_at=now,
-                result=state.phase.value,
-                detail=detail,
+        try:
+            self.store.add_fence_record(
+                FenceRecord(
+                    host=host,
+                    failure_kind=(state.kind.value if state.kind else "UNKNOWN"),
+                    started_at=started or now,
+                    finished_at=now,
+                    result=state.phase.value,
+                    detail=detail,
+                )
             )
-        )
+        except Temporary as exc:  # the fencing happened; only its record is missing
+            log.error("fencing %s: %s; the record was not stored: %s", host, detail, exc)
         raised = state.phase is FencePhase.FAILED
         if raised == (host in self.alarmed):
             return []

@@ -29,7 +29,7 @@ from vimha.domain.classification import (
 )
 from vimha.domain.clock import Clock, iso
 from vimha.domain.detection import PlaneState, PlaneStatus
-from vimha.domain.errors import InvalidInput
+from vimha.domain.errors import InvalidInput, Temporary
 from vimha.domain.events import location_from
 from vimha.domain.hardware import (
     Component,
@@ -107,6 +107,8 @@ class HealthMonitor:
         self.on_fenced: Callable[[str, float | None], Awaitable[None]] = _nothing_since
         self.on_back: Callable[[str], Awaitable[None]] = _nothing
         self.failed_at: dict[str, float] = {}  # when each failed host was found failed
+        self._unsent: list[FaultEvent] = []  # not ingested yet: the store did not answer
+        self._unpublished: list[tuple[str, Classification | None, Classification]] = []
         for h in config.hosts:
             self.declare(h, "config")
 
@@ -367,13 +369,12 @@ class HealthMonitor:
         judged = {h: c for h, c in judged.items() if h in self.hosts}
         actions = decide_health(self.current, judged, self.locations, self.clock.now())
         self.current.update(judged)
-        events = [*actions.events, *self.fencer.step(judged)]
-        if events:
-            await self.faults.ingest_async(events)
+        # The service groups first: they go through the coordination backend only, so a
+        # fenced host's roles are freed even when the store is what that host took down
+        # (the controllers' own database in `vimha up --ha`).
         for change in actions.changes:
             log.info("host %s: %s", change.host, change.reason)
             if change.current.health is HealthStatus.FENCED:
-                # its service-group roles are free now
                 await self.on_fenced(change.host, self.failed_at.get(change.host))
             elif change.current.health is HealthStatus.UP:
                 self.failed_at.pop(change.host, None)
@@ -385,7 +386,24 @@ class HealthMonitor:
                 HealthStatus.UNKNOWN,
             ):
                 continue  # first sight of a healthy or unknown host is not news
-            await asyncio.to_thread(self._publish, change.host, change.previous, change.current)
+            self._unpublished.append((change.host, change.previous, change.current))
+        # Alarms and notifications wait for a store that does not answer, in order.
+        events, self._unsent = [*self._unsent, *actions.events, *self.fencer.step(judged)], []
+        try:
+            if events:
+                await self.faults.ingest_async(events)
+            events = []
+            while self._unpublished:
+                await asyncio.to_thread(self._publish, *self._unpublished[0])
+                self._unpublished.pop(0)
+        except Temporary as exc:
+            self._unsent = events
+            log.warning(
+                "store unavailable (%s): %d alarm events and %d health notifications wait",
+                exc,
+                len(events),
+                len(self._unpublished),
+            )
 
     def _publish(self, host: str, previous: Classification | None, current: Classification) -> None:
         location = self.locations[host]

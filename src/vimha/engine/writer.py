@@ -128,7 +128,11 @@ class StoreWriter:
                     item.future.set_exception(exc)
                     return
                 log.warning("unit of work retried (%d): %s", attempt, exc.detail)
-                self.on_retry()
+                time.sleep(min(0.05 * 2**attempt, 0.5))  # a database switching over
+                try:
+                    self.on_retry()
+                except Exception as retry_exc:  # the writer thread must never die
+                    log.warning("before a retry: %s", retry_exc)
             except BaseException as exc:
                 item.future.set_exception(exc)
                 return

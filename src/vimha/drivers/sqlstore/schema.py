@@ -8,11 +8,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from vimha.domain.errors import SchemaMismatch
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 0x76696D6861  # "vimha"
 
 
 def _config() -> Config:
@@ -37,6 +39,10 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     before = current_revision(engine)
     cfg = _config()
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Several controllers started at once: one migrates, the others wait and find
+            # the schema at head.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     return before, head_revision()

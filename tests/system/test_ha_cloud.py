@@ -1,0 +1,143 @@
+"""`vimha up --ha` (issue 4, ARCH-1): no single point of failure in the control plane. Three
+etcd members, three controllers (group `vimha`) on PostgreSQL (group `db`, active-standby),
+an HAProxy pair; the control node that holds the database's active, one controller, one
+balancer and one etcd member is powered off through its BMC, while a client keeps sending
+events through the balancers: the database switches over after the node is fenced, the API
+answers again, notifications still flow, and `vimha down` leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import cloud_port, require_system
+from tests.support.consumer import ConsumerProcess
+from tests.system.conftest import vimha
+from tests.system.test_embedded_cloud import Cloud, until
+from vimha.cloud.ha import ha_ports, missing
+from vimha.cloud.nodes import check_ports
+from vimha.cloud.procs import find_processes
+from vimha.domain.errors import Permanent
+
+
+def ha_port() -> int:
+    for _ in range(50):
+        port = cloud_port()
+        try:
+            check_ports(port, ha_ports(port))
+        except Permanent:
+            continue
+        return port
+    raise RuntimeError("no free port block")
+
+
+@pytest.fixture
+def ha_cloud() -> Iterator[Cloud]:
+    require_system(not missing(), f"--ha needs {', '.join(missing())}")
+    base = Path(tempfile.mkdtemp(prefix="vimha-ha-"))  # /tmp: the postgres user gets in
+    os.chmod(base, 0o755)
+    data, port = base / "cloud", ha_port()
+    r = vimha("up", "--ha", "--detach", "--data-dir", str(data), "--port", str(port), timeout=180)
+    assert r.returncode == 0, r.stderr + r.stdout
+    cloud = Cloud(data, port)
+    try:
+        until(lambda: all(h["healthStatus"] == "UP" for h in cloud.hosts().values()), 90)
+        yield cloud
+    finally:
+        vimha("down", "--data-dir", str(data))
+        until(lambda: not find_processes(str(data)), 30)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def group(cloud: Cloud, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = cloud.get(f"/vim/v1/service-groups/{name}")
+    return found
+
+
+def active_of(g: dict[str, Any]) -> list[str]:
+    return [m["member"] for m in g["members"] if m["role"] == "active"]
+
+
+def db_with(c: Cloud, pred: Callable[[list[str]], bool]) -> dict[str, Any] | None:
+    """The db group when its active members satisfy `pred`."""
+    g = group(c, "db")
+    return g if pred(active_of(g)) else None
+
+
+def test_power_off_of_the_database_node_loses_nothing(
+    ha_cloud: Cloud, consumer: ConsumerProcess
+) -> None:
+    c = ha_cloud
+    status = until(lambda: (s := c.get("/vim/v1/status"))["coordination"]["controllers"] and s)
+    assert status["coordination"]["backend"] == "etcd"
+    until(lambda: len(c.get("/vim/v1/status")["coordination"]["controllers"]) == 3, 30)
+    db = until(lambda: db_with(c, lambda active: len(active) == 1), 30)
+    victim, epoch = active_of(db)[0], db["epoch"]
+    headers = {"Authorization": f"Bearer {c.token}"}
+    r = httpx.post(
+        c.url + "/vimfm/v1/subscriptions",
+        json={"callbackUri": consumer.url},
+        headers=headers,
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+
+    outcomes: list[tuple[str, int]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        i = 0
+        with httpx.Client(base_url=c.url, headers=headers, timeout=15) as http:
+            while not stop.is_set():
+                i += 1
+                obj = f"probe-{i:04d}"
+                body = {"managedObjectId": obj, "faultType": "PROBE", "probableCause": "test",
+                        "perceivedSeverity": "MINOR", "eventType": "QOS_ALARM"}  # fmt: skip
+                try:
+                    code = http.post("/vim/v1/events", json=body).status_code
+                except httpx.HTTPError:
+                    code = 0
+                outcomes.append((obj, code))
+                time.sleep(0.1)
+
+    sender = threading.Thread(target=client)
+    sender.start()
+    try:
+        until(lambda: len(outcomes) >= 10, 30)
+        c.chaos("power-off", victim)
+        before = len(outcomes)
+        # The database switches over once the node is fenced; the API answers again.
+        db = until(lambda: db_with(c, lambda active: bool(active) and active != [victim]), 60)
+        assert db["epoch"] > epoch
+        until(lambda: c.hosts()[victim]["healthStatus"] == "FENCED", 60)
+        until(lambda: sum(code == 200 for _, code in outcomes[before:]) >= 20, 60)
+    finally:
+        stop.set()
+        sender.join(30)
+    assert len(active_of(group(c, "vimha"))) == 2
+    assert len(c.get("/vim/v1/status")["coordination"]["controllers"]) == 2
+    # Every event accepted, before and after the fault, reached the subscriber.
+    accepted = [obj for obj, code in outcomes if code == 200]
+    got = consumer.wait_for(
+        lambda got: set(accepted) <= {x["alarm"]["managedObjectId"] for x in got if x.get("alarm")},
+        timeout=60,
+    )
+    assert got
+    failed = [code for _, code in outcomes if code != 200]
+    assert len(failed) <= len(outcomes) // 2, outcomes  # failures only around the fault
+
+
+def test_ha_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    r = vimha("up", "--ha", "--netns", "--data-dir", str(tmp_path / "x"), "--port", "20000")
+    assert r.returncode != 0
+    assert "--ha with --netns is not supported" in r.stderr + r.stdout
+    assert "Traceback" not in r.stderr
