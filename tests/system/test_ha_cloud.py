@@ -82,6 +82,11 @@ def test_power_off_of_the_database_node_loses_nothing(
     until(lambda: len(c.get("/vim/v1/status")["coordination"]["controllers"]) == 3, 30)
     db = until(lambda: db_with(c, lambda active: len(active) == 1), 30)
     victim, epoch = active_of(db)[0], db["epoch"]
+    # ARCH-1/ARCH-8: a control node that loses one plane is DEGRADED, not failed: every
+    # controller hears every plane of it.
+    other = next(n for n in ("ctl-1", "ctl-2", "ctl-3") if n != victim)
+    c.chaos("plane-down", other, "storage")
+    until(lambda: c.hosts()[other]["healthStatus"] == "DEGRADED", 30)
     headers = {"Authorization": f"Bearer {c.token}"}
     r = httpx.post(
         c.url + "/vimfm/v1/subscriptions",
@@ -124,6 +129,7 @@ def test_power_off_of_the_database_node_loses_nothing(
         stop.set()
         sender.join(30)
     assert len(active_of(group(c, "vimha"))) == 2
+    assert c.hosts()[other]["healthStatus"] == "DEGRADED"  # never taken for failed
     assert len(c.get("/vim/v1/status")["coordination"]["controllers"]) == 2
     # Every event accepted, before and after the fault, reached the subscriber.
     accepted = [obj for obj, code in outcomes if code == 200]

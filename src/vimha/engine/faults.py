@@ -32,8 +32,17 @@ class SubscriptionCache:
         self._store = store
         self._lock = threading.Lock()
         self._subs: dict[str, Subscription] = {}
+        self.token: str | None = None  # of the subscriptions last loaded
         # Called with ("put", Subscription), ("drop", id) or ("reload", None) on changes.
         self.listeners: list[Callable[[str, Any], None]] = []
+
+    def refresh(self, token: str | None) -> None:
+        """Reload if the subscriptions changed (through any controller) since we last did:
+        called inside each unit of work that matches, so that a subscription created
+        through another controller is matched by the very next event."""
+        if token != self.token:
+            self.reload()
+            self.token = token
 
     def reload(self) -> None:
         subs = {s.id: s for s in self._store.list_subscriptions()}
@@ -106,6 +115,7 @@ class FaultService:
         self, uow: UnitOfWork, events: Sequence[FaultEvent]
     ) -> tuple[list[AlarmChange], list[DeliveryJob]]:
         now = self.clock.now()
+        self.subscriptions.refresh(uow.subscriptions_token())
         active = uow.active_alarms([e.dedup_key for e in events])
         changes: list[AlarmChange] = []
         jobs: list[DeliveryJob] = []
@@ -147,7 +157,11 @@ class FaultService:
         self, kind: NotificationType, payload: dict[str, Any], subject: Subject, object_id: str
     ) -> list[DeliveryJob]:
         """Store and dispatch a notification that is not about an alarm change."""
-        jobs = self._retry(lambda uow: self._enqueue(uow, kind, payload, subject, object_id))
+        def work(uow: UnitOfWork) -> list[DeliveryJob]:
+            self.subscriptions.refresh(uow.subscriptions_token())
+            return self._enqueue(uow, kind, payload, subject, object_id)
+
+        jobs = self._retry(work)
         self.on_enqueued(jobs)
         return jobs
 

@@ -137,6 +137,10 @@ class UnitOfWork(Protocol):
         """Store one notification and one pending delivery per subscription."""
         ...
 
+    def subscriptions_token(self) -> str | None:
+        """Changes with every subscription added or deleted, through any controller."""
+        ...
+
     def adopt_deliveries(
         self, owners: Sequence[str | None], to: str, limit: int
     ) -> list[DeliveryJob]:

@@ -317,6 +317,7 @@ class SqlStore:
                     created_at=self._w(sub.created_at),
                 )
             )
+            _subscriptions_changed(conn)
         return sub
 
     def get_subscription(self, sub_id: str) -> Subscription:
@@ -351,6 +352,7 @@ class SqlStore:
             result = conn.execute(delete(subscriptions).where(subscriptions.c.id == sub_id))
             if result.rowcount == 0:
                 raise NotFound(f"subscription {sub_id} not found")
+            _subscriptions_changed(conn)
 
     # -- deliveries ---------------------------------------------------------------------
     def pending_deliveries(
@@ -642,6 +644,7 @@ _RECORD_ATTEMPT = (
         last_duration_ms=bindparam("b_ms"),
     )
 )
+SUBSCRIPTIONS_TOKEN = "subscriptions.changed"
 _PENDING = (
     select(
         deliveries.c.seq,
@@ -677,11 +680,24 @@ _DELIVERIES_OF = (
 )
 
 
+def _subscriptions_changed(conn: Connection) -> None:
+    """A new token with every change of the subscriptions, in the same transaction: any
+    controller's next unit of work sees it and reloads its cache before matching."""
+    conn.execute(delete(settings).where(settings.c.key == SUBSCRIPTIONS_TOKEN))
+    conn.execute(insert(settings).values(key=SUBSCRIPTIONS_TOKEN, value=uuid.uuid4().hex))
+
+
 class _UnitOfWork:
     def __init__(self, store: SqlStore, conn: Connection) -> None:
         self._store = store
         self._conn = conn
         self._lock_rows = not store.sqlite  # SQLite: the write lock already serialises
+
+    def subscriptions_token(self) -> str | None:
+        token = self._conn.execute(
+            select(settings.c.value).where(settings.c.key == SUBSCRIPTIONS_TOKEN)
+        ).scalar()
+        return None if token is None else str(token)
 
     def active_alarms(self, keys: Sequence[str]) -> dict[str, Alarm]:
         if not keys:
