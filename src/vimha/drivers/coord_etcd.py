@@ -51,7 +51,7 @@ def endpoints(url: str) -> list[str]:
 class EtcdCoordination:
     characteristics = Characteristics(distributed=True)
 
-    def __init__(self, url: str, timeout: float = 2.0) -> None:
+    def __init__(self, url: str, timeout: float = 1.0) -> None:
         self.members = endpoints(url)
         self.current = 0
         self.http = httpx.AsyncClient(timeout=timeout)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,6 +49,7 @@ from vimha.engine.fencing import Fencer
 from vimha.engine.services import ServiceRegistry
 
 log = logging.getLogger("vimha.health")
+_Publish = tuple[str, Classification | None, Classification]
 # Services whose failure beyond restart is a COMPUTE_SERVICE_FAILURE of their host: the
 # hypervisor agent, the virtual switch of a compute node.
 COMPUTE_KINDS = frozenset({"compute"})
@@ -107,8 +109,10 @@ class HealthMonitor:
         self.on_fenced: Callable[[str, float | None], Awaitable[None]] = _nothing_since
         self.on_back: Callable[[str], Awaitable[None]] = _nothing
         self.failed_at: dict[str, float] = {}  # when each failed host was found failed
-        self._unsent: list[FaultEvent] = []  # not ingested yet: the store did not answer
-        self._unpublished: list[tuple[str, Classification | None, Classification]] = []
+        # (alarm events, host health changes to publish) per step, not yet in the store
+        self._outbox: deque[tuple[list[FaultEvent], list[_Publish]]] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._drainer: asyncio.Task[None] | None = None
         for h in config.hosts:
             self.declare(h, "config")
 
@@ -229,6 +233,7 @@ class HealthMonitor:
             log.info("hearing heartbeats of plane %s on %s:%d", plane, *bound)
             self.listeners.append(listener)
         poller = asyncio.create_task(self._poll_bmcs(stop))
+        self._drainer = asyncio.create_task(self._drain_forever())
         try:
             while not stop.is_set():
                 await self.step()
@@ -236,6 +241,10 @@ class HealthMonitor:
                     await asyncio.wait_for(stop.wait(), self.policy.interval / 2)
         finally:
             poller.cancel()
+            with contextlib.suppress(TimeoutError, Temporary):
+                await asyncio.wait_for(self._drain(), 2.0)  # what is left, if the store is up
+            self._drainer.cancel()
+            self._drainer = None
             await self.fencer.close()
             for listener in self.listeners:
                 listener.close()
@@ -369,6 +378,7 @@ class HealthMonitor:
         judged = {h: c for h, c in judged.items() if h in self.hosts}
         actions = decide_health(self.current, judged, self.locations, self.clock.now())
         self.current.update(judged)
+        publishes: list[_Publish] = []
         # The service groups first: they go through the coordination backend only, so a
         # fenced host's roles are freed even when the store is what that host took down
         # (the controllers' own database in `vimha up --ha`).
@@ -386,24 +396,40 @@ class HealthMonitor:
                 HealthStatus.UNKNOWN,
             ):
                 continue  # first sight of a healthy or unknown host is not news
-            self._unpublished.append((change.host, change.previous, change.current))
-        # Alarms and notifications wait for a store that does not answer, in order.
-        events, self._unsent = [*self._unsent, *actions.events, *self.fencer.step(judged)], []
-        try:
+            publishes.append((change.host, change.previous, change.current))
+        # Alarms and notifications go to the store in order, without holding up the next
+        # step: a store that does not answer (the controllers' database switching over)
+        # must not delay detection or fencing.
+        self._outbox.append(([*actions.events, *self.fencer.step(judged)], publishes))
+        if self._drainer is None:
+            await self._drain()  # not running (tests step by hand): at once
+        else:
+            self._outbox_ready.set()
+
+    async def _drain(self) -> None:
+        """Ingest and publish what the steps left, in order; an item leaves the outbox only
+        once the store took it (Temporary propagates, the item stays)."""
+        while self._outbox:
+            events, publishes = self._outbox[0]
             if events:
                 await self.faults.ingest_async(events)
-            events = []
-            while self._unpublished:
-                await asyncio.to_thread(self._publish, *self._unpublished[0])
-                self._unpublished.pop(0)
-        except Temporary as exc:
-            self._unsent = events
-            log.warning(
-                "store unavailable (%s): %d alarm events and %d health notifications wait",
-                exc,
-                len(events),
-                len(self._unpublished),
-            )
+                events.clear()
+            while publishes:
+                await asyncio.to_thread(self._publish, *publishes[0])
+                publishes.pop(0)
+            self._outbox.popleft()
+
+    async def _drain_forever(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            try:
+                await self._drain()
+            except Temporary as exc:
+                waiting = sum(len(e) + len(p) for e, p in self._outbox)
+                log.warning("store unavailable (%s): %d alarm events wait", exc, waiting)
+                await asyncio.sleep(0.5)
+                self._outbox_ready.set()
 
     def _publish(self, host: str, previous: Classification | None, current: Classification) -> None:
         location = self.locations[host]
