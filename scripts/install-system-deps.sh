@@ -3,7 +3,8 @@
 # iproute2 and nftables (network namespaces, links and partitions of `vimha up --netns`),
 # etcd (the coordination contract suite starts a 3-member cluster on loopback), Redis (the
 # redis handler of service groups, the embedded cloud's `kv` group) and HAProxy (the load
-# balancer in front of all-active and N+M groups) and keepalived (the balancers' virtual IP).
+# balancer in front of all-active and N+M groups), keepalived (the balancers' virtual IP) and
+# MariaDB (the mariadb handler).
 # Only as root; on another machine it says what is missing and the tests skip.
 set -euo pipefail
 need=()
@@ -14,6 +15,7 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
+command -v mariadbd >/dev/null 2>&1 || need+=(mariadb-server)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
     echo "install-system-deps: not root; missing: ${need[*]} (tests needing them will skip)" >&2

@@ -72,6 +72,29 @@ class PostgresHandlerConfig(_Model):
     timeout: float = Field(0.5, gt=0, description="Of a monitoring query (s)")
 
 
+class MariadbHandlerConfig(_Model):
+    """MariaDB primary and replicas with GTID replication (agent/mariadb_handler.py)."""
+
+    type: Literal["mariadb"] = "mariadb"
+    port: int = Field(ge=1, le=65535)
+    bind: str = "127.0.0.1"
+    server: str = Field("mariadbd", description="The server binary")
+    install_db: str = Field("mariadb-install-db", description="Initialises a data dir")
+    data_dir: str | None = Field(None, description="Default: a folder under the run dir")
+    user: str = Field("vimha", description="The account of clients and replicas (no password)")
+    semi_sync: bool = Field(
+        True,
+        description="A commit is acknowledged once a replica has it (semi-synchronous, "
+        "AFTER_SYNC): no acknowledged write is lost when the primary is",
+    )
+    fsync: bool = True
+    buffer_pool: str = Field("64M", description="innodb_buffer_pool_size")
+    timeout: float = Field(0.5, gt=0, description="Of a monitoring query (s)")
+    databases: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")], ...] = Field(
+        (), description="Databases the group serves: created at promotion when missing"
+    )
+
+
 class KeepalivedHandlerConfig(_Model):
     """A virtual IP held by keepalived (VRRP v3) among the members of an all-active group:
     the load-balancer pair's address. vimha runs and supervises keepalived; VRRP moves the
@@ -130,6 +153,7 @@ HandlerConfig = Annotated[
     ProcessHandlerConfig
     | RedisHandlerConfig
     | PostgresHandlerConfig
+    | MariadbHandlerConfig
     | HaproxyHandlerConfig
     | KeepalivedHandlerConfig
     | VipHandlerConfig,

@@ -37,6 +37,8 @@ def group(**over: Any) -> dict[str, Any]:
         ({"mode": "cluster"}, "n-plus-m"),
         ({"handler": {"type": "magic"}}, "magic"),
         ({"handler": {"type": "haproxy", "frontends": []}}, "frontends"),
+        ({"handler": {"type": "mariadb", "port": 3306, "databases": ["no;drop"]}}, "pattern"),
+        ({"handler": {"type": "mariadb"}}, "port"),
     ],
 )
 def test_bad_groups_are_refused(over: dict[str, Any], complaint: str) -> None:

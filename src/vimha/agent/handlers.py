@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Protocol
 
 from vimha.agent.services import SupervisedProcess, die_with_agent, process_state
-from vimha.drivers.coord_mirror import Mirror
+from vimha.drivers.coord_mirror import Mirror, load_json
 from vimha.drivers.resp import Redis, RedisError, info_fields
 from vimha.groupspec import (
     HandlerConfig,
     HaproxyHandlerConfig,
     KeepalivedHandlerConfig,
+    MariadbHandlerConfig,
     PostgresHandlerConfig,
     ProcessHandlerConfig,
     RedisHandlerConfig,
@@ -55,6 +56,14 @@ def process_failure(proc: subprocess.Popen[bytes] | None, name: str) -> Health |
         return Health(False, f"{name} exited ({proc.returncode})")
     if process_state(proc.pid) in ("T", "t", "Z", "X", None):
         return Health(False, f"{name} stopped (SIGSTOP) or gone")
+    return None
+
+
+async def other_active(coord: Coordination, prefix: str, node: str) -> str | None:
+    """The address of the group's active (slot 0) when another member holds it."""
+    doc = load_json(await coord.get(prefix + "slots/0"))
+    if doc and doc.get("member") != node and doc.get("address"):
+        return str(doc["address"])
     return None
 
 
@@ -231,6 +240,10 @@ def make_handler(
         from vimha.agent.pg_handler import PostgresHandler
 
         return PostgresHandler(group, node, cfg, run_dir, coord, vim)
+    if isinstance(cfg, MariadbHandlerConfig):
+        from vimha.agent.mariadb_handler import MariadbHandler
+
+        return MariadbHandler(group, node, cfg, run_dir, coord, vim)
     if isinstance(cfg, VipHandlerConfig):
         from vimha.agent.vrrp import VipHandler
 

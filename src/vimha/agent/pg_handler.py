@@ -30,9 +30,8 @@ from pathlib import Path
 
 import psycopg
 
-from vimha.agent.handlers import HandlerFailed, Health, process_failure
+from vimha.agent.handlers import HandlerFailed, Health, other_active, process_failure
 from vimha.agent.services import PR_SET_PDEATHSIG
-from vimha.drivers.coord_mirror import load_json
 from vimha.groupspec import PostgresHandlerConfig, groups_prefix
 from vimha.ports.coordination import Coordination
 
@@ -121,17 +120,11 @@ class PostgresHandler:
 
     # --- the handler -----------------------------------------------------------------------
 
-    async def _active_address(self) -> str | None:
-        doc = load_json(await self.coord.get(self.prefix + "slots/0"))
-        if doc and doc.get("member") != self.node and doc.get("address"):
-            return str(doc["address"])
-        return None
-
     async def start(self) -> None:
         bins = pg_bin(self.cfg.bin_dir)
         self._own(self.sockets)
         self._own(self.data.parent)
-        active = await self._active_address()
+        active = await other_active(self.coord, self.prefix, self.node)
         has_data = (self.data / "PG_VERSION").exists()
         if has_data and (self.data / WAS_PRIMARY).exists() and active:
             # a former primary: its WAL may hold writes the new active never had

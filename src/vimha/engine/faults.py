@@ -157,6 +157,7 @@ class FaultService:
         self, kind: NotificationType, payload: dict[str, Any], subject: Subject, object_id: str
     ) -> list[DeliveryJob]:
         """Store and dispatch a notification that is not about an alarm change."""
+
         def work(uow: UnitOfWork) -> list[DeliveryJob]:
             self.subscriptions.refresh(uow.subscriptions_token())
             return self._enqueue(uow, kind, payload, subject, object_id)

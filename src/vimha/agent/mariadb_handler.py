@@ -1,0 +1,288 @@
+"""The `mariadb` handler in active-standby mode (issue 5, ARCH-3/ARCH-4): a MariaDB primary
+and replicas with GTID replication, every member run by its agent (it dies with it).
+
+- A member always starts read-only (`read_only=ON`, no replication yet); `demote(active)`
+  points it at the active (`MASTER_USE_GTID=current_pos`) and starts the replica threads.
+- Every member keeps a binary log of everything it applied (`log_slave_updates`), so any of
+  them can be the next primary and a wiped member can replay the whole history from it.
+- Commits are semi-synchronous (AFTER_SYNC): a client's commit is acknowledged only once a
+  replica has it, so the freshest replica, which is the one promoted, has every
+  acknowledged write.
+- Its position is the sequence number of its last GTID (domain 0), so the freshest replica is
+  the one promoted (`domain/groups.py`) and `max_lag` is in transactions.
+- promote: the replica applies what it received, stops replicating, turns read_only off;
+  the epoch is written in `vimha.epoch` for clients to see.
+- A former primary is never put back in place while another member is active: its binlog
+  may hold a transaction nobody acknowledged (written, not yet sent, when it died). A
+  demoted primary is stopped; when it starts and another member is active, its data is
+  wiped and re-initialised and it replays the history from the active. A killed primary
+  that restarts before anyone took its place keeps its data: it has every acknowledged
+  write and may well be the freshest, promoted again.
+- Replicas never wipe themselves: a replication error (an old active's port now serving
+  another history, say) only lasts until they are pointed at the new active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+from vimha.agent.handlers import (
+    HandlerFailed,
+    Health,
+    other_active,
+    process_failure,
+    spawn_member,
+)
+from vimha.groupspec import MariadbHandlerConfig, groups_prefix
+from vimha.ports.coordination import Coordination
+
+WAS_PRIMARY = "vimha.was_primary"
+CATCH_UP = 5.0  # how long a promoted replica may take to apply what it received (s)
+
+
+def gtid_position(text: str | None) -> int:
+    """The sequence number of domain 0's last GTID in a `domain-server-seq,...` list."""
+    for gtid in (text or "").split(","):
+        parts = gtid.strip().split("-")
+        if len(parts) == 3 and parts[0] == "0":
+            return int(parts[2])
+    return 0
+
+
+class MariadbHandler:
+    def __init__(
+        self,
+        group: str,
+        node: str,
+        cfg: MariadbHandlerConfig,
+        run_dir: Path,
+        coord: Coordination,
+        vim: str,
+    ) -> None:
+        self.group = group
+        self.coord = coord
+        self.prefix = f"{groups_prefix(vim)}{group}/"
+        self.node = node
+        self.cfg = cfg
+        self.data = Path(cfg.data_dir) if cfg.data_dir else run_dir / f"mariadb-{group}"
+        self.home = self.data.parent / f"mariadb-{group}-run"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.conn: Any = None
+        self.server_id = zlib.crc32(node.encode()) % 4_000_000_000 + 1
+        self._epoch_task: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    # --- the server ------------------------------------------------------------------------
+
+    async def _initialise(self) -> None:
+        argv = [
+            self.cfg.install_db, f"--datadir={self.data}", "--skip-test-db",
+            "--auth-root-authentication-method=normal",
+            *(["--user=root"] if os.geteuid() == 0 else []),
+        ]  # fmt: skip
+
+        def run() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+        try:
+            done = await asyncio.to_thread(run)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise HandlerFailed(f"{self.cfg.install_db}: {exc}") from exc
+        if done.returncode != 0:
+            shutil.rmtree(self.data, ignore_errors=True)
+            tail = (done.stderr or done.stdout).strip()[-300:]
+            raise HandlerFailed(f"{self.cfg.install_db} exited {done.returncode}: {tail}")
+
+    async def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        if (self.data / WAS_PRIMARY).exists() and await other_active(
+            self.coord, self.prefix, self.node
+        ):
+            shutil.rmtree(self.data)  # replays the history from the active
+        if not (self.data / "mysql").exists():
+            await self._initialise()
+        init = self.home / "init.sql"
+        user = f"'{self.cfg.user}'@'%'"
+        init.write_text(
+            "SET sql_log_bin=0;\n"
+            f"CREATE USER IF NOT EXISTS {user};\n"
+            f"GRANT ALL ON *.* TO {user} WITH GRANT OPTION;\n"
+        )
+        durable = ["--innodb-flush-log-at-trx-commit=1", "--sync-binlog=1"]
+        fast = ["--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0"]
+        argv = [
+            self.cfg.server, "--no-defaults", f"--datadir={self.data}",
+            f"--port={self.cfg.port}", f"--bind-address={self.cfg.bind}",
+            f"--socket={self.home / 'mysqld.sock'}", f"--pid-file={self.home / 'mysqld.pid'}",
+            f"--log-error={self.home / 'error.log'}", f"--init-file={init}",
+            f"--server-id={self.server_id}", "--log-bin=binlog", "--log-slave-updates",
+            "--binlog-format=ROW", "--gtid-strict-mode=ON", "--read-only=ON",
+            "--skip-slave-start", "--skip-name-resolve", "--slave-net-timeout=2",
+            f"--innodb-buffer-pool-size={self.cfg.buffer_pool}",
+            *(durable if self.cfg.fsync else fast),
+            *(["--user=root"] if os.geteuid() == 0 else []),
+        ]  # fmt: skip
+        if self.cfg.semi_sync:
+            argv += [
+                "--rpl-semi-sync-master-enabled=ON", "--rpl-semi-sync-slave-enabled=ON",
+                "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
+                "--rpl-semi-sync-master-timeout=4294967295",  # never fall back to async
+            ]  # fmt: skip
+        try:
+            self.process = spawn_member(argv)
+        except OSError as exc:
+            raise HandlerFailed(f"{self.cfg.server}: {exc.strerror}") from exc
+
+    async def stop(self) -> None:
+        self._close()
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.to_thread(proc.wait)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _connect(self, flags: int = 0) -> Any:
+        return pymysql.connect(
+            host=self.cfg.bind,
+            port=self.cfg.port,
+            user=self.cfg.user,
+            connect_timeout=max(1, round(self.cfg.timeout * 2)),
+            read_timeout=30,
+            write_timeout=30,
+            autocommit=True,
+            client_flag=flags,
+            cursorclass=pymysql.cursors.DictCursor,
+        )
+
+    def _run(self, statements: list[str]) -> list[dict[str, Any]]:
+        if self.conn is None:
+            self.conn = self._connect()
+        rows: list[dict[str, Any]] = []
+        with self.conn.cursor() as cur:
+            for sql in statements:
+                cur.execute(sql)
+                rows = list(cur.fetchall())
+        return rows
+
+    async def _query(self, *statements: str, within: float | None = None) -> list[dict[str, Any]]:
+        try:
+            async with asyncio.timeout(within or self.cfg.timeout * 4):
+                return await asyncio.to_thread(self._run, list(statements))
+        except (pymysql.MySQLError, OSError, TimeoutError):
+            self._close()
+            raise
+
+    # --- the handler -----------------------------------------------------------------------
+
+    async def monitor(self) -> Health:
+        if (failed := process_failure(self.process, "mariadbd")) is not None:
+            return failed
+        try:
+            (state,) = await self._query(
+                "SELECT @@read_only AS ro, @@gtid_current_pos AS pos", within=self.cfg.timeout
+            )
+            replica = await self._query("SHOW SLAVE STATUS", within=self.cfg.timeout)
+        except (pymysql.MySQLError, OSError, TimeoutError) as exc:
+            return Health(False, f"mariadb: {str(exc).strip()[:120]}")
+        position = gtid_position(str(state["pos"]))
+        if not state["ro"]:
+            return Health(True, "primary", position)
+        if not replica:
+            return Health(True, "replica, no active yet", position)
+        if replica and replica[0].get("Slave_IO_Running") == "Yes":
+            return Health(True, "replica", position)
+        error = replica[0].get("Last_IO_Error") or replica[0].get("Last_SQL_Error") or ""
+        return Health(True, f"replica, link to active down {str(error)[:80]}".strip(), position)
+
+    async def promote(self, epoch: int) -> None:
+        try:
+            await self._query("STOP SLAVE IO_THREAD", within=5)
+            deadline = time.monotonic() + CATCH_UP
+            while time.monotonic() < deadline:  # apply what was received: it may be acked
+                (status,) = await self._query("SHOW SLAVE STATUS", within=5) or [{}]
+                state = str(status.get("Slave_SQL_Running_State", ""))
+                if (
+                    not status
+                    or "read all relay log" in state
+                    or status.get("Slave_SQL_Running") != "Yes"
+                ):
+                    break
+                await asyncio.sleep(0.02)
+            await self._query(
+                "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = OFF", within=5
+            )
+            (self.data / WAS_PRIMARY).write_text(str(epoch))
+        except (pymysql.MySQLError, OSError, TimeoutError) as exc:
+            raise HandlerFailed(f"promote: {type(exc).__name__} {exc}") from exc
+        # Written in the background: with semi-synchronous commits it completes once a
+        # replica follows this primary, which happens after the promotion is published.
+        self._epoch_task = asyncio.create_task(self._write_epoch(epoch))
+
+    async def _write_epoch(self, epoch: int) -> None:
+        statements = [
+            "CREATE DATABASE IF NOT EXISTS vimha",
+            "CREATE TABLE IF NOT EXISTS vimha.epoch (epoch BIGINT NOT NULL)",
+            f"DELETE FROM vimha.epoch; INSERT INTO vimha.epoch VALUES ({int(epoch)})",
+            *(f"CREATE DATABASE IF NOT EXISTS `{name}`" for name in self.cfg.databases),
+        ]
+        conn: Any = None
+        try:
+            conn = await asyncio.to_thread(self._connect, pymysql.constants.CLIENT.MULTI_STATEMENTS)
+
+            def run() -> None:
+                with conn.cursor() as cur:
+                    for sql in statements:
+                        cur.execute(sql)
+                        while cur.nextset():
+                            pass
+
+            await asyncio.to_thread(run)
+        except (pymysql.MySQLError, OSError):
+            pass  # a later promotion writes its own
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    async def demote(self, active: str | None) -> None:
+        if (self.data / WAS_PRIMARY).exists():
+            await self.stop()  # never a replica in place: wiped when it starts again
+            return
+        if active is None:
+            return
+        host, _, port = active.rpartition(":")
+        try:
+            await self._query(
+                "STOP SLAVE",
+                f"CHANGE MASTER TO MASTER_HOST='{host}', MASTER_PORT={int(port)}, "
+                f"MASTER_USER='{self.cfg.user}', MASTER_PASSWORD='', "
+                "MASTER_USE_GTID=current_pos, MASTER_CONNECT_RETRY=1, "
+                "MASTER_HEARTBEAT_PERIOD=0.5",
+                "START SLAVE",
+                "SET GLOBAL read_only = ON",
+                within=10,
+            )
+        except (pymysql.MySQLError, OSError, TimeoutError) as exc:
+            raise HandlerFailed(f"demote: {exc}") from exc
