@@ -73,6 +73,7 @@ class GroupMember:
         self.holding: int | None = None
         self.epoch = 0
         self.following: str | None = "?"
+        self._follow_error = ""
         self.health = Health(False, "starting")
         self.started_at = 0.0
         self.last_decision: Decision | None = None
@@ -253,7 +254,11 @@ class GroupMember:
             self.following = active
             self.role = "standby"
         except HandlerFailed as exc:
-            log.debug("%s: could not follow %s yet: %s", self.cfg.name, active, exc)
+            if str(exc) != self._follow_error:  # said once, not at every step
+                log.warning("%s: could not follow %s yet: %s", self.cfg.name, active, exc)
+            self._follow_error = str(exc)
+        else:
+            self._follow_error = ""
 
     async def _publish(self) -> None:
         doc = {

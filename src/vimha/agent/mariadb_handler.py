@@ -29,8 +29,8 @@ import contextlib
 import os
 import shutil
 import subprocess
-import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,10 @@ class MariadbHandler:
         self.conn: Any = None
         self.server_id = zlib.crc32(node.encode()) % 4_000_000_000 + 1
         self._epoch_task: asyncio.Task[None] | None = None
+        # The member's queries run one at a time in a thread of their own: a server that
+        # hangs (a STOP SLAVE waiting on a frozen primary) must not take the agent's shared
+        # threads, which renew its leases, nor be queried by two threads at once.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"mariadb-{group}")
 
     @property
     def pid(self) -> int | None:
@@ -137,9 +141,12 @@ class MariadbHandler:
         ]  # fmt: skip
         if self.cfg.semi_sync:
             argv += [
-                "--rpl-semi-sync-master-enabled=ON", "--rpl-semi-sync-slave-enabled=ON",
+                # the master side is turned on at promotion only: a replica's own applier
+                # (log_slave_updates) must not wait for acknowledgements of its own
+                "--rpl-semi-sync-master-enabled=OFF", "--rpl-semi-sync-slave-enabled=ON",
                 "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
                 "--rpl-semi-sync-master-timeout=4294967295",  # never fall back to async
+                "--rpl-semi-sync-slave-kill-conn-timeout=1",  # a STOP SLAVE waits no longer
             ]  # fmt: skip
         try:
             self.process = spawn_member(argv)
@@ -147,7 +154,7 @@ class MariadbHandler:
             raise HandlerFailed(f"{self.cfg.server}: {exc.strerror}") from exc
 
     async def stop(self) -> None:
-        self._close()
+        self._executor.submit(self._close)
         proc, self.process = self.process, None
         if proc is None:
             return
@@ -163,14 +170,14 @@ class MariadbHandler:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _connect(self, flags: int = 0) -> Any:
+    def _connect(self, flags: int = 0, read_timeout: float = 10) -> Any:
         return pymysql.connect(
             host=self.cfg.bind,
             port=self.cfg.port,
             user=self.cfg.user,
             connect_timeout=max(1, round(self.cfg.timeout * 2)),
-            read_timeout=30,
-            write_timeout=30,
+            read_timeout=read_timeout,
+            write_timeout=read_timeout,
             autocommit=True,
             client_flag=flags,
             cursorclass=pymysql.cursors.DictCursor,
@@ -187,11 +194,12 @@ class MariadbHandler:
         return rows
 
     async def _query(self, *statements: str, within: float | None = None) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(within or self.cfg.timeout * 4):
-                return await asyncio.to_thread(self._run, list(statements))
+                return await loop.run_in_executor(self._executor, self._run, list(statements))
         except (pymysql.MySQLError, OSError, TimeoutError):
-            self._close()
+            self._executor.submit(self._close)  # after the call in flight, in its thread
             raise
 
     # --- the handler -----------------------------------------------------------------------
@@ -219,19 +227,20 @@ class MariadbHandler:
     async def promote(self, epoch: int) -> None:
         try:
             await self._query("STOP SLAVE IO_THREAD", within=5)
-            deadline = time.monotonic() + CATCH_UP
-            while time.monotonic() < deadline:  # apply what was received: it may be acked
-                (status,) = await self._query("SHOW SLAVE STATUS", within=5) or [{}]
-                state = str(status.get("Slave_SQL_Running_State", ""))
-                if (
-                    not status
-                    or "read all relay log" in state
-                    or status.get("Slave_SQL_Running") != "Yes"
-                ):
-                    break
-                await asyncio.sleep(0.02)
+            # apply what was received (it may have been acknowledged) before writing
+            (status,) = await self._query("SHOW SLAVE STATUS", within=5) or [{}]
+            received = str(status.get("Gtid_IO_Pos") or "")
+            if received and status.get("Slave_SQL_Running") == "Yes":
+                await self._query(
+                    f"SELECT MASTER_GTID_WAIT('{received}', {CATCH_UP})", within=CATCH_UP + 1
+                )
+            semi_sync = "ON" if self.cfg.semi_sync else "OFF"
             await self._query(
-                "STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = OFF", within=5
+                "STOP SLAVE",
+                "RESET SLAVE ALL",
+                f"SET GLOBAL rpl_semi_sync_master_enabled = {semi_sync}",
+                "SET GLOBAL read_only = OFF",
+                within=5,
             )
             (self.data / WAS_PRIMARY).write_text(str(epoch))
         except (pymysql.MySQLError, OSError, TimeoutError) as exc:
@@ -249,7 +258,10 @@ class MariadbHandler:
         ]
         conn: Any = None
         try:
-            conn = await asyncio.to_thread(self._connect, pymysql.constants.CLIENT.MULTI_STATEMENTS)
+            # until a replica follows this primary (semi-synchronous): up to a minute
+            conn = await asyncio.to_thread(
+                self._connect, pymysql.constants.CLIENT.MULTI_STATEMENTS, 60
+            )
 
             def run() -> None:
                 with conn.cursor() as cur:
@@ -285,4 +297,4 @@ class MariadbHandler:
                 within=10,
             )
         except (pymysql.MySQLError, OSError, TimeoutError) as exc:
-            raise HandlerFailed(f"demote: {exc}") from exc
+            raise HandlerFailed(f"demote: {type(exc).__name__} {exc}") from exc
