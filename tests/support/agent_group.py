@@ -4,10 +4,13 @@ coordination file: the harness of the stateful handlers' system tests (PostgreSQ
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +111,100 @@ class AgentGroup:
         members = self.members().values()
         roles = sorted(str(m.get("role")) for m in members)
         return all(m.get("healthy") for m in members) and roles == ["active", "standby", "standby"]
+
+
+@dataclass(frozen=True)
+class DbClient:
+    """How a test client reaches a database group's members (DB-API, autocommit)."""
+
+    connect: Callable[[str], Any]  # host:port -> connection
+    errors: tuple[type[BaseException], ...]
+    prepare: tuple[str, ...]  # on each new connection to the active
+    insert: str  # one %s: the id
+    is_writable: str  # one row, true on a writable primary
+    epoch: str  # one row: the epoch the active wrote
+
+    def run(self, conn: Any, sql: str, *args: object) -> list[Any]:
+        cur = conn.cursor()
+        try:
+            cur.execute(sql, args or None)
+            return list(cur.fetchall()) if cur.description else []
+        finally:
+            cur.close()
+
+    def writable(self, g: AgentGroup) -> int:
+        count = 0
+        for port in g.ports.values():
+            try:
+                conn = self.connect(f"127.0.0.1:{port}")
+            except self.errors:
+                continue
+            try:
+                count += int(bool(self.run(conn, self.is_writable)[0][0]))
+            except self.errors:
+                pass
+            finally:
+                conn.close()
+        return count
+
+    def write_through(
+        self, g: AgentGroup, fault: signal.Signals
+    ) -> tuple[list[int], dict[str, Any], dict[str, Any]]:
+        """Insert ids into the active without pause; after 30, `fault` its server; return
+        once a new epoch's active took 30 more: (acknowledged ids, before, after)."""
+        before = until(g.active)
+        acked: list[int] = []
+        most, conn, address, faulted, after = 0, None, None, False, None
+        i = 1000 * int(before["epoch"])
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            i += 1
+            try:
+                if conn is None:
+                    active = g.active()
+                    if active is None:
+                        time.sleep(0.05)
+                        continue
+                    address = active["address"]
+                    conn = self.connect(address)
+                    for sql in self.prepare:
+                        self.run(conn, sql)
+                self.run(conn, self.insert, i)
+                acked.append(i)
+            except self.errors:
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.05)
+            if len(acked) == 30 and not faulted:
+                os.kill(int(before["pid"]), fault)
+                faulted = True
+            if i % 10 == 0:
+                most = max(most, self.writable(g))
+            if faulted and (now := g.active()) and now["epoch"] > before["epoch"]:
+                after = now
+                if len(acked) >= 60 and address == now["address"]:
+                    break
+        if conn is not None:
+            conn.close()
+        assert after is not None, "no new active"
+        assert most <= 1, "two writable primaries at once"
+        return acked, before, after
+
+    def check_nothing_lost(self, acked: list[int], after: dict[str, Any], table: str) -> None:
+        """Every acknowledged id is on the new active, which shows its epoch (written at
+        promotion, maybe in the background: waited for a little)."""
+        conn = self.connect(after["address"])
+        try:
+            have = {r[0] for r in self.run(conn, f"SELECT id FROM {table}")}
+            epoch = None
+            for _ in range(50):
+                rows = self.run(conn, self.epoch)
+                epoch = rows[0][0] if rows else None
+                if epoch == after["epoch"]:
+                    break
+                time.sleep(0.1)
+        finally:
+            conn.close()
+        assert set(acked) <= have, f"lost acknowledged commits: {sorted(set(acked) - have)[:10]}"
+        assert epoch == after["epoch"]
