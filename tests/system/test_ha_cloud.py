@@ -67,10 +67,41 @@ def active_of(g: dict[str, Any]) -> list[str]:
     return [m["member"] for m in g["members"] if m["role"] == "active"]
 
 
+def diagnose(c: Cloud, outcomes: list[tuple[str, int]]) -> str:
+    """What the cloud looked like when a wait ran out (the logs go with the temp dir)."""
+    try:
+        db = group(c, "db")
+        members = [(m["member"], m["role"], m["healthy"], m["detail"]) for m in db["members"]]
+        hosts = {k: v["healthStatus"] for k, v in c.hosts().items()}
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        members, hosts = [], {"error": repr(exc)}
+    logs = c.data / "nodes"
+    tails = {p.parent.name: p.read_text()[-600:] for p in sorted(logs.glob("ctl-*/controller.log"))}
+    return f"last outcomes {outcomes[-15:]}; db {members}; hosts {hosts}; controllers {tails}"
+
+
 def db_with(c: Cloud, pred: Callable[[list[str]], bool]) -> dict[str, Any] | None:
-    """The db group when its active members satisfy `pred`."""
-    g = group(c, "db")
+    """The db group when its active members satisfy `pred`; None meanwhile, also while the
+    API answers 503 (its database or a balancer switching over)."""
+    try:
+        g = group(c, "db")
+    except httpx.HTTPError:
+        return None
     return g if pred(active_of(g)) else None
+
+
+def controllers(c: Cloud) -> list[str] | None:
+    try:
+        return list(c.get("/vim/v1/status")["coordination"]["controllers"])
+    except httpx.HTTPError:
+        return None
+
+
+def health_of(c: Cloud, host: str) -> str | None:
+    try:
+        return str(c.hosts()[host]["healthStatus"])
+    except httpx.HTTPError:
+        return None
 
 
 def test_power_off_of_the_database_node_loses_nothing(
@@ -121,16 +152,20 @@ def test_power_off_of_the_database_node_loses_nothing(
         c.chaos("power-off", victim)
         before = len(outcomes)
         # The database switches over once the node is fenced; the API answers again.
-        db = until(lambda: db_with(c, lambda active: bool(active) and active != [victim]), 60)
-        assert db["epoch"] > epoch
-        until(lambda: c.hosts()[victim]["healthStatus"] == "FENCED", 60)
-        until(lambda: sum(code == 200 for _, code in outcomes[before:]) >= 20, 60)
+        try:
+            db = until(lambda: db_with(c, lambda a: bool(a) and a != [victim]), 60)
+            assert db["epoch"] > epoch
+            until(lambda: health_of(c, victim) == "FENCED", 60)
+            until(lambda: sum(code == 200 for _, code in outcomes[before:]) >= 20, 60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {diagnose(c, outcomes)}") from None
     finally:
         stop.set()
         sender.join(30)
     assert len(active_of(group(c, "vimha"))) == 2
-    assert c.hosts()[other]["healthStatus"] == "DEGRADED"  # never taken for failed
-    assert len(c.get("/vim/v1/status")["coordination"]["controllers"]) == 2
+    assert until(lambda: health_of(c, other)) == "DEGRADED"  # never taken for failed
+    # the dead controller's presence lapses with its lease (ttl 3 s)
+    until(lambda: len(controllers(c) or "abc") == 2, 30)
     # Every event accepted, before and after the fault, reached the subscriber.
     accepted = [obj for obj, code in outcomes if code == 200]
     got = consumer.wait_for(
