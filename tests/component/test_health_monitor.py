@@ -3,11 +3,13 @@ loop is not taken for dead hosts; real silence is."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 from tests.support.fakes import FakeClock
 from vimha.config import load
+from vimha.domain.errors import StoreUnavailable
 from vimha.domain.heartbeat import Heartbeat
 from vimha.drivers.sqlstore import SqlStore
 from vimha.engine.faults import FaultService, SubscriptionCache
@@ -78,5 +80,43 @@ async def test_a_host_starting_up_is_unknown_until_grace_ends(tmp_path: Path) ->
     clock.advance(0.05)
     await m.step()
     assert m.current["cmp-1"].health.value == "DOWN"
+    m.faults.writer.stop()
+    store.close()
+
+
+async def test_alarms_wait_in_order_for_a_store_that_does_not_answer(tmp_path: Path) -> None:
+    """The controllers' database switching over: the health loop goes on judging (and would
+    fence) while the host's alarm waits; it lands once the store answers, nothing lost."""
+    m, clock, store = monitor(tmp_path)
+    real = m.faults.ingest_async
+    down = asyncio.Event()
+    calls = 0
+
+    async def flaky(events: object) -> object:
+        nonlocal calls
+        calls += 1
+        if not down.is_set():
+            raise StoreUnavailable("database error: connection refused")
+        return await real(events)  # type: ignore[arg-type]
+
+    m.faults.ingest_async = flaky  # type: ignore[method-assign]
+    m._drainer = asyncio.create_task(m._drain_forever())
+    for seq in range(3):
+        clock.advance(0.05)
+        beat(m, clock, seq)
+        await m.step()
+    for _ in range(8):  # silence: DOWN, judged without waiting for the store
+        clock.advance(0.05)
+        await m.step()
+    assert m.current["cmp-1"].health.value == "DOWN"
+    await asyncio.sleep(0.1)
+    assert calls >= 1 and list(store.iter_alarms(0, 10)) == []  # refused, kept
+    down.set()  # the store answers again
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        if list(store.iter_alarms(0, 10)):
+            break
+    assert [a.fault_type for _, a in store.iter_alarms(0, 10)] == ["HOST_UNREACHABLE"]
+    m._drainer.cancel()
     m.faults.writer.stop()
     store.close()

@@ -241,10 +241,12 @@ class HealthMonitor:
                     await asyncio.wait_for(stop.wait(), self.policy.interval / 2)
         finally:
             poller.cancel()
-            with contextlib.suppress(TimeoutError, Temporary):
-                await asyncio.wait_for(self._drain(), 2.0)  # what is left, if the store is up
-            self._drainer.cancel()
+            self._drainer.cancel()  # then one drain of what is left, if the store is up
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
             self._drainer = None
+            with contextlib.suppress(TimeoutError, Temporary):
+                await asyncio.wait_for(self._drain(), 2.0)
             await self.fencer.close()
             for listener in self.listeners:
                 listener.close()
@@ -429,6 +431,10 @@ class HealthMonitor:
                 waiting = sum(len(e) + len(p) for e, p in self._outbox)
                 log.warning("store unavailable (%s): %d alarm events wait", exc, waiting)
                 await asyncio.sleep(0.5)
+                self._outbox_ready.set()
+            except Exception:  # a bad item must not stop the ones after it
+                log.exception("dropping alarm events the store refused")
+                self._outbox.popleft()
                 self._outbox_ready.set()
 
     def _publish(self, host: str, previous: Classification | None, current: Classification) -> None:
