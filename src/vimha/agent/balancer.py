@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from vimha.agent.handlers import HandlerFailed, Health, process_failure, spawn_member
+from vimha.agent.handlers import Health, process_failure, spawn_member
 from vimha.domain.balancing import commands, desired_servers
 from vimha.domain.groups import Policy
 from vimha.drivers.coord_mirror import Mirror, load_json
@@ -74,10 +74,7 @@ class HaproxyHandler:
             render(self.frontends, self.socket, round(self.cfg.connect_timeout * 1000))
         )
         self.socket.unlink(missing_ok=True)
-        try:
-            self.process = spawn_member([self.cfg.binary, "-f", str(config), "-db"])
-        except OSError as exc:
-            raise HandlerFailed(f"{self.cfg.binary}: {exc.strerror}") from exc
+        self.process = spawn_member([self.cfg.binary, "-f", str(config), "-db"])
         self.stopping = asyncio.Event()
         if self.watch_task is None and not self.mirror.running:
             self.mirror.running = True

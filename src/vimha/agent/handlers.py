@@ -141,15 +141,28 @@ class ProcessHandler:
 
 
 def spawn_member(argv: list[str]) -> subprocess.Popen[bytes]:
-    """Started from the event loop's thread: the death signal follows the thread that forked."""
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=die_with_agent,
-    )
+    """Started from the event loop's thread: the death signal follows the thread that forked.
+    HandlerFailed if it cannot be started."""
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_agent,
+        )
+    except OSError as exc:
+        raise HandlerFailed(f"{argv[0]}: {exc.strerror}") from exc
+
+
+async def kill_member(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL (the local fence of a hung member) and reap it."""
+    if proc is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    await asyncio.to_thread(proc.wait)
 
 
 class RedisHandler:
@@ -177,19 +190,12 @@ class RedisHandler:
             "--repl-ping-replica-period", "1", "--repl-timeout", "5",
             "--protected-mode", "no", "--logfile", str(self.data / "redis.log"),
         ]  # fmt: skip
-        try:
-            self.process = spawn_member(argv)
-        except OSError as exc:
-            raise HandlerFailed(f"{self.cfg.server}: {exc.strerror}") from exc
+        self.process = spawn_member(argv)
 
     async def stop(self) -> None:
         proc, self.process = self.process, None
         self.client.close()
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await asyncio.to_thread(proc.wait)
+        await kill_member(proc)
 
     async def monitor(self) -> Health:
         if (failed := process_failure(self.process, "redis-server")) is not None:

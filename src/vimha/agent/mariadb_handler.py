@@ -39,6 +39,7 @@ import pymysql
 from vimha.agent.handlers import (
     HandlerFailed,
     Health,
+    kill_member,
     other_active,
     process_failure,
     spawn_member,
@@ -148,19 +149,12 @@ class MariadbHandler:
                 "--rpl-semi-sync-master-timeout=4294967295",  # never fall back to async
                 "--rpl-semi-sync-slave-kill-conn-timeout=1",  # a STOP SLAVE waits no longer
             ]  # fmt: skip
-        try:
-            self.process = spawn_member(argv)
-        except OSError as exc:
-            raise HandlerFailed(f"{self.cfg.server}: {exc.strerror}") from exc
+        self.process = spawn_member(argv)
 
     async def stop(self) -> None:
         self._executor.submit(self._close)
         proc, self.process = self.process, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await asyncio.to_thread(proc.wait)
+        await kill_member(proc)
 
     # --- queries ---------------------------------------------------------------------------
 

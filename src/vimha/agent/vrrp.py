@@ -65,10 +65,7 @@ class KeepalivedHandler:
             "--pid", str(self.run_dir / f"keepalived-{self.group}.pid"),
             "--vrrp_pid", str(self.run_dir / f"keepalived-{self.group}-vrrp.pid"),
         ]  # fmt: skip
-        try:
-            self.process = spawn_member(argv)
-        except OSError as exc:
-            raise HandlerFailed(f"{self.cfg.binary}: {exc.strerror}") from exc
+        self.process = spawn_member(argv)
 
     async def stop(self) -> None:
         proc, self.process = self.process, None
