@@ -72,6 +72,28 @@ class PostgresHandlerConfig(_Model):
     timeout: float = Field(0.5, gt=0, description="Of a monitoring query (s)")
 
 
+class GaleraConfig(_Model):
+    """A MariaDB Galera member (agent/galera_handler.py): where it talks to the others."""
+
+    provider: str = "/usr/lib/galera/libgalera_smm.so"
+    port: int = Field(4567, ge=1, le=65535, description="Group communication (gcomm)")
+    ist_port: int = Field(4568, ge=1, le=65535, description="Incremental state transfers")
+    sst_port: int = Field(4444, ge=1, le=65535, description="Full state transfers")
+    sst_method: Literal["rsync", "mariabackup"] = "rsync"
+    suspect_timeout: float = Field(
+        1.5, ge=0.5, description="A member silent this long is suspected, then evicted (s)"
+    )
+    start_timeout: float = Field(
+        600, gt=0, description="A member joining (state transfer) is left alone this long (s)"
+    )
+
+    @model_validator(mode="after")
+    def _ports(self) -> GaleraConfig:
+        if len({self.port, self.ist_port, self.sst_port}) != 3:
+            raise ValueError("galera: port, ist_port and sst_port must differ")
+        return self
+
+
 class MariadbHandlerConfig(_Model):
     """MariaDB primary and replicas with GTID replication (agent/mariadb_handler.py)."""
 
@@ -82,6 +104,7 @@ class MariadbHandlerConfig(_Model):
     install_db: str = Field("mariadb-install-db", description="Initialises a data dir")
     data_dir: str | None = Field(None, description="Default: a folder under the run dir")
     user: str = Field("vimha", description="The account of clients and replicas (no password)")
+    os_user: str = Field("mysql", description="The server's OS user when the agent is root")
     semi_sync: bool = Field(
         True,
         description="A commit is acknowledged once a replica has it (semi-synchronous, "
@@ -92,6 +115,10 @@ class MariadbHandlerConfig(_Model):
     timeout: float = Field(0.5, gt=0, description="Of a monitoring query (s)")
     databases: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")], ...] = Field(
         (), description="Databases the group serves: created at promotion when missing"
+    )
+    galera: GaleraConfig = Field(
+        default_factory=GaleraConfig,
+        description="The Galera cluster (a group in `mode: cluster`)",
     )
 
 
@@ -122,6 +149,17 @@ class VipHandlerConfig(_Model):
 
 class FrontendConfig(_Model):
     group: str = Field(min_length=1, description="The service group behind this frontend")
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Of the frontend (default: the group's name); two frontends of one group "
+        "(writes and reads, say) need names of their own",
+    )
+    balance: Literal["all", "one"] = Field(
+        "all",
+        description="`one`: every connection goes to a single ready member (the same one while "
+        "it stays ready), e.g. the writes of a Galera cluster, free of certification conflicts",
+    )
     bind: str = Field(min_length=3, description="host:port the clients connect to")
     mode: Literal["tcp", "http"] = "tcp"
     check: Literal["tcp", "http", "redis"] = Field(
@@ -147,6 +185,13 @@ class HaproxyHandlerConfig(_Model):
     binary: str = "haproxy"
     frontends: tuple[FrontendConfig, ...] = Field(min_length=1)
     connect_timeout: float = Field(0.2, gt=0, description="Before a retry on another server")
+
+    @model_validator(mode="after")
+    def _names(self) -> HaproxyHandlerConfig:
+        names = [f.name or f.group for f in self.frontends]
+        if len(set(names)) != len(names):
+            raise ValueError("frontends need distinct names (`name`, default: the group)")
+        return self
 
 
 HandlerConfig = Annotated[

@@ -32,8 +32,10 @@ def until(pred: Any, timeout: float = 60) -> Any:
 
 
 class AgentGroup:
-    """Group `name` (active-standby) on nodes `nodes`; `handler(port)` is each member's
-    handler declaration, on a port of its own."""
+    """Group `name` (active-standby, unless `policy` says otherwise) on nodes `nodes`;
+    `handler(port)` is each member's handler declaration, on a port of its own at `host`
+    (default 127.0.0.1). With `frontends`, a fourth agent (`lb`) runs an HAProxy in front of
+    the group (each frontend's `bind` is filled in: `self.lb[<frontend name>]`)."""
 
     def __init__(
         self,
@@ -41,15 +43,26 @@ class AgentGroup:
         nodes: tuple[str, ...],
         handler: Callable[[int], dict[str, Any]],
         name: str = "db",
+        policy: dict[str, Any] | None = None,
+        host: Callable[[str], str] = lambda node: "127.0.0.1",
+        frontends: list[dict[str, Any]] | None = None,
     ) -> None:
         self.base = base
+        os.chmod(base, 0o755)  # the servers' OS users (postgres, mysql) reach their dirs
         self.nodes = nodes
         self.url = f"local://{base / 'coord.db'}"
         self.prefix = f"/vimha/vimha/groups/{name}/"
         self.ports = {n: free_port() for n in nodes}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.hosts = {n: host(n) for n in nodes}
+        self.lb: dict[str, str] = {}
         udp = free_port()
-        for node in nodes:
+        agents = list(nodes)
+        if frontends:
+            agents.append("lb")
+            for f in frontends:
+                self.lb[f.get("name", f["group"])] = f"127.0.0.1:{free_port()}"
+        for node in agents:
             home = base / node
             home.mkdir(parents=True)
             config = {
@@ -61,16 +74,29 @@ class AgentGroup:
                 "coordination_url": self.url,
                 "run_dir": str(home / "run"),
                 "log_level": "warning",
-                "groups": [
+            }
+            if node == "lb":
+                lb = [{**f, "bind": self.lb[f.get("name", f["group"])]} for f in frontends or ()]
+                config["groups"] = [
+                    {
+                        "name": "lb",
+                        "policy": "all-active",
+                        "members": ["lb"],
+                        "address": "127.0.0.1:1",
+                        "handler": {"type": "haproxy", "frontends": lb},
+                    }
+                ]
+            else:
+                config["groups"] = [
                     {
                         "name": name,
                         "policy": "active-standby",
+                        **(policy or {}),
                         "members": list(nodes),
-                        "address": f"127.0.0.1:{self.ports[node]}",
-                        "handler": handler(self.ports[node]),
+                        "address": f"{self.hosts[node]}:{self.ports[node]}",
+                        "handler": {"bind": self.hosts[node], **handler(self.ports[node])},
                     }
-                ],
-            }
+                ]
             (home / "agent.yaml").write_text(yaml.safe_dump(config))
 
     def start(self, node: str) -> None:
@@ -83,9 +109,12 @@ class AgentGroup:
             )  # fmt: skip
 
     def start_all(self, timeout: float = 120) -> None:
-        for node in self.nodes:
+        for node in self.procs_to_start():
             self.start(node)
         until(lambda: sum(m.get("healthy", False) for m in self.members().values()) == 3, timeout)
+
+    def procs_to_start(self) -> list[str]:
+        return [*self.nodes, *(["lb"] if self.lb else [])]
 
     def stop(self) -> None:
         stop_all(self.procs.values(), 20)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vimha.domain.balancing import Current, Server, commands, desired_servers
+from vimha.domain.balancing import Current, Server, commands, desired_servers, one_ready
 from vimha.domain.groups import Policy
 
 
@@ -73,3 +73,19 @@ def test_new_members_are_added_with_checks_and_moved_members_readdressed() -> No
 def test_nothing_to_do_when_in_step() -> None:
     current = {"m1": Current("10.0.0.1:80", True)}
     assert commands("be", current, {"m1": Server("10.0.0.1:80", True)}) == []
+
+
+def test_one_writer_stays_while_fit_and_the_first_fit_takes_over() -> None:
+    want = {
+        "a": Server("h:1", True, "healthy"),
+        "b": Server("h:2", True, "healthy"),
+        "c": Server("h:3", False, "unhealthy"),
+    }
+    fresh = one_ready(want, {})
+    assert [n for n, s in fresh.items() if s.ready] == ["a"]  # the first by name
+    serving = {"a": Current("h:1", False), "b": Current("h:2", True)}
+    assert [n for n, s in one_ready(want, serving).items() if s.ready] == ["b"]  # it stays
+    gone = {**want, "b": Server("h:2", False, "unhealthy")}
+    assert [n for n, s in one_ready(gone, serving).items() if s.ready] == ["a"]
+    nobody = {n: Server(s.address, False, "unhealthy") for n, s in want.items()}
+    assert not any(s.ready for s in one_ready(nobody, serving).values())

@@ -39,6 +39,19 @@ def group(**over: Any) -> dict[str, Any]:
         ({"handler": {"type": "haproxy", "frontends": []}}, "frontends"),
         ({"handler": {"type": "mariadb", "port": 3306, "databases": ["no;drop"]}}, "pattern"),
         ({"handler": {"type": "mariadb"}}, "port"),
+        (
+            {"handler": {"type": "mariadb", "port": 3306, "galera": {"port": 1, "ist_port": 1}}},
+            "must differ",
+        ),
+        (
+            {
+                "handler": {
+                    "type": "haproxy",
+                    "frontends": [{"group": "db", "bind": "h:1"}, {"group": "db", "bind": "h:2"}],
+                }
+            },
+            "distinct names",
+        ),
     ],
 )
 def test_bad_groups_are_refused(over: dict[str, Any], complaint: str) -> None:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from vimha.agent.handlers import Health, process_failure, spawn_member
-from vimha.domain.balancing import commands, desired_servers
+from vimha.domain.balancing import commands, desired_servers, one_ready
 from vimha.domain.groups import Policy
 from vimha.drivers.coord_mirror import Mirror, load_json
 from vimha.drivers.haproxy import Frontend, HaproxyAdmin, HaproxyUnavailable, render
@@ -51,7 +51,17 @@ class HaproxyHandler:
         self.common = f"/vimha/{vim}/"
         self.frontends = [
             Frontend(
-                f.group, f.bind, f.mode, f.check, f.path, round(f.inter * 1000), f.fall, f.rise
+                group=f.group,
+                bind=f.bind,
+                mode=f.mode,
+                check=f.check,
+                path=f.path,
+                inter_ms=round(f.inter * 1000),
+                fall=f.fall,
+                rise=f.rise,
+                server_timeout_ms=round(f.server_timeout * 1000),
+                name=f.name or "",
+                one=f.balance == "one",
             )
             for f in cfg.frontends
         ]
@@ -120,10 +130,12 @@ class HaproxyHandler:
             members = [load_json(e) for k, e in self.mirror.keys.items() if k.startswith(base)]
             want = desired_servers(policy, members)
             have = await self.admin.servers(f.backend)
-            single = policy is Policy.ACTIVE_STANDBY
+            if f.one:
+                want = one_ready(want, have)
+            single = policy is Policy.ACTIVE_STANDBY or f.one
             for command in commands(f.backend, have, want, f.server_options(), single):
                 answer = (await self.admin.run(command)).strip()
-                log.info("%s: %s%s", f.group, command, f" ({answer})" if answer else "")
+                log.info("%s: %s%s", f.label, command, f" ({answer})" if answer else "")
         self.synced.set()
 
     async def _sync_loop(self, stopping: asyncio.Event) -> None:

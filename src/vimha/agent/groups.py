@@ -65,9 +65,7 @@ class GroupMember:
         self.mirror = mirror or group_mirror(coord, vim)
         self.changed = self.mirror.subscribe()
         self.common = f"/vimha/{vim}/"
-        self.handler = handler or make_handler(
-            cfg.name, node, cfg.handler, run_dir, coord, vim, self.mirror
-        )
+        self.handler = handler or make_handler(cfg, node, run_dir, coord, vim, self.mirror)
         self.lease = 0
         self.renewed_at = 0.0
         self.holding: int | None = None
@@ -320,7 +318,7 @@ class GroupMember:
             self.role = "active"
         elif decision.act is Act.WAIT:
             self.role = "down" if not self.health.healthy else "standby"
-            if not self.health.healthy:
+            if not self.health.healthy and not self.health.recovering:
                 await self._restart_if_due()
             elif self.policy.slots:
                 await self._follow()

@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
+import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,7 @@ from vimha.agent.services import SupervisedProcess, die_with_agent, process_stat
 from vimha.drivers.coord_mirror import Mirror, load_json
 from vimha.drivers.resp import Redis, RedisError, info_fields
 from vimha.groupspec import (
-    HandlerConfig,
+    GroupConfig,
     HaproxyHandlerConfig,
     KeepalivedHandlerConfig,
     MariadbHandlerConfig,
@@ -46,6 +49,7 @@ class Health:
     healthy: bool
     detail: str
     position: int = -1
+    recovering: bool = False  # unhealthy, but recovering on its own: not to be restarted
 
 
 def process_failure(proc: subprocess.Popen[bytes] | None, name: str) -> Health | None:
@@ -140,7 +144,31 @@ class ProcessHandler:
             raise HandlerFailed(f"{role} command {argv[0]} exited {code}")
 
 
-def spawn_member(argv: list[str]) -> subprocess.Popen[bytes]:
+def os_user(wanted: str) -> str | None:
+    """The OS user a member's server runs as: `wanted` when the agent is root, else the
+    agent's own (None: no change)."""
+    return wanted if os.geteuid() == 0 else None
+
+
+def as_user(user: str | None, dies_with_agent: bool) -> None:
+    """In a child before exec: become `user` (credentials first: a change of them clears the
+    death signal), then die with the agent if asked."""
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+    if dies_with_agent:
+        die_with_agent()
+
+
+def own(path: Path, user: str | None) -> None:
+    """A folder of a member's server: made, and owned by its OS user."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if user is not None:
+        shutil.chown(path, user, user)
+
+
+def spawn_member(argv: list[str], user: str | None = None) -> subprocess.Popen[bytes]:
     """Started from the event loop's thread: the death signal follows the thread that forked.
     HandlerFailed if it cannot be started."""
     try:
@@ -150,16 +178,42 @@ def spawn_member(argv: list[str]) -> subprocess.Popen[bytes]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_agent,
+            preexec_fn=lambda: as_user(user, True),
         )
     except OSError as exc:
         raise HandlerFailed(f"{argv[0]}: {exc.strerror}") from exc
+
+
+async def run_tool(argv: list[str], user: str | None = None, limit: float = 120) -> str:
+    """A member's command-line tool run to completion as its OS user: its output, or
+    HandlerFailed with the end of what it said."""
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=limit,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: as_user(user, False),
+        )
+
+    try:
+        done = await asyncio.to_thread(run)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise HandlerFailed(f"{Path(argv[0]).name}: {exc}") from exc
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip()[-300:]
+        raise HandlerFailed(f"{Path(argv[0]).name} exited {done.returncode}: {tail}")
+    return done.stdout + done.stderr
 
 
 async def kill_member(proc: subprocess.Popen[bytes] | None) -> None:
     """SIGKILL (the local fence of a hung member) and reap it."""
     if proc is None:
         return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: with what it started
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
     await asyncio.to_thread(proc.wait)
@@ -232,14 +286,18 @@ class RedisHandler:
 
 
 def make_handler(
-    group: str,
+    spec: GroupConfig,
     node: str,
-    cfg: HandlerConfig,
     run_dir: Path,
     coord: Coordination,
     vim: str,
     mirror: Mirror | None = None,
 ) -> Handler:
+    group, cfg = spec.name, spec.handler
+    if isinstance(cfg, MariadbHandlerConfig) and spec.mode == "cluster":
+        from vimha.agent.galera_handler import GaleraHandler
+
+        return GaleraHandler(group, node, cfg, run_dir, coord, vim, spec.members, mirror)
     if isinstance(cfg, RedisHandlerConfig):
         return RedisHandler(group, cfg, run_dir)
     if isinstance(cfg, PostgresHandlerConfig):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import subprocess
 import zlib
@@ -40,8 +39,11 @@ from vimha.agent.handlers import (
     HandlerFailed,
     Health,
     kill_member,
+    os_user,
     other_active,
+    own,
     process_failure,
+    run_tool,
     spawn_member,
 )
 from vimha.groupspec import MariadbHandlerConfig, groups_prefix
@@ -77,6 +79,7 @@ class MariadbHandler:
         self.cfg = cfg
         self.data = Path(cfg.data_dir) if cfg.data_dir else run_dir / f"mariadb-{group}"
         self.home = self.data.parent / f"mariadb-{group}-run"
+        self.user = os_user(cfg.os_user)
         self.process: subprocess.Popen[bytes] | None = None
         self.conn: Any = None
         self.server_id = zlib.crc32(node.encode()) % 4_000_000_000 + 1
@@ -93,30 +96,21 @@ class MariadbHandler:
     # --- the server ------------------------------------------------------------------------
 
     async def _initialise(self) -> None:
+        own(self.data, self.user)
         argv = [
             self.cfg.install_db, f"--datadir={self.data}", "--skip-test-db",
             "--auth-root-authentication-method=normal",
-            *(["--user=root"] if os.geteuid() == 0 else []),
         ]  # fmt: skip
-
-        def run() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=120)
-
         try:
-            done = await asyncio.to_thread(run)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise HandlerFailed(f"{self.cfg.install_db}: {exc}") from exc
-        if done.returncode != 0:
+            await run_tool(argv, self.user)
+        except HandlerFailed:
             shutil.rmtree(self.data, ignore_errors=True)
-            tail = (done.stderr or done.stdout).strip()[-300:]
-            raise HandlerFailed(f"{self.cfg.install_db} exited {done.returncode}: {tail}")
+            raise
 
-    async def start(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        if (self.data / WAS_PRIMARY).exists() and await other_active(
-            self.coord, self.prefix, self.node
-        ):
-            shutil.rmtree(self.data)  # replays the history from the active
+    async def _prepare(self) -> None:
+        """The server's folders (owned by its OS user), its data initialised when empty."""
+        own(self.home, self.user)
+        own(self.data.parent, self.user)
         if not (self.data / "mysql").exists():
             await self._initialise()
         init = self.home / "init.sql"
@@ -126,6 +120,9 @@ class MariadbHandler:
             f"CREATE USER IF NOT EXISTS {user};\n"
             f"GRANT ALL ON *.* TO {user} WITH GRANT OPTION;\n"
         )
+
+    def _argv(self) -> list[str]:
+        init = self.home / "init.sql"
         durable = ["--innodb-flush-log-at-trx-commit=1", "--sync-binlog=1"]
         fast = ["--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0"]
         argv = [
@@ -133,12 +130,21 @@ class MariadbHandler:
             f"--port={self.cfg.port}", f"--bind-address={self.cfg.bind}",
             f"--socket={self.home / 'mysqld.sock'}", f"--pid-file={self.home / 'mysqld.pid'}",
             f"--log-error={self.home / 'error.log'}", f"--init-file={init}",
-            f"--server-id={self.server_id}", "--log-bin=binlog", "--log-slave-updates",
-            "--binlog-format=ROW", "--gtid-strict-mode=ON", "--read-only=ON",
-            "--skip-slave-start", "--skip-name-resolve", "--slave-net-timeout=2",
-            f"--innodb-buffer-pool-size={self.cfg.buffer_pool}",
+            f"--server-id={self.server_id}", "--log-bin=binlog", "--binlog-format=ROW",
+            "--skip-name-resolve", f"--innodb-buffer-pool-size={self.cfg.buffer_pool}",
             *(durable if self.cfg.fsync else fast),
-            *(["--user=root"] if os.geteuid() == 0 else []),
+        ]  # fmt: skip
+        return argv
+
+    async def start(self) -> None:
+        if (self.data / WAS_PRIMARY).exists() and await other_active(
+            self.coord, self.prefix, self.node
+        ):
+            shutil.rmtree(self.data)  # replays the history from the active
+        await self._prepare()
+        argv = [
+            *self._argv(), "--log-slave-updates", "--gtid-strict-mode=ON", "--read-only=ON",
+            "--skip-slave-start", "--slave-net-timeout=2",
         ]  # fmt: skip
         if self.cfg.semi_sync:
             argv += [
@@ -149,7 +155,7 @@ class MariadbHandler:
                 "--rpl-semi-sync-master-timeout=4294967295",  # never fall back to async
                 "--rpl-semi-sync-slave-kill-conn-timeout=1",  # a STOP SLAVE waits no longer
             ]  # fmt: skip
-        self.process = spawn_member(argv)
+        self.process = spawn_member(argv, self.user)
 
     async def stop(self) -> None:
         self._executor.submit(self._close)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import glob
 import json
 import os
@@ -30,8 +29,15 @@ from pathlib import Path
 
 import psycopg
 
-from vimha.agent.handlers import HandlerFailed, Health, other_active, process_failure
-from vimha.agent.services import PR_SET_PDEATHSIG
+from vimha.agent.handlers import (
+    HandlerFailed,
+    Health,
+    other_active,
+    own,
+    process_failure,
+    run_tool,
+    spawn_member,
+)
 from vimha.groupspec import PostgresHandlerConfig, groups_prefix
 from vimha.ports.coordination import Coordination
 
@@ -85,38 +91,11 @@ class PostgresHandler:
 
     # --- processes, as the postgres user ---------------------------------------------------
 
-    def _as_user(self, die_with_agent: bool) -> None:
-        """In the child: become the OS user (credentials first: a change of them clears
-        the death signal), then die with the agent if asked."""
-        if self.root:
-            entry = pwd.getpwnam(self.user)
-            os.setgid(entry.pw_gid)
-            os.setuid(entry.pw_uid)
-        if die_with_agent:
-            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
     async def _tool(self, *argv: str, limit: float = 120) -> None:
-        def run() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                list(argv),
-                capture_output=True,
-                text=True,
-                timeout=limit,
-                preexec_fn=lambda: self._as_user(False),
-            )
-
-        try:
-            done = await asyncio.to_thread(run)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise HandlerFailed(f"{Path(argv[0]).name}: {exc}") from exc
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip()[-300:]
-            raise HandlerFailed(f"{Path(argv[0]).name} exited {done.returncode}: {tail}")
+        await run_tool(list(argv), self.user if self.root else None, limit)
 
     def _own(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.root:
-            shutil.chown(path, self.user, self.user)
+        own(path, self.user if self.root else None)
 
     # --- the handler -----------------------------------------------------------------------
 
@@ -172,17 +151,7 @@ class PostgresHandler:
             # the primary's loss (the freshest standby, which has it, is promoted)
             options += ["-c", "synchronous_standby_names=ANY 1 (*)"]
         argv = [str(bins / "postgres"), "-D", str(self.data), *options]
-        try:
-            self.process = subprocess.Popen(  # noqa: ASYNC220 - the death signal needs this thread
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=lambda: self._as_user(True),
-            )
-        except OSError as exc:
-            raise HandlerFailed(f"postgres: {exc.strerror}") from exc
+        self.process = spawn_member(argv, self.user if self.root else None)
 
     async def stop(self) -> None:
         await self._close()

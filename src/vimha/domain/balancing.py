@@ -48,6 +48,21 @@ class Current:
     ready: bool
 
 
+def one_ready(desired: Mapping[str, Server], current: Mapping[str, Current]) -> dict[str, Server]:
+    """A frontend that sends everything to one member (the writes of a multi-writer cluster,
+    free of certification conflicts): of the members fit to serve, the one serving now stays
+    while it is fit; else the first by name takes over. The others wait, not ready."""
+    fit = sorted(name for name, server in desired.items() if server.ready)
+    serving = [name for name in fit if name in current and current[name].ready]
+    chosen = serving[0] if serving else fit[0] if fit else None
+    return {
+        name: server
+        if name == chosen
+        else Server(server.address, False, "fit, not the writer" if server.ready else server.why)
+        for name, server in desired.items()
+    }
+
+
 def commands(
     backend: str,
     current: Mapping[str, Current],

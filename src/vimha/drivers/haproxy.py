@@ -30,10 +30,16 @@ class Frontend:
     fall: int = 2
     rise: int = 1
     server_timeout_ms: int = 30000  # a server silent this long: retried elsewhere (http)
+    name: str = ""  # default: the group's
+    one: bool = False  # a single ready server at a time
+
+    @property
+    def label(self) -> str:
+        return self.name or self.group
 
     @property
     def backend(self) -> str:
-        return f"be_{self.group}"
+        return f"be_{self.label}"
 
     def server_options(self) -> str:
         return f"check inter {self.inter_ms} fall {self.fall} rise {self.rise}"
@@ -56,7 +62,7 @@ def render(frontends: list[Frontend], socket: Path, connect_timeout_ms: int = 20
     ]
     for f in frontends:
         lines += [
-            f"frontend fe_{f.group}",
+            f"frontend fe_{f.label}",
             f"    mode {f.mode}",
             f"    bind {f.bind}",
             f"    default_backend {f.backend}",

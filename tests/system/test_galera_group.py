@@ -1,0 +1,209 @@
+"""A MariaDB Galera cluster of three run by real agents (issue 5, ARCH-5: the `mariadb`
+handler in `cluster` mode), with an HAProxy agent in front (writes to one member at a time,
+reads to all). A client writes through the balancer all along. Faults are real: a member
+killed (-9), a member frozen (SIGSTOP), a member cut off by the firewall (nftables drops its
+traffic), and every agent killed one after the other (the cluster gone), then started again:
+the new cluster is bootstrapped from the member with the highest committed position, and no
+acknowledged write is lost anywhere."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from tests.conftest import free_port, require_system
+from tests.support.agent_group import AgentGroup, until
+
+NODES = ("gal-1", "gal-2", "gal-3")
+HOSTS = {n: f"127.0.3.{i}" for i, n in enumerate(NODES, start=1)}
+
+
+def connect(address: str, timeout: float = 2) -> Any:
+    host, _, port = address.rpartition(":")
+    return pymysql.connect(
+        host=host, port=int(port), user="vimha", autocommit=True, connect_timeout=timeout,
+        read_timeout=timeout, write_timeout=timeout,
+    )  # fmt: skip
+
+
+def query(address: str, sql: str) -> list[Any]:
+    conn = connect(address)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def handler(port: int) -> dict[str, Any]:
+    galera = {"port": free_port(), "ist_port": free_port(), "sst_port": free_port()}
+    return {"type": "mariadb", "port": port, "fsync": False, "galera": galera}
+
+
+@pytest.fixture
+def cluster() -> Iterator[AgentGroup]:
+    require_system(shutil.which("mariadbd") is not None, "MariaDB (apt: mariadb-server)")
+    require_system(Path("/usr/lib/galera/libgalera_smm.so").exists(), "Galera (apt: galera-4)")
+    require_system(shutil.which("haproxy") is not None, "haproxy (apt: haproxy)")
+    require_system(shutil.which("rsync") is not None, "rsync (apt: rsync)")
+    require_system(os.geteuid() == 0, "root (the firewall cuts a member off)")
+    base = Path(tempfile.mkdtemp(prefix="vimha-gal-"))
+    g = AgentGroup(
+        base,
+        NODES,
+        handler,
+        policy={"policy": "n-plus-m", "mode": "cluster", "restart_backoff": 1.0},
+        host=HOSTS.__getitem__,
+        frontends=[
+            {"group": "db", "name": "db-write", "balance": "one", "inter": 0.2},
+            {"group": "db", "name": "db-read", "inter": 0.2},
+        ],
+    )
+    try:
+        g.start_all(180)
+        yield g
+    finally:
+        g.stop()
+        with contextlib.suppress(subprocess.CalledProcessError):
+            subprocess.run(["nft", "delete", "table", "inet", "vimha_gal"], check=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class Writer:
+    """Inserts ids through the balancer's write frontend without pause, in a thread; keeps
+    the ids whose commit was acknowledged."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.acked: list[int] = []
+        self.failures = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        conn = connect(address)
+        with conn.cursor() as cur:
+            cur.execute("CREATE DATABASE IF NOT EXISTS app")
+            cur.execute("CREATE TABLE IF NOT EXISTS app.t (id INT PRIMARY KEY)")
+        conn.close()
+        self.next = 1
+
+    def _run(self) -> None:
+        conn = None
+        while not self.stopping.is_set():
+            i = self.next
+            self.next += 1
+            try:
+                if conn is None:
+                    conn = connect(self.address)
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO app.t VALUES (%s)", (i,))
+                self.acked.append(i)
+            except pymysql.MySQLError:
+                self.failures += 1
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                conn = None
+                time.sleep(0.05)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+
+    def more(self, n: int, timeout: float = 90) -> None:
+        target = len(self.acked) + n
+        until(lambda: len(self.acked) >= target, timeout)
+
+
+def healthy(g: AgentGroup) -> list[str]:
+    return sorted(n for n, m in g.members().items() if m.get("healthy"))
+
+
+def all_have(g: AgentGroup, acked: list[int]) -> None:
+    """Every member synced and holding every acknowledged id."""
+    until(lambda: healthy(g) == list(NODES), 180)
+    for node in NODES:
+        address = f"{HOSTS[node]}:{g.ports[node]}"
+        have = {r[0] for r in query(address, "SELECT id FROM app.t")}
+        lost = sorted(set(acked) - have)
+        assert not lost, f"{node} lacks acknowledged ids {lost[:10]}"
+
+
+def writer_member(g: AgentGroup) -> dict[str, Any]:
+    """The member the write frontend sends to: the one answering with its own name."""
+    name = query(g.lb["db-write"], "SELECT @@wsrep_node_name")[0][0]
+    return g.members()[name]
+
+
+def test_member_killed_then_frozen_then_cut_off_writes_go_on(cluster: AgentGroup) -> None:
+    g = cluster
+    reads = {query(g.lb["db-read"], "SELECT @@wsrep_node_name")[0][0] for _ in range(9)}
+    assert reads == set(NODES)  # reads go to every member
+    with Writer(g.lb["db-write"]) as w:
+        w.more(30)
+        first = writer_member(g)
+        os.kill(int(first["pid"]), signal.SIGKILL)
+        w.more(30)
+        assert writer_member(g)["member"] != first["member"]  # the writes moved
+        until(lambda: healthy(g) == list(NODES), 120)  # back by IST, restarted by its agent
+        assert g.members()[first["member"]]["pid"] != first["pid"]
+
+        frozen = writer_member(g)
+        os.kill(int(frozen["pid"]), signal.SIGSTOP)
+        w.more(30)
+        until(lambda: healthy(g) == list(NODES), 120)  # the hung one killed and restarted
+
+        cut = g.members()[NODES[2]]
+        host = HOSTS[cut["member"]]
+        nft = (
+            "table inet vimha_gal {\n chain in {\n type filter hook input priority 0;\n"
+            f" ip saddr {host} drop\n ip daddr {host} drop\n }}\n}}\n"
+        )
+        subprocess.run(["nft", "-f", "-"], input=nft.encode(), check=True)
+        until(lambda: cut["member"] not in healthy(g), 30)
+        w.more(30)  # the other two keep the primary component
+        assert g.members()[cut["member"]]["detail"].startswith(("non-primary", "mariadb"))
+        subprocess.run(["nft", "delete", "table", "inet", "vimha_gal"], check=True)
+        until(lambda: healthy(g) == list(NODES), 120)  # merged back on its own
+        w.more(10)
+    all_have(g, w.acked)
+
+
+def test_cluster_stopped_is_bootstrapped_again_from_the_most_advanced(
+    cluster: AgentGroup,
+) -> None:
+    g = cluster
+    with Writer(g.lb["db-write"]) as w:
+        w.more(20)
+        behind = NODES[0]
+        g.procs[behind].kill()  # its agent, and with it its server
+        w.more(20)  # gal-2 and gal-3 commit what gal-1 never had
+        g.procs[NODES[1]].kill()
+        g.procs[NODES[2]].kill()
+    for node in NODES:
+        g.procs[node].wait()
+    assert w.acked
+    g.start(behind)  # alone, it must not bootstrap: it may be behind
+    time.sleep(8)
+    assert not healthy(g)
+    g.start(NODES[1])
+    g.start(NODES[2])
+    all_have(g, w.acked)

@@ -1,0 +1,108 @@
+"""How a Galera member starts (issue 5, ARCH-5): join a primary component, bootstrap a new
+cluster only from the member with every committed transaction, or wait."""
+
+from __future__ import annotations
+
+import pytest
+
+from vimha.domain.galera import (
+    Act,
+    Member,
+    State,
+    parse_grastate,
+    plan,
+    recovered_position,
+)
+
+DECLARED = ("a", "b", "c")
+
+
+def members(*ms: Member) -> dict[str, Member]:
+    return {m.name: m for m in ms}
+
+
+def stopped(name: str, seqno: int, live: bool = True, safe: bool = False) -> Member:
+    return Member(name, live, State.STOPPED, seqno, safe)
+
+
+def test_a_member_joins_a_running_primary_component() -> None:
+    view = members(stopped("a", 5), Member("b", True, State.PRIMARY), stopped("c", 3))
+    assert plan("a", DECLARED, view, None).act is Act.JOIN
+
+
+def test_a_primary_member_whose_agent_is_gone_is_not_joined() -> None:
+    view = members(stopped("a", 5), Member("b", False, State.PRIMARY), stopped("c", 3))
+    decided = plan("a", DECLARED, view, None)
+    assert decided.act is Act.WAIT and "b" in decided.reason
+
+
+def test_all_stopped_the_highest_position_bootstraps_the_others_wait() -> None:
+    view = members(stopped("a", 10), stopped("b", 12), stopped("c", 12))
+    assert plan("b", DECLARED, view, None).act is Act.BOOTSTRAP  # highest, then first name
+    assert plan("a", DECLARED, view, None).act is Act.WAIT
+    assert plan("c", DECLARED, view, None).act is Act.WAIT
+
+
+def test_no_bootstrap_while_a_member_has_not_reported() -> None:
+    view = members(stopped("a", 10), stopped("b", 12))
+    decided = plan("b", DECLARED, view, None)
+    assert decided.act is Act.WAIT and "c" in decided.reason
+    down = members(stopped("a", 10), stopped("b", 12), Member("c", True, State.DOWN))
+    assert plan("b", DECLARED, down, None).act is Act.WAIT  # its position not read yet
+
+
+def test_the_member_that_left_last_and_cleanly_bootstraps_without_the_others() -> None:
+    view = members(stopped("a", 1), stopped("b", 7, safe=True))
+    assert plan("b", DECLARED, view, None).act is Act.BOOTSTRAP
+    assert plan("a", DECLARED, view, None).act is Act.WAIT
+
+
+def test_a_claimed_bootstrap_is_joined_not_repeated() -> None:
+    view = members(stopped("a", 12), stopped("b", 12), stopped("c", 12))
+    assert plan("a", DECLARED, view, "c").act is Act.JOIN
+    assert plan("a", DECLARED, view, "a").act is Act.BOOTSTRAP
+
+
+def test_minorities_everywhere_the_most_advanced_takes_the_primary() -> None:
+    view = members(
+        Member("a", True, State.NON_PRIMARY, 40),
+        Member("b", True, State.NON_PRIMARY, 41),
+        stopped("c", 39),
+    )
+    assert plan("b", DECLARED, view, None).act is Act.BOOTSTRAP
+    assert plan("a", DECLARED, view, None).act is Act.WAIT
+
+
+def test_a_cut_off_member_does_nothing_while_the_majority_is_primary() -> None:
+    view = members(
+        Member("a", True, State.NON_PRIMARY, 50),
+        Member("b", True, State.PRIMARY),
+        Member("c", True, State.PRIMARY),
+    )
+    assert plan("a", DECLARED, view, None).act is Act.JOIN  # i.e. no pc.bootstrap
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "# GALERA saved state\nversion: 2.1\nuuid:    24b8-11f1:x\nseqno:   42\n"
+            "safe_to_bootstrap: 1\n",
+            ("24b8-11f1:x", 42, True),
+        ),
+        ("uuid: u\nseqno: -1\nsafe_to_bootstrap: 0\n", ("u", -1, False)),
+        ("", ("", -1, False)),
+        ("seqno: x\n", ("", -1, False)),
+    ],
+)
+def test_grastate(text: str, expected: tuple[str, int, bool]) -> None:
+    assert parse_grastate(text) == expected
+
+
+def test_recovered_position_from_the_log() -> None:
+    log = (
+        "2026-11-26 0:38:33 0 [Note] InnoDB: something\n"
+        "2026-11-26 0:38:33 0 [Note] WSREP: Recovered position: 24b8799c-e931-11f1:5\n"
+    )
+    assert recovered_position(log) == ("24b8799c-e931-11f1", 5)
+    assert recovered_position("nothing here") is None
