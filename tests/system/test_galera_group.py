@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import free_port, require_system
 from tests.support.agent_group import AgentGroup, until
+from tests.system.conftest import ControllerProcess
 
 NODES = ("gal-1", "gal-2", "gal-3")
 HOSTS = {n: f"127.0.3.{i}" for i, n in enumerate(NODES, start=1)}
@@ -53,15 +54,25 @@ def handler(port: int) -> dict[str, Any]:
     return {"type": "mariadb", "port": port, "fsync": False, "galera": galera}
 
 
+class Cluster(AgentGroup):
+    controller: ControllerProcess
+
+    def alarms(self) -> list[str]:
+        """The group's alarms as the controller has them raised now."""
+        with self.controller.client() as c:
+            found: list[str] = c.get("/vim/v1/service-groups/db").json()["alarms"]
+        return found
+
+
 @pytest.fixture
-def cluster() -> Iterator[AgentGroup]:
+def cluster() -> Iterator[Cluster]:
     require_system(shutil.which("mariadbd") is not None, "MariaDB (apt: mariadb-server)")
     require_system(Path("/usr/lib/galera/libgalera_smm.so").exists(), "Galera (apt: galera-4)")
     require_system(shutil.which("haproxy") is not None, "haproxy (apt: haproxy)")
     require_system(shutil.which("rsync") is not None, "rsync (apt: rsync)")
     require_system(os.geteuid() == 0, "root (the firewall cuts a member off)")
     base = Path(tempfile.mkdtemp(prefix="vimha-gal-"))
-    g = AgentGroup(
+    g = Cluster(
         base,
         NODES,
         handler,
@@ -72,13 +83,20 @@ def cluster() -> Iterator[AgentGroup]:
             {"group": "db", "name": "db-read", "inter": 0.2},
         ],
     )
+    (base / "ctl").mkdir()
+    g.controller = ControllerProcess(
+        base / "ctl", vim_connection_id="vimha", coordination={"url": g.url}
+    )
     try:
+        g.controller.migrate()
+        g.controller.start()
         g.start_all(180)
+        until(lambda: not g.alarms(), 30)
         yield g
     finally:
+        g.controller.stop()
         g.stop()
-        with contextlib.suppress(subprocess.CalledProcessError):
-            subprocess.run(["nft", "delete", "table", "inet", "vimha_gal"], check=True)
+        subprocess.run(["nft", "delete", "table", "inet", "vimha_gal"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -153,7 +171,7 @@ def writer_member(g: AgentGroup) -> dict[str, Any]:
     return g.members()[name]
 
 
-def test_member_killed_then_frozen_then_cut_off_writes_go_on(cluster: AgentGroup) -> None:
+def test_member_killed_then_frozen_then_cut_off_writes_go_on(cluster: Cluster) -> None:
     g = cluster
     reads = {query(g.lb["db-read"], "SELECT @@wsrep_node_name")[0][0] for _ in range(9)}
     assert reads == set(NODES)  # reads go to every member
@@ -179,16 +197,18 @@ def test_member_killed_then_frozen_then_cut_off_writes_go_on(cluster: AgentGroup
         )
         subprocess.run(["nft", "-f", "-"], input=nft.encode(), check=True)
         until(lambda: cut["member"] not in healthy(g), 30)
+        until(lambda: "SERVICE_GROUP_REDUNDANCY_LOST" in g.alarms(), 30)
         w.more(30)  # the other two keep the primary component
         assert g.members()[cut["member"]]["detail"].startswith(("non-primary", "mariadb"))
         subprocess.run(["nft", "delete", "table", "inet", "vimha_gal"], check=True)
         until(lambda: healthy(g) == list(NODES), 120)  # merged back on its own
         w.more(10)
     all_have(g, w.acked)
+    until(lambda: not g.alarms(), 30)
 
 
 def test_cluster_stopped_is_bootstrapped_again_from_the_most_advanced(
-    cluster: AgentGroup,
+    cluster: Cluster,
 ) -> None:
     g = cluster
     with Writer(g.lb["db-write"]) as w:
@@ -196,7 +216,13 @@ def test_cluster_stopped_is_bootstrapped_again_from_the_most_advanced(
         behind = NODES[0]
         g.procs[behind].kill()  # its agent, and with it its server
         w.more(20)  # gal-2 and gal-3 commit what gal-1 never had
-        g.procs[NODES[1]].kill()
+        g.procs[NODES[1]].kill()  # gal-3 alone: a minority, it serves nothing
+        until(lambda: "SERVICE_GROUP_DOWN" in g.alarms(), 30)
+        with g.controller.client() as c:
+            down = c.get(
+                "/vimfm/v1/alarms",
+                params={"filter": "(eq,faultType,SERVICE_GROUP_DOWN)"},
+            ).json()
         g.procs[NODES[2]].kill()
     for node in NODES:
         g.procs[node].wait()
@@ -207,3 +233,5 @@ def test_cluster_stopped_is_bootstrapped_again_from_the_most_advanced(
     g.start(NODES[1])
     g.start(NODES[2])
     all_have(g, w.acked)
+    until(lambda: not g.alarms(), 30)
+    assert "quorum lost" in str(down[0]["faultDetails"]), down

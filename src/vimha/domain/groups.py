@@ -193,13 +193,13 @@ def group_conditions(g: GroupSnapshot) -> dict[GroupAlarm, tuple[Severity, str]]
     out: dict[GroupAlarm, tuple[Severity, str]] = {}
     needed = g.policy.slots or 1
     standbys = g.healthy - g.active
-    if g.active == 0 and not (g.vacancies and standbys):
-        out[DOWN] = (Severity.CRITICAL, f"{g.name}: no active member, no standby fit to serve")
-    elif g.policy.quorum and g.healthy <= g.policy.members // 2:
+    if g.policy.quorum and g.healthy <= g.policy.members // 2:
         out[DOWN] = (
             Severity.CRITICAL,
             f"{g.name}: quorum lost ({g.healthy} of {g.policy.members} members healthy)",
         )
+    elif g.active == 0 and not (g.vacancies and standbys):
+        out[DOWN] = (Severity.CRITICAL, f"{g.name}: no active member, no standby fit to serve")
     elif g.vacancies and standbys:
         out[SWITCHOVER] = (
             Severity.CRITICAL if g.active == 0 else Severity.MAJOR,
