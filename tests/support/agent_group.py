@@ -18,6 +18,8 @@ import yaml
 
 from tests.conftest import free_port
 from tests.support.procs import stop_all
+from vimha.cloud import netns
+from vimha.cloud.netns import Netns
 from vimha.drivers.clock import SystemClock
 from vimha.drivers.coord_mirror import load_json
 from vimha.drivers.coordination import open_coordination
@@ -33,9 +35,9 @@ def until(pred: Any, timeout: float = 60) -> Any:
 
 class AgentGroup:
     """Group `name` (active-standby, unless `policy` says otherwise) on nodes `nodes`;
-    `handler(port)` is each member's handler declaration, on a port of its own at `host`
-    (default 127.0.0.1). With `frontends`, a fourth agent (`lb`) runs an HAProxy in front of
-    the group (each frontend's `bind` is filled in: `self.lb[<frontend name>]`)."""
+    `handler(port)` is each member's handler declaration, on a port of its own (in a network
+    namespace of its own with `net`). With `frontends`, a fourth agent (`lb`) runs an HAProxy
+    in front of the group (each frontend's `bind` is filled in: `self.lb[<frontend name>]`)."""
 
     def __init__(
         self,
@@ -44,8 +46,8 @@ class AgentGroup:
         handler: Callable[[int], dict[str, Any]],
         name: str = "db",
         policy: dict[str, Any] | None = None,
-        host: Callable[[str], str] = lambda node: "127.0.0.1",
         frontends: list[dict[str, Any]] | None = None,
+        net: Netns | None = None,
     ) -> None:
         self.base = base
         os.chmod(base, 0o755)  # the servers' OS users (postgres, mysql) reach their dirs
@@ -54,7 +56,13 @@ class AgentGroup:
         self.prefix = f"/vimha/vimha/groups/{name}/"
         self.ports = {n: free_port() for n in nodes}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.hosts = {n: host(n) for n in nodes}
+        # with `net`, each member's agent runs in a network namespace of its own, linked to
+        # the others by a bridge (the balancer and the tests stay in the root namespace)
+        self.net = net
+        self.hosts = {
+            n: net.node_address("mgmt", i) if net else "127.0.0.1"
+            for i, n in enumerate(nodes, start=1)
+        }
         self.lb: dict[str, str] = {}
         udp = free_port()
         agents = list(nodes)
@@ -99,10 +107,24 @@ class AgentGroup:
                 ]
             (home / "agent.yaml").write_text(yaml.safe_dump(config))
 
+    def create_network(self) -> None:
+        if self.net is not None:
+            netns.create(self.net, self.nodes)
+
+    def destroy_network(self) -> None:
+        if self.net is not None:
+            netns.destroy(self.net, self.nodes)
+
+    def link(self, node: str, up: bool) -> None:
+        """The member's link to the others (and to the balancer) up or down: a partition."""
+        assert self.net is not None
+        netns.set_link(self.net, node, "mgmt", up)
+
     def start(self, node: str) -> None:
+        inside = netns.exec_prefix(self.net, node) if self.net and node in self.nodes else []
         with (self.base / f"{node}.log").open("ab") as log:
             self.procs[node] = subprocess.Popen(
-                [sys.executable, "-m", "vimha", "agent", "--config",
+                [*inside, sys.executable, "-m", "vimha", "agent", "--config",
                  str(self.base / node / "agent.yaml")],
                 stdout=log,
                 stderr=subprocess.STDOUT,
