@@ -282,4 +282,5 @@ def peer_from(doc: dict[str, Any]) -> Peer:
         bool(doc.get("healthy")),
         int(doc.get("position", -1)),
         doc.get("slot"),
+        bool(doc.get("partitioned")),
     )

@@ -10,6 +10,7 @@ from vimha.domain.alarms import Location, Severity
 from vimha.domain.errors import InvalidInput
 from vimha.domain.groups import (
     DOWN,
+    PARTITION,
     REDUNDANCY,
     SWITCHOVER,
     Act,
@@ -148,6 +149,10 @@ def test_group_alarms_follow_the_group() -> None:
     # a quorum cluster without a majority is down
     q = GroupPolicy(Policy.ALL_ACTIVE, 3, quorum=True)
     assert DOWN in group_conditions(snapshot("db", q, [Peer("a", "h", True)]))
+    # a member cut off from the others: partition, and lost redundancy; not down
+    cut = [Peer("a", "h", True), Peer("b", "h", True), Peer("c", "h", False, partitioned=True)]
+    cond = group_conditions(snapshot("db", q, cut))
+    assert set(cond) == {PARTITION, REDUNDANCY} and "c cut off" in cond[PARTITION][1]
 
 
 def test_group_alarms_are_raised_once_and_cleared() -> None:

@@ -228,7 +228,9 @@ class GaleraHandler(MariadbHandler):
             return Health(False, f"{local.lower()} (state transfer)", seqno, recovering=young)
         await self._say(State.NON_PRIMARY, seqno)
         await self._bootstrap_if_picked()
-        return Health(False, "non-primary component (quorum lost)", seqno, recovering=True)
+        return Health(
+            False, "non-primary component (quorum lost)", seqno, recovering=True, partitioned=True
+        )
 
     async def _bootstrap_if_picked(self) -> None:
         now = time.monotonic()

@@ -266,6 +266,7 @@ class GroupMember:
             "healthy": self.health.healthy,
             "detail": self.health.detail,
             "position": self.health.position,
+            "partitioned": self.health.partitioned,
             "slot": self.holding,
             "epoch": self.epoch if self.holding is not None else None,
             "role": self.role,

@@ -50,6 +50,7 @@ class Health:
     detail: str
     position: int = -1
     recovering: bool = False  # unhealthy, but recovering on its own: not to be restarted
+    partitioned: bool = False  # cut off from part of its cluster (a network partition)
 
 
 def process_failure(proc: subprocess.Popen[bytes] | None, name: str) -> Health | None:

@@ -64,6 +64,7 @@ class Peer:
     healthy: bool
     position: int = -1  # replication progress; -1 when the handler has none
     slot: int | None = None
+    partitioned: bool = False  # it finds itself cut off from part of its cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +175,7 @@ class GroupSnapshot:
     healthy: int  # live members whose monitor passes
     active: int  # slots held by a healthy member (all-active: healthy members)
     vacancies: int  # slots without a holder
+    partitioned: tuple[str, ...] = ()  # members cut off from part of their cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +187,8 @@ class GroupAlarm:
 SWITCHOVER = GroupAlarm("SERVICE_GROUP_SWITCHOVER", "active member lost: switch-over")
 DOWN = GroupAlarm("SERVICE_GROUP_DOWN", "no member of the group serves")
 REDUNDANCY = GroupAlarm("SERVICE_GROUP_REDUNDANCY_LOST", "fewer healthy members than declared")
-GROUP_ALARMS = (SWITCHOVER, DOWN, REDUNDANCY)
+PARTITION = GroupAlarm("SERVICE_GROUP_PARTITIONED", "network partition between the members")
+GROUP_ALARMS = (SWITCHOVER, DOWN, REDUNDANCY, PARTITION)
 
 
 def group_conditions(g: GroupSnapshot) -> dict[GroupAlarm, tuple[Severity, str]]:
@@ -204,6 +207,11 @@ def group_conditions(g: GroupSnapshot) -> dict[GroupAlarm, tuple[Severity, str]]
         out[SWITCHOVER] = (
             Severity.CRITICAL if g.active == 0 else Severity.MAJOR,
             f"{g.name}: {g.vacancies} of {needed} active slots free: switch-over in progress",
+        )
+    if g.partitioned:
+        out[PARTITION] = (
+            Severity.MAJOR,
+            f"{g.name}: {', '.join(g.partitioned)} cut off from the rest of the cluster",
         )
     if g.healthy < g.policy.members:
         out[REDUNDANCY] = (
@@ -257,8 +265,9 @@ def _event(
 
 def snapshot(name: str, policy: GroupPolicy, peers: Sequence[Peer]) -> GroupSnapshot:
     healthy = [p for p in peers if p.healthy]
+    cut = tuple(sorted(p.member for p in peers if p.partitioned))
     if policy.policy is Policy.ALL_ACTIVE:
-        return GroupSnapshot(name, policy, len(healthy), len(healthy), 0)
+        return GroupSnapshot(name, policy, len(healthy), len(healthy), 0, cut)
     held = {p.slot for p in peers if p.slot is not None}
     active = sum(1 for p in healthy if p.slot is not None)
-    return GroupSnapshot(name, policy, len(healthy), active, policy.slots - len(held))
+    return GroupSnapshot(name, policy, len(healthy), active, policy.slots - len(held), cut)
