@@ -122,6 +122,32 @@ class MariadbHandlerConfig(_Model):
     )
 
 
+class RabbitmqHandlerConfig(_Model):
+    """A RabbitMQ cluster member (agent/rabbitmq_handler.py): an N-way cluster (`mode:
+    cluster`), quorum queues replicated on every member."""
+
+    type: Literal["rabbitmq"] = "rabbitmq"
+    port: int = Field(ge=1, le=65535, description="AMQP")
+    bind: str = "127.0.0.1"
+    dist_port: int = Field(25672, ge=1, le=65535, description="Erlang distribution (the cluster)")
+    cookie: str = Field(
+        min_length=16, pattern=r"^[A-Za-z0-9]+$", description="The Erlang cookie, a secret"
+    )
+    bin_dir: str = Field("/usr/lib/rabbitmq/bin", description="rabbitmq-server and its tools")
+    data_dir: str | None = Field(None, description="Default: a folder under the run dir")
+    os_user: str = Field("rabbitmq", description="The server's OS user when the agent is root")
+    tick_time: float = Field(
+        4.0, ge=1, le=120, description="Erlang net_ticktime: a silent peer is down after ~this (s)"
+    )
+    status_interval: float = Field(
+        5.0, gt=0, description="Between `rabbitmq-diagnostics cluster_status` (s)"
+    )
+    start_timeout: float = Field(
+        300, gt=0, description="A member starting or joining is left alone this long (s)"
+    )
+    timeout: float = Field(0.5, gt=0, description="Of the AMQP port check (s)")
+
+
 class KeepalivedHandlerConfig(_Model):
     """A virtual IP held by keepalived (VRRP v3) among the members of an all-active group:
     the load-balancer pair's address. vimha runs and supervises keepalived; VRRP moves the
@@ -199,6 +225,7 @@ HandlerConfig = Annotated[
     | RedisHandlerConfig
     | PostgresHandlerConfig
     | MariadbHandlerConfig
+    | RabbitmqHandlerConfig
     | HaproxyHandlerConfig
     | KeepalivedHandlerConfig
     | VipHandlerConfig,

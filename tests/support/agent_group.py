@@ -25,10 +25,11 @@ from vimha.drivers.coord_mirror import load_json
 from vimha.drivers.coordination import open_coordination
 
 
-def until(pred: Any, timeout: float = 60) -> Any:
+def until(pred: Any, timeout: float = 60, seen: Callable[[], object] | None = None) -> Any:
+    """`pred()` once it is true; on time out, fails with what `seen()` says."""
     deadline = time.monotonic() + timeout
     while not (result := pred()):
-        assert time.monotonic() < deadline, "condition not reached"
+        assert time.monotonic() < deadline, f"condition not reached: {seen() if seen else ''}"
         time.sleep(0.1)
     return result
 

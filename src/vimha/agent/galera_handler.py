@@ -33,6 +33,7 @@ from typing import Any
 
 import pymysql
 
+from vimha.agent.claims import Claim
 from vimha.agent.handlers import HandlerFailed, Health, process_failure, run_tool, spawn_member
 from vimha.agent.mariadb_handler import MariadbHandler
 from vimha.domain.galera import Act, Member, State, parse_grastate, plan, recovered_position
@@ -41,7 +42,6 @@ from vimha.groupspec import MariadbHandlerConfig
 from vimha.ports.coordination import Coordination
 
 log = logging.getLogger("vimha.agent.galera")
-CLAIM_VALID = 120.0  # a bootstrap claim older than this (its claimant died) is void (s)
 NON_PRIMARY_GRACE = 3.0  # a member cut off is given this long to merge back by itself (s)
 STATUS = (
     "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_cluster_status', "
@@ -64,6 +64,7 @@ class GaleraHandler(MariadbHandler):
         super().__init__(group, node, cfg, run_dir, coord, vim)
         self.declared = declared
         self.mirror = mirror or Mirror(coord, (self.prefix,))
+        self.claim = Claim(coord, self.mirror, self.prefix + "bootstrap", node)
         self.galera = cfg.galera
         self.gcomm = f"{cfg.bind}:{cfg.galera.port}"
         self.recovered: tuple[str, int, bool] | None = None  # of the data while stopped
@@ -96,29 +97,6 @@ class GaleraHandler(MariadbHandler):
             return
         await self.coord.put(f"{self.prefix}galera/{self.node}", json.dumps(doc))
         self.said = doc
-
-    def _claim(self) -> str | None:
-        doc = load_json(self.mirror.keys.get(self.prefix + "bootstrap"))
-        if not doc or time.time() - float(doc.get("t", 0)) > CLAIM_VALID:
-            return None
-        return str(doc.get("member"))
-
-    async def _take_claim(self) -> bool:
-        key = self.prefix + "bootstrap"
-        value = json.dumps({"member": self.node, "t": time.time()})
-        if await self.coord.create(key, value):
-            return True
-        entry = await self.coord.get(key)
-        doc = load_json(entry)
-        if entry is not None and time.time() - float(doc.get("t", 0)) > CLAIM_VALID:
-            await self.coord.delete(key, entry.revision)  # void: its claimant died
-            return await self.coord.create(key, value)
-        return False
-
-    async def _drop_claim(self) -> None:
-        entry = self.mirror.keys.get(self.prefix + "bootstrap")
-        if entry is not None and load_json(entry).get("member") == self.node:
-            await self.coord.delete(self.prefix + "bootstrap", entry.revision)
 
     # --- the data --------------------------------------------------------------------------
 
@@ -181,7 +159,7 @@ class GaleraHandler(MariadbHandler):
         await self._prepare()
         _, seqno, safe = await self._position()
         await self._say(State.STOPPED, seqno, safe)
-        decided = plan(self.node, self.declared, self._members(), self._claim())
+        decided = plan(self.node, self.declared, self._members(), self.claim.holder())
         if decided.reason != self.last_plan:
             log.warning("%s: %s", self.group, decided.reason)
             self.last_plan = decided.reason
@@ -195,7 +173,7 @@ class GaleraHandler(MariadbHandler):
         ]
         argv = self._argv() + self._wsrep_argv(peers)
         if decided.act is Act.BOOTSTRAP:
-            if not await self._take_claim():
+            if not await self.claim.take():
                 raise HandlerFailed("another member claimed the bootstrap: join it instead")
             self._mark_safe()
             argv.append("--wsrep-new-cluster")
@@ -221,7 +199,7 @@ class GaleraHandler(MariadbHandler):
         if status.get("wsrep_cluster_status") == "Primary":
             self.cut_off_since = 0.0
             await self._say(State.PRIMARY, -1)
-            await self._drop_claim()
+            await self.claim.drop()
             if local == "Synced":
                 size = status.get("wsrep_cluster_size", "?")
                 return Health(True, f"synced, cluster of {size}", seqno)
@@ -237,8 +215,8 @@ class GaleraHandler(MariadbHandler):
         self.cut_off_since = self.cut_off_since or now
         if now - self.cut_off_since < NON_PRIMARY_GRACE:
             return
-        decided = plan(self.node, self.declared, self._members(), self._claim())
-        if decided.act is not Act.BOOTSTRAP or not await self._take_claim():
+        decided = plan(self.node, self.declared, self._members(), self.claim.holder())
+        if decided.act is not Act.BOOTSTRAP or not await self.claim.take():
             return
         log.warning("%s: %s (pc.bootstrap)", self.group, decided.reason)
         try:

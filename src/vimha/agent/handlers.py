@@ -31,6 +31,7 @@ from vimha.groupspec import (
     MariadbHandlerConfig,
     PostgresHandlerConfig,
     ProcessHandlerConfig,
+    RabbitmqHandlerConfig,
     RedisHandlerConfig,
     VipHandlerConfig,
 )
@@ -169,7 +170,9 @@ def own(path: Path, user: str | None) -> None:
         shutil.chown(path, user, user)
 
 
-def spawn_member(argv: list[str], user: str | None = None) -> subprocess.Popen[bytes]:
+def spawn_member(
+    argv: list[str], user: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Started from the event loop's thread: the death signal follows the thread that forked.
     HandlerFailed if it cannot be started."""
     try:
@@ -180,12 +183,18 @@ def spawn_member(argv: list[str], user: str | None = None) -> subprocess.Popen[b
             stderr=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=lambda: as_user(user, True),
+            env=env,
         )
     except OSError as exc:
         raise HandlerFailed(f"{argv[0]}: {exc.strerror}") from exc
 
 
-async def run_tool(argv: list[str], user: str | None = None, limit: float = 120) -> str:
+async def run_tool(
+    argv: list[str],
+    user: str | None = None,
+    limit: float = 120,
+    env: dict[str, str] | None = None,
+) -> str:
     """A member's command-line tool run to completion as its OS user: its output, or
     HandlerFailed with the end of what it said."""
 
@@ -197,6 +206,7 @@ async def run_tool(argv: list[str], user: str | None = None, limit: float = 120)
             timeout=limit,
             stdin=subprocess.DEVNULL,
             preexec_fn=lambda: as_user(user, False),
+            env=env,
         )
 
     try:
@@ -321,4 +331,8 @@ def make_handler(
         from vimha.agent.balancer import HaproxyHandler
 
         return HaproxyHandler(group, cfg, run_dir, coord, vim, mirror)
+    if isinstance(cfg, RabbitmqHandlerConfig):
+        from vimha.agent.rabbitmq_handler import RabbitmqHandler
+
+        return RabbitmqHandler(group, node, cfg, run_dir, coord, vim, spec.members, mirror)
     return ProcessHandler(group, cfg)

@@ -9,8 +9,10 @@ Plane j uses 10.(100+j).<octet>.0/24: node i is .i, the controller (root namespa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,6 +94,11 @@ def destroy(net: Netns, nodes: Sequence[str]) -> None:
     """Remove what `create` made; what is not there is skipped."""
     _run("nft", "delete", "table", "inet", net.table, check=False)
     for node in nodes:
+        # what still runs inside (a daemon a member left behind: Erlang's epmd) goes first
+        pids = _run("ip", "netns", "pids", net.namespace(node), check=False).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
         _run("ip", "netns", "del", net.namespace(node), check=False)  # takes its veth peers
     for plane in net.planes:
         _run("ip", "link", "del", net.bridge(plane), check=False)

@@ -1,0 +1,269 @@
+"""The `rabbitmq` handler (issue 5, ARCH-5): a member of a RabbitMQ cluster, run by its agent
+as the `rabbitmq` OS user (it dies with the agent). Every member serves AMQP; queues that
+must survive a member's loss are quorum queues (Raft, on every member). How a member starts
+is `domain/rabbitmq.py`'s plan; each member publishes, under
+/vimha/<vim>/groups/<group>/rabbitmq/<node> (no lease):
+
+    {"nodename": "<group>-<node>@<bind>", "running": bool, "data": bool}
+
+- The cluster heals partitions by `pause_minority`: a member cut off from the majority stops
+  serving (its AMQP listener closes) and resumes on its own when the network heals; the
+  agent leaves it alone (`recovering`) and the group is alarmed (`partitioned`).
+- monitor: the AMQP port answers (every monitor interval), and the member's view of the
+  cluster from `rabbitmq-diagnostics cluster_status` (every `status_interval`, in the
+  background): running members, partitions, resource alarms.
+- A member that joins after losing its data is first forgotten by the cluster, then joins,
+  then its quorum queues grow back onto it (`rabbitmq-queues grow`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import pwd
+import subprocess
+import time
+from pathlib import Path
+
+from vimha.agent.claims import Claim
+from vimha.agent.handlers import (
+    HandlerFailed,
+    Health,
+    kill_member,
+    os_user,
+    own,
+    process_failure,
+    run_tool,
+    spawn_member,
+)
+from vimha.domain.rabbitmq import Act, ClusterStatus, Member, parse_status, plan
+from vimha.drivers.coord_mirror import Mirror, load_json
+from vimha.groupspec import RabbitmqHandlerConfig, groups_prefix
+from vimha.ports.coordination import Coordination
+
+log = logging.getLogger("vimha.agent.rabbitmq")
+
+
+class RabbitmqHandler:
+    def __init__(
+        self,
+        group: str,
+        node: str,
+        cfg: RabbitmqHandlerConfig,
+        run_dir: Path,
+        coord: Coordination,
+        vim: str,
+        declared: tuple[str, ...],
+        mirror: Mirror | None = None,
+    ) -> None:
+        self.group = group
+        self.node = node
+        self.cfg = cfg
+        self.coord = coord
+        self.declared = declared
+        self.prefix = f"{groups_prefix(vim)}{group}/"
+        self.mirror = mirror or Mirror(coord, (self.prefix,))
+        self.claim = Claim(coord, self.mirror, self.prefix + "formed", node)
+        self.data = Path(cfg.data_dir) if cfg.data_dir else run_dir / f"rabbitmq-{group}"
+        self.home = self.data.parent / f"rabbitmq-{group}-run"
+        self.nodename = f"{group}-{node}@{cfg.bind}"
+        self.user = os_user(cfg.os_user)
+        self.bin = Path(cfg.bin_dir)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.status: ClusterStatus | None = None
+        self.paused = False  # the node runs, its broker paused itself
+        self.said: dict[str, object] = {}
+        self.joining: asyncio.Task[None] | None = None
+        self.join_failed = ""
+        self.status_task: asyncio.Task[None] | None = None
+        self.last_plan = ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    # --- environment -----------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),  # .erlang.cookie
+            "LANG": "C.UTF-8",
+            "RABBITMQ_NODENAME": self.nodename,
+            "RABBITMQ_USE_LONGNAME": "true",
+            "RABBITMQ_DIST_PORT": str(self.cfg.dist_port),
+            "RABBITMQ_CONFIG_FILE": str(self.home / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.home / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.home / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.data),
+            "RABBITMQ_LOG_BASE": str(self.home / "log"),
+            "RABBITMQ_PID_FILE": str(self.home / "rabbitmq.pid"),
+        }
+
+    def _write_files(self) -> None:
+        own(self.home, self.user)
+        own(self.data, self.user)
+        cookie = self.home / ".erlang.cookie"
+        cookie.unlink(missing_ok=True)
+        cookie.write_text(self.cfg.cookie)
+        cookie.chmod(0o400)
+        (self.home / "rabbitmq.conf").write_text(
+            f"listeners.tcp.1 = {self.cfg.bind}:{self.cfg.port}\n"
+            "loopback_users = none\n"
+            "cluster_partition_handling = pause_minority\n"
+            "log.console = false\n"
+            "log.file.level = warning\n"
+            "log.connection.level = error\n"
+        )
+        tick = max(1, round(self.cfg.tick_time))
+        (self.home / "advanced.config").write_text(f"[{{kernel, [{{net_ticktime, {tick}}}]}}].\n")
+        (self.home / "enabled_plugins").write_text("[].\n")
+        if self.user is not None:
+            for path in self.home.iterdir():
+                os.chown(path, *_ids(self.user))
+
+    def _has_data(self) -> bool:
+        mine = self.data / self.nodename
+        return mine.is_dir() and any(mine.iterdir())
+
+    async def _tool(self, tool: str, *args: str, node: str = "", limit: float = 60) -> str:
+        argv = [str(self.bin / tool), "-n", node or self.nodename, *args]
+        return await run_tool(argv, self.user, limit, self._env())
+
+    # --- what the members say --------------------------------------------------------------
+
+    def _members(self) -> dict[str, Member]:
+        out = {}
+        for name in self.declared:
+            doc = load_json(self.mirror.keys.get(f"{self.prefix}rabbitmq/{name}"))
+            if doc:
+                out[name] = Member(
+                    name,
+                    f"{self.prefix}members/{name}" in self.mirror.keys,
+                    bool(doc.get("running")),
+                    bool(doc.get("data")),
+                    str(doc.get("nodename", "")),
+                )
+        return out
+
+    async def _say(self, running: bool) -> None:
+        doc = {"nodename": self.nodename, "running": running, "data": self._has_data()}
+        if doc != self.said:
+            await self.coord.put(f"{self.prefix}rabbitmq/{self.node}", json.dumps(doc))
+            self.said = doc
+
+    # --- the handler -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._write_files()
+        await self._say(False)
+        has_data = self._has_data()
+        decided = plan(self.node, self.declared, self._members(), has_data, self.claim.holder())
+        if decided.reason != self.last_plan:
+            log.warning("%s: %s", self.group, decided.reason)
+            self.last_plan = decided.reason
+        if decided.act is Act.WAIT:
+            raise HandlerFailed(decided.reason)
+        if decided.act is Act.FORM and not await self.claim.take():
+            raise HandlerFailed("another member claimed the formation: join it instead")
+        self.status, self.join_failed, self.paused = None, "", False
+        self.started_at = time.monotonic()
+        self.process = spawn_member([str(self.bin / "rabbitmq-server")], self.user, self._env())
+        if decided.act is Act.JOIN:
+            self.joining = asyncio.create_task(self._join(decided.peer))
+        if self.status_task is None or self.status_task.done():
+            self.status_task = asyncio.create_task(self._watch_status())
+
+    async def _join(self, peer: str) -> None:
+        """Once the broker runs on its own: forgotten by the cluster (it may remember an
+        earlier life of this node), joined, its quorum queues grown back onto it."""
+        try:
+            await self._tool("rabbitmqctl", "await_startup", limit=self.cfg.start_timeout)
+            await self._tool("rabbitmqctl", "stop_app")
+            with contextlib.suppress(HandlerFailed):  # it was never a member
+                await self._tool("rabbitmqctl", "forget_cluster_node", self.nodename, node=peer)
+            await self._tool("rabbitmqctl", "join_cluster", peer)
+            await self._tool("rabbitmqctl", "start_app")
+            await self._tool("rabbitmq-queues", "grow", self.nodename, "all")
+            log.warning("%s: joined the cluster of %s", self.group, peer)
+        except HandlerFailed as exc:
+            self.join_failed = str(exc)
+            log.error("%s: could not join %s: %s", self.group, peer, exc)
+
+    async def _watch_status(self) -> None:
+        while self.process is not None:
+            try:
+                out = await self._tool(
+                    "rabbitmq-diagnostics", "-q", "cluster_status", "--formatter", "json",
+                    limit=max(10.0, self.cfg.status_interval * 2),
+                )  # fmt: skip
+                self.status = parse_status(out[out.find("{") :])
+                self.paused = False
+            except HandlerFailed as exc:
+                # the Erlang node answers but the broker is stopped: paused (pause_minority)
+                self.status, self.paused = None, "'rabbit' app to be running" in str(exc)
+            except ValueError:
+                self.status = None
+            await asyncio.sleep(self.cfg.status_interval)
+
+    async def stop(self) -> None:
+        for task in (self.joining, self.status_task):
+            if task is not None:
+                task.cancel()
+        self.joining = self.status_task = None
+        proc, self.process = self.process, None
+        await kill_member(proc)
+
+    async def _amqp_answers(self) -> bool:
+        try:
+            async with asyncio.timeout(self.cfg.timeout):
+                _, writer = await asyncio.open_connection(self.cfg.bind, self.cfg.port)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    async def monitor(self) -> Health:
+        if (failed := process_failure(self.process, "rabbitmq-server")) is not None:
+            return failed
+        if self.join_failed:
+            return Health(False, f"could not join: {self.join_failed[:100]}")
+        young = time.monotonic() - self.started_at < self.cfg.start_timeout
+        status = self.status
+        majority = len(self.declared) // 2 + 1
+        partitioned = self.paused or bool(
+            status and (status.partitions or len(status.running) < majority)
+        )
+        if self.joining is not None and not self.joining.done():
+            return Health(False, "joining the cluster", recovering=young)
+        if not await self._amqp_answers():
+            if partitioned:
+                return Health(
+                    False, "paused: cut off from the majority", recovering=True, partitioned=True
+                )
+            return Health(False, "AMQP port does not answer", recovering=young)
+        await self._say(True)
+        await self.claim.drop()
+        if status is None:
+            return Health(True, "serving")
+        detail = f"serving, {len(status.running)} of {len(self.declared)} members running"
+        if status.alarms:
+            detail += f"; resource alarms: {', '.join(status.alarms)[:80]}"
+        return Health(True, detail, partitioned=partitioned)
+
+    async def promote(self, epoch: int) -> None:
+        return None  # every member serves
+
+    async def demote(self, active: str | None) -> None:
+        return None
+
+
+def _ids(user: str) -> tuple[int, int]:
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
