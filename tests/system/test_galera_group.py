@@ -9,44 +9,24 @@ acknowledged write is lost anywhere."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 
 from tests.conftest import free_port, require_system
 from tests.support.agent_group import AgentGroup, until
+from tests.support.cluster_clients import GaleraWriter, mysql_query
 from tests.system.conftest import ControllerProcess
 from vimha.cloud.netns import Netns
 
 NODES = ("gal-1", "gal-2", "gal-3")
-
-
-def connect(address: str, timeout: float = 2) -> Any:
-    host, _, port = address.rpartition(":")
-    return pymysql.connect(
-        host=host, port=int(port), user="vimha", autocommit=True, connect_timeout=timeout,
-        read_timeout=timeout, write_timeout=timeout,
-    )  # fmt: skip
-
-
-def query(address: str, sql: str) -> list[Any]:
-    conn = connect(address)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
 
 
 def handler(port: int) -> dict[str, Any]:
@@ -101,57 +81,6 @@ def cluster() -> Iterator[Cluster]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-class Writer:
-    """Inserts ids through the balancer's write frontend without pause, in a thread; keeps
-    the ids whose commit was acknowledged."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.acked: list[int] = []
-        self.failures = 0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        conn = connect(address)
-        with conn.cursor() as cur:
-            cur.execute("CREATE DATABASE IF NOT EXISTS app")
-            cur.execute("CREATE TABLE IF NOT EXISTS app.t (id INT PRIMARY KEY)")
-        conn.close()
-        self.next = 1
-
-    def _run(self) -> None:
-        conn = None
-        while not self.stopping.is_set():
-            i = self.next
-            self.next += 1
-            try:
-                if conn is None:
-                    conn = connect(self.address)
-                with conn.cursor() as cur:
-                    cur.execute("INSERT INTO app.t VALUES (%s)", (i,))
-                self.acked.append(i)
-            except pymysql.MySQLError:
-                self.failures += 1
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-                conn = None
-                time.sleep(0.05)
-        if conn is not None:
-            conn.close()
-
-    def __enter__(self) -> Writer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self.thread.join(10)
-
-    def more(self, n: int, timeout: float = 90) -> None:
-        target = len(self.acked) + n
-        until(lambda: len(self.acked) >= target, timeout)
-
-
 def healthy(g: AgentGroup) -> list[str]:
     return sorted(n for n, m in g.members().items() if m.get("healthy"))
 
@@ -161,22 +90,22 @@ def all_have(g: AgentGroup, acked: list[int]) -> None:
     until(lambda: healthy(g) == list(NODES), 180)
     for node in NODES:
         address = f"{g.hosts[node]}:{g.ports[node]}"
-        have = {r[0] for r in query(address, "SELECT id FROM app.t")}
+        have = {r[0] for r in mysql_query(address, "SELECT id FROM app.t")}
         lost = sorted(set(acked) - have)
         assert not lost, f"{node} lacks acknowledged ids {lost[:10]}"
 
 
 def writer_member(g: AgentGroup) -> dict[str, Any]:
     """The member the write frontend sends to: the one answering with its own name."""
-    name = query(g.lb["db-write"], "SELECT @@wsrep_node_name")[0][0]
+    name = mysql_query(g.lb["db-write"], "SELECT @@wsrep_node_name")[0][0]
     return g.members()[name]
 
 
 def test_member_killed_then_frozen_then_cut_off_writes_go_on(cluster: Cluster) -> None:
     g = cluster
-    reads = {query(g.lb["db-read"], "SELECT @@wsrep_node_name")[0][0] for _ in range(9)}
+    reads = {mysql_query(g.lb["db-read"], "SELECT @@wsrep_node_name")[0][0] for _ in range(9)}
     assert reads == set(NODES)  # reads go to every member
-    with Writer(g.lb["db-write"]) as w:
+    with GaleraWriter(g.lb["db-write"]) as w:
         w.more(30)
         first = writer_member(g)
         os.kill(int(first["pid"]), signal.SIGKILL)
@@ -212,7 +141,7 @@ def test_cluster_stopped_is_bootstrapped_again_from_the_most_advanced(
     cluster: Cluster,
 ) -> None:
     g = cluster
-    with Writer(g.lb["db-write"]) as w:
+    with GaleraWriter(g.lb["db-write"]) as w:
         w.more(20)
         behind = NODES[0]
         g.procs[behind].kill()  # its agent, and with it its server

@@ -8,29 +8,24 @@ every member is back in the cluster."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pika
-import pika.exceptions
 import pytest
 
 from tests.conftest import free_port, require_system
 from tests.support.agent_group import AgentGroup, until
+from tests.support.cluster_clients import RabbitPublisher, drained
 from tests.system.conftest import ControllerProcess
 from vimha.cloud.netns import Netns
 
 NODES = ("mq-1", "mq-2", "mq-3")
 BIN = Path("/usr/lib/rabbitmq/bin")
-QUEUE = "vimha-test"
 
 
 class Cluster(AgentGroup):
@@ -44,15 +39,6 @@ class Cluster(AgentGroup):
 
 def handler(port: int) -> dict[str, Any]:
     return {"type": "rabbitmq", "port": port, "cookie": "vimhatestcookie0123456789"}
-
-
-def connect(address: str) -> pika.BlockingConnection:
-    host, _, port = address.rpartition(":")
-    params = pika.ConnectionParameters(
-        host=host, port=int(port), socket_timeout=2, blocked_connection_timeout=5,
-        connection_attempts=1, heartbeat=5,
-    )  # fmt: skip
-    return pika.BlockingConnection(params)
 
 
 @pytest.fixture
@@ -88,80 +74,8 @@ def cluster() -> Iterator[Cluster]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-class Publisher:
-    """Publishes numbered messages to a quorum queue through the balancer, with publisher
-    confirms, in a thread; keeps the numbers the broker confirmed."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.confirmed: list[int] = []
-        self.failures = 0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.next = 1
-
-    def _channel(self) -> tuple[pika.BlockingConnection, Any]:
-        conn = connect(self.address)
-        channel = conn.channel()
-        channel.queue_declare(QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
-        channel.confirm_delivery()
-        return conn, channel
-
-    def _run(self) -> None:
-        conn: pika.BlockingConnection | None = None
-        channel: Any = None
-        while not self.stopping.is_set():
-            i = self.next
-            self.next += 1
-            try:
-                if conn is None:
-                    conn, channel = self._channel()
-                channel.basic_publish(
-                    "", QUEUE, str(i).encode(), pika.BasicProperties(delivery_mode=2),
-                    mandatory=True,
-                )  # fmt: skip
-                self.confirmed.append(i)
-            except (pika.exceptions.AMQPError, OSError):
-                self.failures += 1
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
-                conn = None
-                time.sleep(0.1)
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-    def __enter__(self) -> Publisher:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self.thread.join(15)
-
-    def more(self, n: int, timeout: float = 120) -> None:
-        target = len(self.confirmed) + n
-        until(lambda: len(self.confirmed) >= target, timeout)
-
-
 def healthy(g: AgentGroup) -> list[str]:
     return sorted(n for n, m in g.members().items() if m.get("healthy"))
-
-
-def drained(address: str) -> set[int]:
-    """Every message in the queue, consumed."""
-    conn = connect(address)
-    try:
-        channel = conn.channel()
-        got = set()
-        while True:
-            method, _, body = channel.basic_get(QUEUE, auto_ack=True)
-            if method is None:
-                return got
-            got.add(int(body))
-    finally:
-        conn.close()
 
 
 def test_members_killed_frozen_cut_off_and_wiped_no_confirmed_message_lost(
@@ -169,7 +83,7 @@ def test_members_killed_frozen_cut_off_and_wiped_no_confirmed_message_lost(
 ) -> None:
     g = cluster
     lb = g.lb["mq"]
-    with Publisher(lb) as p:
+    with RabbitPublisher(lb) as p:
         p.more(50)
         killed = g.members()[NODES[0]]
         os.kill(int(killed["pid"]), signal.SIGKILL)
@@ -206,5 +120,5 @@ def test_members_killed_frozen_cut_off_and_wiped_no_confirmed_message_lost(
         p.more(20)
     until(lambda: not g.alarms(), 60)
     got = drained(lb)
-    lost = sorted(set(p.confirmed) - got)
-    assert not lost, f"confirmed messages lost: {lost[:10]} of {len(p.confirmed)}"
+    lost = sorted(set(p.acked) - got)
+    assert not lost, f"confirmed messages lost: {lost[:10]} of {len(p.acked)}"

@@ -132,7 +132,9 @@ class HaproxyHandler:
             have = await self.admin.servers(f.backend)
             if f.one:
                 want = one_ready(want, have)
-            single = policy is Policy.ACTIVE_STANDBY or f.one
+            # sessions of a server taken out are cut where a client must not stay on it: a
+            # demoted active, the former single writer, a member out of its cluster
+            single = policy is Policy.ACTIVE_STANDBY or f.one or spec.get("mode") == "cluster"
             for command in commands(f.backend, have, want, f.server_options(), single):
                 answer = (await self.admin.run(command)).strip()
                 log.info("%s: %s%s", f.label, command, f" ({answer})" if answer else "")

@@ -36,6 +36,8 @@ class Claim:
         if await self.coord.create(self.key, value):
             return True
         entry = await self.coord.get(self.key)
+        if entry is not None and load_json(entry).get("member") == self.node:
+            return True  # its own, from an attempt that did not finish
         if entry is not None and time.time() - float(load_json(entry).get("t", 0)) > self.valid:
             await self.coord.delete(self.key, entry.revision)  # void: its claimant died
             return await self.coord.create(self.key, value)

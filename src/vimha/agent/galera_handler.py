@@ -92,7 +92,12 @@ class GaleraHandler(MariadbHandler):
         return out
 
     async def _say(self, state: State, seqno: int, safe: bool = False) -> None:
-        doc = {"state": state.value, "seqno": seqno, "safe": safe, "gcomm": self.gcomm}
+        doc = {
+            "state": state.value,
+            "seqno": seqno,
+            "safe": safe,
+            "gcomm": self.gcomm,
+        }
         if doc == self.said:
             return
         await self.coord.put(f"{self.prefix}galera/{self.node}", json.dumps(doc))
@@ -222,7 +227,9 @@ class GaleraHandler(MariadbHandler):
         try:
             await self._query("SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'", within=5)
         except (pymysql.MySQLError, OSError, TimeoutError) as exc:
-            log.error("%s: pc.bootstrap failed: %s", self.group, exc)
+            # stopped instead: started again, it bootstraps a new cluster from its data
+            log.error("%s: pc.bootstrap failed (%s): restarting to bootstrap", self.group, exc)
+            await self.stop()
         self.cut_off_since = now
 
     async def promote(self, epoch: int) -> None:

@@ -99,7 +99,7 @@ class MariadbHandler:
         own(self.data, self.user)
         argv = [
             self.cfg.install_db, f"--datadir={self.data}", "--skip-test-db",
-            "--auth-root-authentication-method=normal",
+            "--auth-root-authentication-method=normal", f"--tmpdir={self.home / 'tmp'}",
         ]  # fmt: skip
         try:
             await run_tool(argv, self.user)
@@ -110,6 +110,7 @@ class MariadbHandler:
     async def _prepare(self) -> None:
         """The server's folders (owned by its OS user), its data initialised when empty."""
         own(self.home, self.user)
+        own(self.home / "tmp", self.user)  # its own: two servers' temporary files never meet
         own(self.data.parent, self.user)
         if not (self.data / "mysql").exists():
             await self._initialise()
@@ -132,6 +133,7 @@ class MariadbHandler:
             f"--log-error={self.home / 'error.log'}", f"--init-file={init}",
             f"--server-id={self.server_id}", "--log-bin=binlog", "--binlog-format=ROW",
             "--skip-name-resolve", f"--innodb-buffer-pool-size={self.cfg.buffer_pool}",
+            f"--tmpdir={self.home / 'tmp'}",
             *(durable if self.cfg.fsync else fast),
         ]  # fmt: skip
         return argv

@@ -102,6 +102,9 @@ class RabbitmqHandler:
             "RABBITMQ_MNESIA_BASE": str(self.data),
             "RABBITMQ_LOG_BASE": str(self.home / "log"),
             "RABBITMQ_PID_FILE": str(self.home / "rabbitmq.pid"),
+            # the script then execs the Erlang VM: the member's pid is the broker's own
+            # (a fault, and the death signal, reach the broker, not a shell waiting on it)
+            "RUNNING_UNDER_SYSTEMD": "true",
         }
 
     def _write_files(self) -> None:

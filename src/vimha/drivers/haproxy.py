@@ -42,7 +42,12 @@ class Frontend:
         return f"be_{self.label}"
 
     def server_options(self) -> str:
-        return f"check inter {self.inter_ms} fall {self.fall} rise {self.rise}"
+        # a server found dead by the check loses its sessions at once: its clients reconnect
+        # to another (a member cut off would otherwise hold them until their own timeouts)
+        return (
+            f"check inter {self.inter_ms} fall {self.fall} rise {self.rise} "
+            "on-marked-down shutdown-sessions"
+        )
 
 
 def render(frontends: list[Frontend], socket: Path, connect_timeout_ms: int = 200) -> str:
