@@ -48,6 +48,7 @@ from vimha.drivers.haproxy import HaproxyAdmin
 
 NODES = ("c-1", "c-2", "c-3")
 TARGET_MS = {"galera": 2000, "rabbitmq": 3000}
+TICK = 4.0  # RabbitMQ's net_ticktime (--tick-time)
 
 
 def group(engine: str, base: Path) -> AgentGroup:
@@ -55,7 +56,12 @@ def group(engine: str, base: Path) -> AgentGroup:
         if engine == "galera":
             galera = {"port": free_port(), "ist_port": free_port(), "sst_port": free_port()}
             return {"type": "mariadb", "port": port, "fsync": False, "galera": galera}
-        return {"type": "rabbitmq", "port": port, "cookie": "vimhabenchcookie0123456789"}
+        return {
+            "type": "rabbitmq",
+            "port": port,
+            "cookie": "vimhabenchcookie0123456789",
+            "tick_time": TICK,
+        }
 
     frontends = (
         [
@@ -133,7 +139,10 @@ def main() -> None:
     parser.add_argument("--engine", choices=("galera", "rabbitmq"), required=True)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--keep", action="store_true", help="keep the agents' logs and data")
+    parser.add_argument("--tick-time", type=float, default=4.0, help="RabbitMQ net_ticktime (s)")
     args = parser.parse_args()
+    global TICK
+    TICK = args.tick_time
     if os.geteuid() != 0:
         sys.exit("needs root: each member runs in a network namespace")
     if args.engine == "galera" and not Path("/usr/lib/galera/libgalera_smm.so").exists():
