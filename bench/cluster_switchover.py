@@ -97,7 +97,7 @@ def target(engine: str, g: AgentGroup) -> str:
 
 
 def healthy(g: AgentGroup) -> bool:
-    return sorted(n for n, m in g.members().items() if m.get("healthy")) == list(NODES)
+    return g.healthy() == list(NODES)
 
 
 def one_round(engine: str, g: AgentGroup, client: SteadyClient, fault: str) -> dict[str, Any]:

@@ -4,12 +4,14 @@ coordination file: the harness of the stateful handlers' system tests (PostgreSQ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,9 @@ class AgentGroup:
             self.start(node)
         until(lambda: sum(m.get("healthy", False) for m in self.members().values()) == 3, timeout)
 
+    def healthy(self) -> list[str]:
+        return sorted(n for n, m in self.members().items() if m.get("healthy"))
+
     def procs_to_start(self) -> list[str]:
         return [*self.nodes, *(["lb"] if self.lb else [])]
 
@@ -260,3 +265,40 @@ class DbClient:
             conn.close()
         assert set(acked) <= have, f"lost acknowledged commits: {sorted(set(acked) - have)[:10]}"
         assert epoch == after["epoch"]
+
+
+class ClusterHarness(AgentGroup):
+    """A cluster group (`mode: cluster`) whose members each run in a network namespace, with a
+    controller that raises the group's alarms: `with h.running(): ...` brings it all up
+    (every member healthy, no alarm) and down again, data and namespaces removed."""
+
+    def __init__(self, base: Path, nodes: tuple[str, ...], **kw: Any) -> None:
+        super().__init__(base, nodes, net=Netns.for_port(free_port(), ("mgmt",)), **kw)
+        from tests.system.conftest import ControllerProcess
+
+        (base / "ctl").mkdir()
+        self.controller = ControllerProcess(
+            base / "ctl", vim_connection_id="vimha", coordination={"url": self.url}
+        )
+        self.name = kw.get("name", "db")
+
+    def alarms(self) -> list[str]:
+        """The group's alarms as the controller has them raised now."""
+        with self.controller.client() as c:
+            found: list[str] = c.get(f"/vim/v1/service-groups/{self.name}").json()["alarms"]
+        return found
+
+    @contextlib.contextmanager
+    def running(self, timeout: float = 180) -> Iterator[ClusterHarness]:
+        try:
+            self.create_network()
+            self.controller.migrate()
+            self.controller.start()
+            self.start_all(timeout)
+            until(lambda: not self.alarms(), 30, self.alarms)
+            yield self
+        finally:
+            self.controller.stop()
+            self.stop()
+            self.destroy_network()
+            shutil.rmtree(self.base, ignore_errors=True)

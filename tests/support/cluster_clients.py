@@ -15,8 +15,8 @@ import threading
 import time
 from typing import Any
 
-import pika
-import pika.exceptions
+import pika  # type: ignore[import-untyped]
+import pika.exceptions  # type: ignore[import-untyped]
 import pymysql
 
 from tests.support.agent_group import until
@@ -151,7 +151,7 @@ def drained(address: str) -> set[int]:
     conn = amqp(address)
     try:
         channel = conn.channel()
-        got = set()
+        got: set[int] = set()
         while True:
             method, _, body = channel.basic_get(QUEUE, auto_ack=True)
             if method is None:

@@ -21,10 +21,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port, require_system
-from tests.support.agent_group import AgentGroup, until
+from tests.support.agent_group import AgentGroup, ClusterHarness, until
 from tests.support.cluster_clients import GaleraWriter, mysql_query
-from tests.system.conftest import ControllerProcess
-from vimha.cloud.netns import Netns
 
 NODES = ("gal-1", "gal-2", "gal-3")
 
@@ -34,60 +32,30 @@ def handler(port: int) -> dict[str, Any]:
     return {"type": "mariadb", "port": port, "fsync": False, "galera": galera}
 
 
-class Cluster(AgentGroup):
-    controller: ControllerProcess
-
-    def alarms(self) -> list[str]:
-        """The group's alarms as the controller has them raised now."""
-        with self.controller.client() as c:
-            found: list[str] = c.get("/vim/v1/service-groups/db").json()["alarms"]
-        return found
-
-
 @pytest.fixture
-def cluster() -> Iterator[Cluster]:
+def cluster() -> Iterator[ClusterHarness]:
     require_system(shutil.which("mariadbd") is not None, "MariaDB (apt: mariadb-server)")
     require_system(Path("/usr/lib/galera/libgalera_smm.so").exists(), "Galera (apt: galera-4)")
     require_system(shutil.which("haproxy") is not None, "haproxy (apt: haproxy)")
     require_system(shutil.which("rsync") is not None, "rsync (apt: rsync)")
     require_system(os.geteuid() == 0, "root (each member in a network namespace)")
-    base = Path(tempfile.mkdtemp(prefix="vimha-gal-"))
-    g = Cluster(
-        base,
+    g = ClusterHarness(
+        Path(tempfile.mkdtemp(prefix="vimha-gal-")),
         NODES,
-        handler,
+        handler=handler,
         policy={"policy": "n-plus-m", "mode": "cluster", "restart_backoff": 1.0},
-        net=Netns.for_port(free_port(), ("mgmt",)),
         frontends=[
             {"group": "db", "name": "db-write", "balance": "one", "inter": 0.2},
             {"group": "db", "name": "db-read", "inter": 0.2},
         ],
     )
-    (base / "ctl").mkdir()
-    g.controller = ControllerProcess(
-        base / "ctl", vim_connection_id="vimha", coordination={"url": g.url}
-    )
-    try:
-        g.create_network()
-        g.controller.migrate()
-        g.controller.start()
-        g.start_all(180)
-        until(lambda: not g.alarms(), 30)
+    with g.running():
         yield g
-    finally:
-        g.controller.stop()
-        g.stop()
-        g.destroy_network()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def healthy(g: AgentGroup) -> list[str]:
-    return sorted(n for n, m in g.members().items() if m.get("healthy"))
 
 
 def all_have(g: AgentGroup, acked: list[int]) -> None:
     """Every member synced and holding every acknowledged id."""
-    until(lambda: healthy(g) == list(NODES), 180)
+    until(lambda: g.healthy() == list(NODES), 180)
     for node in NODES:
         address = f"{g.hosts[node]}:{g.ports[node]}"
         have = {r[0] for r in mysql_query(address, "SELECT id FROM app.t")}
@@ -101,7 +69,7 @@ def writer_member(g: AgentGroup) -> dict[str, Any]:
     return g.members()[name]
 
 
-def test_member_killed_then_frozen_then_cut_off_writes_go_on(cluster: Cluster) -> None:
+def test_member_killed_then_frozen_then_cut_off_writes_go_on(cluster: ClusterHarness) -> None:
     g = cluster
     reads = {mysql_query(g.lb["db-read"], "SELECT @@wsrep_node_name")[0][0] for _ in range(9)}
     assert reads == set(NODES)  # reads go to every member
@@ -111,17 +79,17 @@ def test_member_killed_then_frozen_then_cut_off_writes_go_on(cluster: Cluster) -
         os.kill(int(first["pid"]), signal.SIGKILL)
         w.more(30)
         assert writer_member(g)["member"] != first["member"]  # the writes moved
-        until(lambda: healthy(g) == list(NODES), 120)  # back by IST, restarted by its agent
+        until(lambda: g.healthy() == list(NODES), 120)  # back by IST, restarted by its agent
         assert g.members()[first["member"]]["pid"] != first["pid"]
 
         frozen = writer_member(g)
         os.kill(int(frozen["pid"]), signal.SIGSTOP)
         w.more(30)
-        until(lambda: healthy(g) == list(NODES), 120)  # the hung one killed and restarted
+        until(lambda: g.healthy() == list(NODES), 120)  # the hung one killed and restarted
 
         cut = NODES[2]
         g.link(cut, up=False)
-        until(lambda: cut not in healthy(g), 30)
+        until(lambda: cut not in g.healthy(), 30)
         until(
             lambda: (
                 {"SERVICE_GROUP_PARTITIONED", "SERVICE_GROUP_REDUNDANCY_LOST"} <= set(g.alarms())
@@ -131,14 +99,14 @@ def test_member_killed_then_frozen_then_cut_off_writes_go_on(cluster: Cluster) -
         w.more(30)  # the other two keep the primary component
         assert g.members()[cut]["detail"].startswith("non-primary")  # it knows
         g.link(cut, up=True)
-        until(lambda: healthy(g) == list(NODES), 120)  # merged back on its own
+        until(lambda: g.healthy() == list(NODES), 120)  # merged back on its own
         w.more(10)
     all_have(g, w.acked)
     until(lambda: not g.alarms(), 30)
 
 
 def test_cluster_stopped_is_bootstrapped_again_from_the_most_advanced(
-    cluster: Cluster,
+    cluster: ClusterHarness,
 ) -> None:
     g = cluster
     with GaleraWriter(g.lb["db-write"]) as w:
@@ -159,7 +127,7 @@ def test_cluster_stopped_is_bootstrapped_again_from_the_most_advanced(
     assert w.acked
     g.start(behind)  # alone, it must not bootstrap: it may be behind
     time.sleep(8)
-    assert not healthy(g)
+    assert not g.healthy()
     g.start(NODES[1])
     g.start(NODES[2])
     all_have(g, w.acked)

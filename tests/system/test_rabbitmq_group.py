@@ -18,23 +18,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, require_system
-from tests.support.agent_group import AgentGroup, until
+from tests.conftest import require_system
+from tests.support.agent_group import ClusterHarness, until
 from tests.support.cluster_clients import RabbitPublisher, drained
-from tests.system.conftest import ControllerProcess
-from vimha.cloud.netns import Netns
 
 NODES = ("mq-1", "mq-2", "mq-3")
 BIN = Path("/usr/lib/rabbitmq/bin")
-
-
-class Cluster(AgentGroup):
-    controller: ControllerProcess
-
-    def alarms(self) -> list[str]:
-        with self.controller.client() as c:
-            found: list[str] = c.get("/vim/v1/service-groups/mq").json()["alarms"]
-        return found
 
 
 def handler(port: int) -> dict[str, Any]:
@@ -42,44 +31,24 @@ def handler(port: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def cluster() -> Iterator[Cluster]:
+def cluster() -> Iterator[ClusterHarness]:
     require_system((BIN / "rabbitmq-server").exists(), "RabbitMQ (apt: rabbitmq-server)")
     require_system(shutil.which("haproxy") is not None, "haproxy (apt: haproxy)")
     require_system(os.geteuid() == 0, "root (each member in a network namespace)")
-    base = Path(tempfile.mkdtemp(prefix="vimha-mq-"))
-    g = Cluster(
-        base,
+    g = ClusterHarness(
+        Path(tempfile.mkdtemp(prefix="vimha-mq-")),
         NODES,
-        handler,
+        handler=handler,
         name="mq",
         policy={"policy": "n-plus-m", "mode": "cluster"},
         frontends=[{"group": "mq", "inter": 0.2}],
-        net=Netns.for_port(free_port(), ("mgmt",)),
     )
-    (base / "ctl").mkdir()
-    g.controller = ControllerProcess(
-        base / "ctl", vim_connection_id="vimha", coordination={"url": g.url}
-    )
-    try:
-        g.create_network()
-        g.controller.migrate()
-        g.controller.start()
-        g.start_all(180)
-        until(lambda: not g.alarms(), 30)
+    with g.running():
         yield g
-    finally:
-        g.controller.stop()
-        g.stop()
-        g.destroy_network()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def healthy(g: AgentGroup) -> list[str]:
-    return sorted(n for n, m in g.members().items() if m.get("healthy"))
 
 
 def test_members_killed_frozen_cut_off_and_wiped_no_confirmed_message_lost(
-    cluster: Cluster,
+    cluster: ClusterHarness,
 ) -> None:
     g = cluster
     lb = g.lb["mq"]
@@ -88,16 +57,16 @@ def test_members_killed_frozen_cut_off_and_wiped_no_confirmed_message_lost(
         killed = g.members()[NODES[0]]
         os.kill(int(killed["pid"]), signal.SIGKILL)
         p.more(50)
-        until(lambda: healthy(g) == list(NODES), 120)  # restarted, rejoined
+        until(lambda: g.healthy() == list(NODES), 120)  # restarted, rejoined
 
         frozen = g.members()[NODES[1]]
         os.kill(int(frozen["pid"]), signal.SIGSTOP)
         p.more(50)
-        until(lambda: healthy(g) == list(NODES), 120)  # the hung one killed and restarted
+        until(lambda: g.healthy() == list(NODES), 120)  # the hung one killed and restarted
 
         cut = NODES[2]
         g.link(cut, up=False)
-        until(lambda: cut not in healthy(g), 60)
+        until(lambda: cut not in g.healthy(), 60)
         until(
             lambda: (
                 {"SERVICE_GROUP_PARTITIONED", "SERVICE_GROUP_REDUNDANCY_LOST"} <= set(g.alarms())
@@ -108,7 +77,7 @@ def test_members_killed_frozen_cut_off_and_wiped_no_confirmed_message_lost(
         assert g.members()[cut]["detail"].startswith("paused")
         p.more(50)  # the majority goes on
         g.link(cut, up=True)
-        until(lambda: healthy(g) == list(NODES), 120)  # resumed by itself
+        until(lambda: g.healthy() == list(NODES), 120)  # resumed by itself
 
         wiped = NODES[0]
         g.procs[wiped].kill()  # the node goes, its broker with it; its disk is replaced
@@ -116,7 +85,7 @@ def test_members_killed_frozen_cut_off_and_wiped_no_confirmed_message_lost(
         shutil.rmtree(g.base / wiped / "run" / "rabbitmq-mq")
         p.more(50)
         g.start(wiped)
-        until(lambda: healthy(g) == list(NODES), 180)  # joined again from nothing
+        until(lambda: g.healthy() == list(NODES), 180)  # joined again from nothing
         p.more(20)
     until(lambda: not g.alarms(), 60)
     got = drained(lb)

@@ -207,8 +207,11 @@ class RabbitmqHandler:
                 self.status = parse_status(out[out.find("{") :])
                 self.paused = False
             except HandlerFailed as exc:
-                # the Erlang node answers but the broker is stopped: paused (pause_minority)
-                self.status, self.paused = None, "'rabbit' app to be running" in str(exc)
+                # the Erlang node answers but the broker is stopped: paused (pause_minority);
+                # another failure (a timeout under load) changes nothing of what was known
+                self.status = None
+                if "'rabbit' app to be running" in str(exc):
+                    self.paused = True
             except ValueError:
                 self.status = None
             await asyncio.sleep(self.cfg.status_interval)

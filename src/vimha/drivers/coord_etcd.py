@@ -7,6 +7,7 @@ when it does not answer; etcd's Raft makes every member's answer linearizable.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -48,6 +49,9 @@ def endpoints(url: str) -> list[str]:
     return [f"http://{h}" for h in hosts]
 
 
+ELECTION_PAUSES = (0.0, 0.15, 0.3)  # s: before each round of calls
+
+
 class EtcdCoordination:
     characteristics = Characteristics(distributed=True)
 
@@ -57,7 +61,24 @@ class EtcdCoordination:
         self.http = httpx.AsyncClient(timeout=timeout)
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Each member in turn; when members answered but had no leader (an election under
+        way after the leader's loss), twice more after a short pause: an election takes a
+        few heartbeats, and a caller told "unavailable" would wait a whole step."""
         last = ""
+        for pause in ELECTION_PAUSES:
+            await asyncio.sleep(pause)
+            answer, last, electing = await self._one_round(path, body)
+            if answer is not None:
+                return answer
+            if not electing:
+                break
+        raise CoordinationUnavailable(f"no etcd member answered ({last})")
+
+    async def _one_round(
+        self, path: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, str, bool]:
+        """(the answer, or None and why not, and whether some member was electing)."""
+        last, electing = "", False
         for attempt in range(len(self.members)):
             member = self.members[(self.current + attempt) % len(self.members)]
             try:
@@ -65,8 +86,9 @@ class EtcdCoordination:
             except httpx.HTTPError as exc:
                 last = f"{member}: {type(exc).__name__}"
                 continue
-            if r.status_code >= 500 or r.status_code == 503:
+            if r.status_code >= 500:
                 last = f"{member}: {r.status_code} {r.text[:200]}"
+                electing = electing or "leader" in r.text
                 continue
             self.current = (self.current + attempt) % len(self.members)
             doc: dict[str, Any] = r.json()
@@ -75,8 +97,8 @@ class EtcdCoordination:
                 if "lease not found" in message:
                     raise LeaseLost(f"lease gone: {message}")
                 raise CoordinationUnavailable(f"etcd {path}: {message[:200]}")
-            return doc
-        raise CoordinationUnavailable(f"no etcd member answered ({last})")
+            return doc, "", False
+        return None, last, electing
 
     async def grant(self, ttl: float) -> int:
         doc = await self._call("lease/grant", {"TTL": max(1, round(ttl))})
