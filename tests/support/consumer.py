@@ -46,7 +46,9 @@ class ConsumerProcess:
         if not self.out.exists():
             return []
         out = []
-        for line in self.out.read_text().splitlines():
+        text = self.out.read_text()
+        complete = text[: text.rfind("\n") + 1]  # a line being written is read next time
+        for line in complete.splitlines():
             if line.strip():
                 out.append(json.loads(line)["n"])
         return out
