@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from vimha.domain.errors import StoreUnavailable
+from vimha.domain.errors import StoreUnavailable, Temporary
 from vimha.drivers.sqlstore import SqlStore
 from vimha.engine.writer import StoreWriter
 from vimha.ports.store import UnitOfWork
@@ -59,4 +59,17 @@ def test_work_is_retried_and_the_writer_survives_a_failing_retry_hook(tmp_path: 
         )  # still alive
     finally:
         writer.stop()
+        store.close()
+
+
+def test_work_after_the_stop_fails_at_once_instead_of_waiting_for_good(tmp_path: Path) -> None:
+    store = SqlStore(f"sqlite:///{tmp_path / 's.db'}")
+    store.upgrade()
+    writer = StoreWriter(store)
+    try:
+        assert writer.call(lambda uow: uow.active_alarms([])) == {}
+        writer.stop()
+        with pytest.raises(Temporary, match="stopped"):
+            writer.submit(lambda uow: uow.active_alarms([])).result(timeout=2)
+    finally:
         store.close()

@@ -43,6 +43,8 @@ class StoreWriter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._last_checkpoint = time.monotonic()
+        self._stopped = False
+        self._submitting = threading.Lock()  # a submit never slips in behind the stop
 
     def _ensure_started(self) -> None:
         if self._thread is None:
@@ -62,15 +64,29 @@ class StoreWriter:
         return await asyncio.wrap_future(self.submit(work))
 
     def submit(self, work: Callable[[UnitOfWork], T]) -> Future[T]:
-        self._ensure_started()
         future: Future[T] = Future()
-        self._queue.put(_Item(work, future))
+        self._ensure_started()
+        with self._submitting:
+            if self._stopped:  # nobody would ever run it: its caller would wait for good
+                future.set_exception(Temporary("the store writer is stopped"))
+            else:
+                self._queue.put(_Item(work, future))
         return future
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Work queued before the stop is done; what comes after fails at once (Temporary)."""
+        with self._submitting:
+            self._stopped = True
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item.future.set_exception(Temporary("the store writer is stopped"))
 
     def _loop(self) -> None:
         while True:
