@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -95,11 +96,16 @@ def destroy(net: Netns, nodes: Sequence[str]) -> None:
     _run("nft", "delete", "table", "inet", net.table, check=False)
     for node in nodes:
         # what still runs inside (a daemon a member left behind: Erlang's epmd) goes first
-        pids = _run("ip", "netns", "pids", net.namespace(node), check=False).stdout.split()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
-        _run("ip", "netns", "del", net.namespace(node), check=False)  # takes its veth peers
+        ns = net.namespace(node)
+        deadline = time.monotonic() + 3
+        while pids := _run("ip", "netns", "pids", ns, check=False).stdout.split():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)  # gone once they exited: then the namespace goes with its links
+        _run("ip", "netns", "del", ns, check=False)  # takes its veth peers
     for plane in net.planes:
         _run("ip", "link", "del", net.bridge(plane), check=False)
 
