@@ -65,6 +65,7 @@ def test_members_killed_frozen_cut_off_and_wiped_no_confirmed_message_lost(
         until(lambda: g.healthy() == list(NODES), 120)  # the hung one killed and restarted
 
         cut = NODES[2]
+        broker = g.members()[cut]["pid"]
         g.link(cut, up=False)
         until(lambda: cut not in g.healthy(), 60)
         until(
@@ -74,7 +75,12 @@ def test_members_killed_frozen_cut_off_and_wiped_no_confirmed_message_lost(
             60,
             lambda: (g.alarms(), g.members()),
         )
-        assert g.members()[cut]["detail"].startswith("paused")
+        until(
+            lambda: g.members()[cut]["detail"].startswith("paused"),
+            30,
+            lambda: g.members()[cut],
+        )
+        assert g.members()[cut]["pid"] == broker  # a paused broker is left alone
         p.more(50)  # the majority goes on
         g.link(cut, up=True)
         until(lambda: g.healthy() == list(NODES), 120)  # resumed by itself

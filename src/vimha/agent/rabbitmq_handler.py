@@ -75,7 +75,13 @@ class RabbitmqHandler:
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.status: ClusterStatus | None = None
-        self.paused = False  # the node runs, its broker paused itself
+        # the member's last word on its cluster: cut off from the majority (a partition seen,
+        # fewer than a majority running, or its broker paused itself); kept through status
+        # calls that fail otherwise (a timeout under load), changed by the next answer only
+        self.cut_off = False
+        self.status_at = 0.0  # when the broker last answered (or said it is paused)
+        self.amqp_down_since: float | None = None
+        self.ask = asyncio.Event()  # the AMQP port went quiet: ask the broker at once
         self.said: dict[str, object] = {}
         self.joining: asyncio.Task[None] | None = None
         self.join_failed = ""
@@ -173,7 +179,8 @@ class RabbitmqHandler:
             raise HandlerFailed(decided.reason)
         if decided.act is Act.FORM and not await self.claim.take():
             raise HandlerFailed("another member claimed the formation: join it instead")
-        self.status, self.join_failed, self.paused = None, "", False
+        self.status, self.join_failed, self.cut_off = None, "", False
+        self.status_at, self.amqp_down_since = 0.0, None
         self.started_at = time.monotonic()
         self.process = spawn_member([str(self.bin / "rabbitmq-server")], self.user, self._env())
         if decided.act is Act.JOIN:
@@ -197,24 +204,34 @@ class RabbitmqHandler:
             self.join_failed = str(exc)
             log.error("%s: could not join %s: %s", self.group, peer, exc)
 
+    @property
+    def _status_limit(self) -> float:
+        return max(10.0, self.cfg.status_interval * 2)
+
     async def _watch_status(self) -> None:
+        majority = len(self.declared) // 2 + 1
         while self.process is not None:
+            self.ask.clear()
+            asked = time.monotonic()
             try:
                 out = await self._tool(
                     "rabbitmq-diagnostics", "-q", "cluster_status", "--formatter", "json",
-                    limit=max(10.0, self.cfg.status_interval * 2),
+                    limit=self._status_limit,
                 )  # fmt: skip
-                self.status = parse_status(out[out.find("{") :])
-                self.paused = False
+                status = self.status = parse_status(out[out.find("{") :])
+                self.cut_off = bool(status.partitions) or len(status.running) < majority
+                self.status_at = asked
             except HandlerFailed as exc:
                 # the Erlang node answers but the broker is stopped: paused (pause_minority);
                 # another failure (a timeout under load) changes nothing of what was known
                 self.status = None
                 if "'rabbit' app to be running" in str(exc):
-                    self.paused = True
+                    self.cut_off, self.status_at = True, asked
             except ValueError:
                 self.status = None
-            await asyncio.sleep(self.cfg.status_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.cfg.status_interval):
+                    await self.ask.wait()
 
     async def stop(self) -> None:
         for task in (self.joining, self.status_task):
@@ -240,12 +257,10 @@ class RabbitmqHandler:
             return failed
         if self.join_failed:
             return Health(False, f"could not join: {self.join_failed[:100]}")
-        young = time.monotonic() - self.started_at < self.cfg.start_timeout
+        now = time.monotonic()
+        young = now - self.started_at < self.cfg.start_timeout
         status = self.status
-        majority = len(self.declared) // 2 + 1
-        partitioned = self.paused or bool(
-            status and (status.partitions or len(status.running) < majority)
-        )
+        partitioned = self.cut_off
         if self.joining is not None and not self.joining.done():
             return Health(False, "joining the cluster", recovering=young)
         if not await self._amqp_answers():
@@ -253,7 +268,16 @@ class RabbitmqHandler:
                 return Health(
                     False, "paused: cut off from the majority", recovering=True, partitioned=True
                 )
+            if self.amqp_down_since is None:
+                self.amqp_down_since = now
+                self.ask.set()
+            asking = now - self.amqp_down_since < self._status_limit
+            if self.status_at < self.amqp_down_since and asking:
+                # a broker that paused itself closes its AMQP port before its status says
+                # so: not restarted before the broker has been asked
+                return Health(False, "AMQP port went quiet: asking the broker", recovering=True)
             return Health(False, "AMQP port does not answer", recovering=young)
+        self.amqp_down_since = None
         await self._say(True)
         await self.claim.drop()
         if status is None:
