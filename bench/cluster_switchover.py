@@ -19,7 +19,6 @@ RabbitMQ; nothing acknowledged lost.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -34,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' ha
 
 from tests.support.agent_group import AgentGroup, until
 from tests.support.cluster_clients import (
-    GaleraWriter,
+    MysqlWriter,
     RabbitPublisher,
     SteadyClient,
+    busy_member,
     drained,
     mysql_query,
 )
@@ -44,7 +44,6 @@ from tests.support.cluster_clients import (
 from _harness import free_port, percentile
 from vimha.agent.balancer import socket_path
 from vimha.cloud.netns import Netns
-from vimha.drivers.haproxy import HaproxyAdmin
 
 NODES = ("c-1", "c-2", "c-3")
 TARGET_MS = {"galera": 2000, "rabbitmq": 3000}
@@ -86,14 +85,7 @@ def target(engine: str, g: AgentGroup) -> str:
     """The member the client's traffic goes to now."""
     if engine == "galera":
         return str(mysql_query(g.lb["write"], "SELECT @@wsrep_node_name")[0][0])
-    admin = HaproxyAdmin(socket_path(g.base / "lb" / "run" / "haproxy-lb.sock"))
-    stat = asyncio.run(admin.run("show stat"))
-    for line in stat.splitlines():
-        fields = line.split(",")
-        # scur (the 5th field): the server's current sessions
-        if len(fields) > 4 and fields[0] == "be_write" and fields[1] in NODES and fields[4] != "0":
-            return fields[1]
-    raise RuntimeError("no member has the publisher's connection")
+    return busy_member(socket_path(g.base / "lb" / "run" / "haproxy-lb.sock"), "be_write")
 
 
 def healthy(g: AgentGroup) -> bool:
@@ -156,7 +148,7 @@ def main() -> None:
         g.create_network()
         g.start_all(240)
         until(lambda: healthy(g), 240)
-        kind = GaleraWriter if args.engine == "galera" else RabbitPublisher
+        kind = MysqlWriter if args.engine == "galera" else RabbitPublisher
         client: SteadyClient = kind(g.lb["write"])
         with client:
             for r in range(args.rounds):

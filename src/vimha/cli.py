@@ -81,6 +81,15 @@ def up(
             "(an active-standby group), an HAProxy pair (needs etcd-server, postgresql, haproxy)",
         ),
     ] = False,
+    stateful: Annotated[
+        bool,
+        typer.Option(
+            "--stateful",
+            help="The VIM's stateful services too, on ctl-1..3 behind the balancers: a MariaDB "
+            "pair (group sql), a Galera cluster (galera), a RabbitMQ cluster (mq) (needs "
+            "mariadb-server, galera-4, rsync, rabbitmq-server)",
+        ),
+    ] = False,
 ) -> None:
     """Run the embedded cloud (one controller with SQLite in DATA_DIR, or with --ha three on
     PostgreSQL) in the foreground."""
@@ -89,7 +98,7 @@ def up(
     from vimha.logs import setup_logging
 
     if detach:
-        pid = embedded.detach(data_dir, port, netns=netns, ha=ha)
+        pid = embedded.detach(data_dir, port, netns=netns, ha=ha, stateful=stateful)
         out.print(
             f"vimha is running in the background (pid {pid}); log: {data_dir}/vimha.log; "
             "stop it with `vimha down`"
@@ -107,7 +116,15 @@ def up(
         "Ctrl-C stops it.",
         highlight=False,
     )
-    cloud_config, launcher = embedded.prepare_cloud(data_dir, port, token, netns=netns, ha=ha)
+    cloud_config, launcher = embedded.prepare_cloud(
+        data_dir, port, token, netns=netns, ha=ha, stateful=stateful
+    )
+    if stateful:
+        out.print(
+            "--stateful: MariaDB (group sql, primary and replicas), Galera (galera) and "
+            "RabbitMQ (mq) on ctl-1..3, behind the balancers (`vimha groups`).",
+            highlight=False,
+        )
     if ha:
         out.print(
             "--ha: etcd, PostgreSQL (group `db`) and the controllers (group `vimha`) on "
@@ -386,12 +403,16 @@ def chaos_kill_active(
     how: str = typer.Option(
         "kill", "--how", help="kill (SIGKILL), stop (SIGSTOP), agent-stop, power-off"
     ),
+    member: str | None = typer.Option(
+        None, "--member", help="This active member (a node) rather than the first"
+    ),
     data_dir: DataDir = Path(".vimha"),
 ) -> None:
-    """Fail the active member of a service group (api, kv, workers): a standby takes over."""
+    """Fail the active member of a service group (api, kv, workers; with --stateful sql,
+    galera, mq): a standby takes over, or the cluster goes on without it."""
     from vimha.cloud import chaos
 
-    out.print(chaos.kill_active(data_dir, group, how))
+    out.print(chaos.kill_active(data_dir, group, how, member))
 
 
 @chaos_app.command("kill-agent")

@@ -2,17 +2,20 @@
 `bench/cluster_switchover.py`: a thread that writes numbered items through the load
 balancer without pause, reconnecting on failure, and keeps what was acknowledged, when.
 
-- `GaleraWriter`: INSERTs into a MariaDB table (autocommit: acknowledged = committed);
+- `MysqlWriter`: INSERTs into a MariaDB table (autocommit: acknowledged = committed), the
+  Galera cluster's or the primary's;
 - `RabbitPublisher`: publishes to a quorum queue with publisher confirms (acknowledged =
   confirmed by the broker); `drained()` consumes what the queue holds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pika  # type: ignore[import-untyped]
@@ -20,6 +23,7 @@ import pika.exceptions  # type: ignore[import-untyped]
 import pymysql
 
 from tests.support.agent_group import until
+from vimha.drivers.haproxy import HaproxyAdmin
 
 QUEUE = "vimha-test"
 
@@ -106,7 +110,7 @@ def mysql_query(address: str, sql: str) -> list[Any]:
         conn.close()
 
 
-class GaleraWriter(SteadyClient):
+class MysqlWriter(SteadyClient):
     errors = (pymysql.MySQLError,)
 
     def __init__(self, address: str) -> None:
@@ -144,6 +148,17 @@ class RabbitPublisher(SteadyClient):
         self.channel.basic_publish(
             "", QUEUE, str(i).encode(), pika.BasicProperties(delivery_mode=2), mandatory=True
         )
+
+
+def busy_member(admin_socket: Path, backend: str) -> str:
+    """The server of an HAProxy backend that holds a session now (the client's member)."""
+    stat = asyncio.run(HaproxyAdmin(admin_socket).run("show stat"))
+    for line in stat.splitlines():
+        fields = line.split(",")
+        # scur (the 5th field): the server's current sessions
+        if len(fields) > 4 and fields[0] == backend and fields[1] != "BACKEND" and fields[4] != "0":
+            return fields[1]
+    raise RuntimeError(f"no server of {backend} has a session")
 
 
 def drained(address: str) -> set[int]:

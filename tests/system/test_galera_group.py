@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import free_port, require_system
 from tests.support.agent_group import AgentGroup, ClusterHarness, until
-from tests.support.cluster_clients import GaleraWriter, mysql_query
+from tests.support.cluster_clients import MysqlWriter, mysql_query
 
 NODES = ("gal-1", "gal-2", "gal-3")
 
@@ -73,7 +73,7 @@ def test_member_killed_then_frozen_then_cut_off_writes_go_on(cluster: ClusterHar
     g = cluster
     reads = {mysql_query(g.lb["db-read"], "SELECT @@wsrep_node_name")[0][0] for _ in range(9)}
     assert reads == set(NODES)  # reads go to every member
-    with GaleraWriter(g.lb["db-write"]) as w:
+    with MysqlWriter(g.lb["db-write"]) as w:
         w.more(30)
         first = writer_member(g)
         os.kill(int(first["pid"]), signal.SIGKILL)
@@ -109,7 +109,7 @@ def test_cluster_stopped_is_bootstrapped_again_from_the_most_advanced(
     cluster: ClusterHarness,
 ) -> None:
     g = cluster
-    with GaleraWriter(g.lb["db-write"]) as w:
+    with MysqlWriter(g.lb["db-write"]) as w:
         w.more(20)
         behind = NODES[0]
         g.procs[behind].kill()  # its agent, and with it its server

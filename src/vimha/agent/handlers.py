@@ -35,6 +35,7 @@ from vimha.groupspec import (
     RedisHandlerConfig,
     VipHandlerConfig,
 )
+from vimha.osuser import reach_hint
 from vimha.ports.coordination import Coordination
 from vimha.servicespec import ServiceConfig
 
@@ -164,10 +165,13 @@ def as_user(user: str | None, dies_with_agent: bool) -> None:
 
 
 def own(path: Path, user: str | None) -> None:
-    """A folder of a member's server: made, and owned by its OS user."""
+    """A folder of a member's server: made, and owned by its OS user (HandlerFailed, saying
+    why, when that user cannot reach it)."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     if user is not None:
         shutil.chown(path, user, user)
+        if (why := reach_hint(path, user)) is not None:
+            raise HandlerFailed(why)
 
 
 def spawn_member(

@@ -105,16 +105,24 @@ def group_members(data_dir: Path, group: str) -> list[dict[str, Any]]:
 HOW = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
 
 
-def kill_active(data_dir: Path, group: str, how: str = "kill") -> str:
-    """SIGKILL (or SIGSTOP) the active member of a group; `agent-stop` freezes its agent
-    instead (the member keeps running: only fencing makes the switch-over safe), `power-off`
-    powers its node off through the BMC."""
+def kill_active(data_dir: Path, group: str, how: str = "kill", member: str | None = None) -> str:
+    """SIGKILL (or SIGSTOP) the active member of a group (the first, or `member`); `agent-stop`
+    freezes its agent instead (the member keeps running: only fencing makes the switch-over
+    safe), `power-off` powers its node off through the BMC."""
     members = group_members(data_dir, group)
     if not members:
-        raise InvalidInput(f"no service group {group!r} in this cloud (groups: api, kv, workers)")
+        raise InvalidInput(
+            f"no service group {group!r} in this cloud "
+            "(groups: api, kv, workers; with --stateful: sql, galera, mq)"
+        )
     active = [m for m in members if m.get("role") == "active" and m.get("pid")]
+    if member is not None:
+        if member not in {m.get("member") for m in members}:
+            names = ", ".join(sorted(str(m.get("member")) for m in members))
+            raise InvalidInput(f"--member {member!r}: not a member of {group} ({names})")
+        active = [m for m in active if m.get("member") == member]
     if not active:
-        raise Permanent(f"group {group} has no active member now")
+        raise Permanent(f"group {group} has no active member {member or ''} now".replace("  ", " "))
     target = sorted(active, key=lambda m: (m.get("slot") is None, m.get("slot") or 0))[0]
     where = f"{group}'s active member on {target['host']}"
     if how in HOW:

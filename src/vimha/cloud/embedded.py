@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,11 @@ from vimha.cloud.nodes import (
     write_agent_config,
     write_state,
 )
+from vimha.cloud.stateful import StatefulPlan, erlang_cookie, stateful_ports
+from vimha.cloud.stateful import missing as stateful_missing
 from vimha.config import Config, load
 from vimha.domain.errors import Permanent
+from vimha.osuser import reach_hint
 
 
 def embedded_config(
@@ -66,13 +70,30 @@ def embedded_config(
 
 
 def prepare_cloud(
-    data_dir: Path, port: int, token: str, netns: bool = False, ha: bool = False
+    data_dir: Path,
+    port: int,
+    token: str,
+    netns: bool = False,
+    ha: bool = False,
+    stateful: bool = False,
 ) -> tuple[Config, Launcher]:
     """Plan the nodes, write their agents' configs and the state `vimha chaos` reads; in
     netns mode, create the namespaces, links and bridges. With `ha`, the control plane is
-    run by the control nodes (see cloud/ha.py)."""
+    run by the control nodes (see cloud/ha.py); with `stateful`, MariaDB and RabbitMQ groups
+    too (cloud/stateful.py)."""
     data_dir = data_dir.resolve()
-    check_ports(port, ha_ports(port) if ha else [])
+    check_ports(
+        port, [*(ha_ports(port) if ha else []), *(stateful_ports(port) if stateful else [])]
+    )
+    if stateful and (needed := stateful_missing()):
+        raise Permanent(
+            f"--stateful needs {', '.join(needed)}: apt-get install {' '.join(needed)} "
+            "(vimha up installs nothing by itself; `make up` does)"
+        )
+    if stateful and os.geteuid() == 0:  # the servers run as their own users
+        for user in ("mysql", "rabbitmq"):
+            if (why := reach_hint(data_dir / "nodes" / "ctl-1", user)) is not None:
+                raise Permanent(f"--stateful: {why}; or another --data-dir")
     net = None
     if netns:
         if ha:
@@ -93,7 +114,17 @@ def prepare_cloud(
     layout = (
         HaPlan(data_dir, port, tuple(nodes), Path(config.auth.token_file or "")) if ha else None
     )
-    patch = layout.patch_agent if layout else None
+    patches: list[Callable[[dict[str, Any], NodePlan], None]] = []
+    if layout is not None:
+        patches.append(layout.patch_agent)
+    if stateful:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        patches.append(StatefulPlan(port, erlang_cookie(data_dir), netns).patch_agent)
+
+    def patch(config: dict[str, Any], node: NodePlan) -> None:
+        for each in patches:
+            each(config, node)
+
     configs = {n.name: write_agent_config(data_dir, n, port, token, net, patch) for n in nodes}
     extras: dict[str, list[tuple[str, list[str]]]] = {}
     if layout is not None:
@@ -156,7 +187,12 @@ def running_pid(data_dir: Path) -> int | None:
 
 
 def detach(
-    data_dir: Path, port: int, timeout: float | None = None, netns: bool = False, ha: bool = False
+    data_dir: Path,
+    port: int,
+    timeout: float | None = None,
+    netns: bool = False,
+    ha: bool = False,
+    stateful: bool = False,
 ) -> int:
     """Start `vimha up` in the background, wait until it answers; returns its pid."""
     # With --ha the API answers once etcd, the database and a controller are up.
@@ -177,6 +213,7 @@ def detach(
             str(port),
             *(["--netns"] if netns else []),
             *(["--ha"] if ha else []),
+            *(["--stateful"] if stateful else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
