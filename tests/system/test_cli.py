@@ -174,3 +174,29 @@ def test_ctrl_c_stops_the_embedded_cloud_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 0, text
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     assert "vimha controller stopped" in text
+
+
+def test_up_stateful_refuses_a_data_dir_its_servers_cannot_reach() -> None:
+    """The servers of --stateful run as mysql and rabbitmq when vimha is root: a data dir they
+    cannot reach is refused at once, the folder in the way named, not left to fail later."""
+    from tests.conftest import require_system
+    from vimha.cloud import stateful
+
+    require_system(os.geteuid() == 0, "root (the servers' own OS users)")
+    require_system(not stateful.missing(), f"apt: {' '.join(stateful.missing())}")
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="vimha-reach-"))
+    try:
+        base.chmod(0o755)
+        private = base / "private"
+        private.mkdir(mode=0o700)
+        private.chmod(0o700)
+        data, port = str(private / "cloud"), str(cloud_port())
+        r = vimha("up", "--stateful", "--data-dir", data, "--port", port)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "mysql user cannot reach" in r.stderr, r.stderr
+        assert f"chmod o+x {private}," in r.stderr and "Traceback" not in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(base)
