@@ -48,12 +48,14 @@ from vimha.cloud.netns import Netns
 NODES = ("c-1", "c-2", "c-3")
 TARGET_MS = {"galera": 2000, "rabbitmq": 3000}
 TICK = 4.0  # RabbitMQ's net_ticktime (--tick-time)
+SUSPECT = 1.5  # Galera's evs.suspect_timeout (--suspect-timeout)
 
 
 def group(engine: str, base: Path) -> AgentGroup:
     def handler(port: int) -> dict[str, Any]:
         if engine == "galera":
-            galera = {"port": free_port(), "ist_port": free_port(), "sst_port": free_port()}
+            galera = {"port": free_port(), "ist_port": free_port(), "sst_port": free_port(),
+                      "suspect_timeout": SUSPECT}  # fmt: skip
             return {"type": "mariadb", "port": port, "fsync": False, "galera": galera}
         return {
             "type": "rabbitmq",
@@ -132,9 +134,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--keep", action="store_true", help="keep the agents' logs and data")
     parser.add_argument("--tick-time", type=float, default=4.0, help="RabbitMQ net_ticktime (s)")
+    parser.add_argument(
+        "--suspect-timeout", type=float, default=1.5, help="Galera evs.suspect_timeout (s)"
+    )
     args = parser.parse_args()
-    global TICK
-    TICK = args.tick_time
+    global TICK, SUSPECT
+    TICK, SUSPECT = args.tick_time, args.suspect_timeout
     if os.geteuid() != 0:
         sys.exit("needs root: each member runs in a network namespace")
     if args.engine == "galera" and not Path("/usr/lib/galera/libgalera_smm.so").exists():

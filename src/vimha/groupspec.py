@@ -163,6 +163,11 @@ class KeepalivedHandlerConfig(_Model):
     router_id: int = Field(51, ge=1, le=255, description="VRRP virtual router id")
     priority: int = Field(100, ge=1, le=254)
     advert_interval: float = Field(0.1, ge=0.01, le=40, description="VRRP v3 advert (s)")
+    preempt: bool = Field(
+        False,
+        description="A higher-priority member that comes back takes the address back (its "
+        "clients' connections through the other one are cut once more); off: it stays backup",
+    )
 
 
 class VipHandlerConfig(_Model):

@@ -56,7 +56,25 @@ def group() -> Iterator[AgentGroup]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def replicas_refuse_writes(g: AgentGroup) -> None:
+    """Every member but the active refuses a client's write (read_only binds the clients'
+    account too: it is how a replica, or a primary being fenced, stays out of the way)."""
+    active = until(g.active)
+    until(lambda: MY.writable(g) == 1, 30)  # the epoch written: replicated everywhere
+    for node, port in g.ports.items():
+        if node == active["member"]:
+            continue
+        conn = connect(f"127.0.0.1:{port}")
+        try:
+            with pytest.raises(pymysql.MySQLError, match="read-only"):
+                MY.run(conn, "INSERT INTO vimha.epoch VALUES (0)")
+        finally:
+            conn.close()
+
+
 def test_primary_killed_then_frozen_nothing_acknowledged_is_lost(group: AgentGroup) -> None:
+    until(group.settled, 120)
+    replicas_refuse_writes(group)
     acked, _, after = MY.write_through(group, signal.SIGKILL)
     MY.check_nothing_lost(acked, after, "app.t")
     until(group.settled, 120)  # every member back, one primary, two replicas
@@ -66,3 +84,4 @@ def test_primary_killed_then_frozen_nothing_acknowledged_is_lost(group: AgentGro
     assert after2["epoch"] > after["epoch"]
     until(group.settled, 120)
     assert MY.writable(group) == 1
+    replicas_refuse_writes(group)

@@ -120,6 +120,9 @@ class MariadbHandler:
             "SET sql_log_bin=0;\n"
             f"CREATE USER IF NOT EXISTS {user};\n"
             f"GRANT ALL ON *.* TO {user} WITH GRANT OPTION;\n"
+            # read_only binds the clients too: a replica, or a primary being fenced, takes
+            # no client's write (MariaDB >= 10.11: SUPER no longer bypasses read_only)
+            f"REVOKE READ_ONLY ADMIN ON *.* FROM {user};\n"
         )
 
     def _argv(self) -> list[str]:
@@ -173,10 +176,10 @@ class MariadbHandler:
                 conn.close()
 
     def _connect(self, flags: int = 0, read_timeout: float = 10) -> Any:
+        # as root through the server's socket: the clients' account may not lift read_only
         return pymysql.connect(
-            host=self.cfg.bind,
-            port=self.cfg.port,
-            user=self.cfg.user,
+            unix_socket=str(self.home / "mysqld.sock"),
+            user="root",
             connect_timeout=max(1, round(self.cfg.timeout * 2)),
             read_timeout=read_timeout,
             write_timeout=read_timeout,

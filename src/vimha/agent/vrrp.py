@@ -36,7 +36,7 @@ vrrp_instance vimha_{cfg.router_id} {{
     interface {cfg.interface}
     virtual_router_id {cfg.router_id}
     priority {cfg.priority}
-    advert_int {cfg.advert_interval:g}
+    advert_int {cfg.advert_interval:g}{"" if cfg.preempt else chr(10) + "    nopreempt"}
     virtual_ipaddress {{
         {cfg.vip}
     }}

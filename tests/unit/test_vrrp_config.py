@@ -1,0 +1,19 @@
+"""The keepalived configuration a `keepalived` member runs with (agent/vrrp.py)."""
+
+from __future__ import annotations
+
+from vimha.agent.vrrp import render
+from vimha.groupspec import KeepalivedHandlerConfig
+
+
+def config(**kw: object) -> KeepalivedHandlerConfig:
+    return KeepalivedHandlerConfig.model_validate(
+        {"interface": "mgmt", "vip": "10.100.1.250/24", "priority": 110, **kw}
+    )
+
+
+def test_a_returning_balancer_does_not_take_the_address_back_unless_asked() -> None:
+    text = render("ctl-1", config())
+    assert "state BACKUP" in text and "nopreempt" in text
+    assert "priority 110" in text and "advert_int 0.1" in text and "10.100.1.250/24" in text
+    assert "nopreempt" not in render("ctl-1", config(preempt=True))
