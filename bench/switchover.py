@@ -217,17 +217,23 @@ def stateful_round(
     client.more(30)
     member = victim(cloud, port, group)
     failed = client.failures
-    t0 = time.monotonic()
+    before = cloud.group(group)
+    t0, wall = time.monotonic(), time.time()
     cloud.chaos("kill-active", group, how, member)
     client.more(60, 120)
     resumed, stall = client.resumed_after(t0)
-    cloud.all_ok()  # the member back (restarted, rejoined)
-    return {
+    out = {
         "member": member,
         "fault_to_serving_ms": round(resumed * 1000, 1),
         "client_outage_ms": round(stall * 1000, 1),
         "failed_requests": client.failures - failed,
     }
+    if group == "sql":  # the switch-over's own share (the agents' timeline)
+        out["fault_to_new_active_ms"] = round(
+            (cloud.new_active(group, before)["serving"] - wall) * 1000, 1
+        )
+    cloud.all_ok()  # the member back (restarted, rejoined)
+    return out
 
 
 def stateful_lost(cloud: Groups, port: int, group: str, acked: list[int]) -> int:

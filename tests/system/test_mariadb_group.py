@@ -6,6 +6,7 @@ more than one writable primary, and the failed members come back as replicas."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import tempfile
@@ -85,3 +86,38 @@ def test_primary_killed_then_frozen_nothing_acknowledged_is_lost(group: AgentGro
     until(group.settled, 120)
     assert MY.writable(group) == 1
     replicas_refuse_writes(group)
+
+
+def test_a_replica_behind_in_applying_is_promoted_with_everything_it_received(
+    group: AgentGroup,
+) -> None:
+    """Commits are acknowledged once a replica received them, maybe long before it applies
+    them (a replica replaying a whole history after a wipe): the promotion applies all of it
+    first, never discards it."""
+    until(group.settled, 120)
+    replicas_refuse_writes(group)
+    active = until(group.active)
+    lagging, other = sorted(n for n in NODES if n != active["member"])
+    members = group.members()
+    conn = connect(f"127.0.0.1:{group.ports[lagging]}")
+    try:
+        MY.run(conn, "STOP SLAVE SQL_THREAD")  # receives, does not apply
+    finally:
+        conn.close()
+    os.kill(int(members[other]["agentPid"]), signal.SIGSTOP)  # out of the running
+    try:
+        primary = connect(active["address"])
+        try:
+            for sql in MY.prepare:
+                MY.run(primary, sql)
+            acked = list(range(1, 201))
+            for i in acked:
+                MY.run(primary, MY.insert, i)  # each acknowledged: received by `lagging`
+        finally:
+            primary.close()
+        os.kill(int(active["pid"]), signal.SIGKILL)
+        new = until(lambda: (a := group.active()) and a["member"] == lagging and a, 60)
+        MY.check_nothing_lost(acked, new, "app.t")
+    finally:
+        os.kill(int(members[other]["agentPid"]), signal.SIGCONT)
+    until(group.settled, 120)

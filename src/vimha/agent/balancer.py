@@ -84,7 +84,8 @@ class HaproxyHandler:
             render(self.frontends, self.socket, round(self.cfg.connect_timeout * 1000))
         )
         self.socket.unlink(missing_ok=True)
-        self.process = spawn_member([self.cfg.binary, "-f", str(config), "-db"])
+        # the clients' path: as timely as the agent's own heartbeats
+        self.process = spawn_member([self.cfg.binary, "-f", str(config), "-db"], keep_priority=True)
         self.stopping = asyncio.Event()
         if self.watch_task is None and not self.mirror.running:
             self.mirror.running = True

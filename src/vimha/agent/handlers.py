@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from vimha.agent.services import SupervisedProcess, die_with_agent, process_state
+from vimha.agent.services import (
+    SupervisedProcess,
+    die_with_agent,
+    ordinary_priority,
+    process_state,
+)
 from vimha.drivers.coord_mirror import Mirror, load_json
 from vimha.drivers.resp import Redis, RedisError, info_fields
 from vimha.groupspec import (
@@ -153,9 +158,12 @@ def os_user(wanted: str) -> str | None:
     return wanted if os.geteuid() == 0 else None
 
 
-def as_user(user: str | None, dies_with_agent: bool) -> None:
-    """In a child before exec: become `user` (credentials first: a change of them clears the
-    death signal), then die with the agent if asked."""
+def as_user(user: str | None, dies_with_agent: bool, keep_priority: bool = False) -> None:
+    """In a child before exec: the ordinary scheduling priority (unless `keep_priority`: the
+    balancers' own processes keep the agent's), become `user` (credentials first: a change
+    of them clears the death signal), then die with the agent if asked."""
+    if not keep_priority:
+        ordinary_priority()
     if user is not None:
         entry = pwd.getpwnam(user)
         os.setgid(entry.pw_gid)
@@ -175,7 +183,10 @@ def own(path: Path, user: str | None) -> None:
 
 
 def spawn_member(
-    argv: list[str], user: str | None = None, env: dict[str, str] | None = None
+    argv: list[str],
+    user: str | None = None,
+    env: dict[str, str] | None = None,
+    keep_priority: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Started from the event loop's thread: the death signal follows the thread that forked.
     HandlerFailed if it cannot be started."""
@@ -186,7 +197,7 @@ def spawn_member(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=lambda: as_user(user, True),
+            preexec_fn=lambda: as_user(user, True, keep_priority),
             env=env,
         )
     except OSError as exc:

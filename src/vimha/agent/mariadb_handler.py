@@ -8,10 +8,14 @@ and replicas with GTID replication, every member run by its agent (it dies with 
 - Commits are semi-synchronous (AFTER_SYNC): a client's commit is acknowledged only once a
   replica has it, so the freshest replica, which is the one promoted, has every
   acknowledged write.
-- Its position is the sequence number of its last GTID (domain 0), so the freshest replica is
-  the one promoted (`domain/groups.py`) and `max_lag` is in transactions.
-- promote: the replica applies what it received, stops replicating, turns read_only off;
-  the epoch is written in `vimha.epoch` for clients to see.
+- Its position is the sequence number of the last GTID (domain 0) it received (applied or
+  not), so the replica with every acknowledged commit is the one promoted
+  (`domain/groups.py`) and `max_lag` is in transactions.
+- promote: the replica applies everything it received (never discarded: if it cannot within
+  `CATCH_UP`, the promotion fails and the member resigns), stops replicating, turns the
+  durable settings on and read_only off; the epoch is written in `vimha.epoch` for clients.
+- Replicas apply without flushing at each transaction (their primary and relay log have
+  it): a member replaying the whole history catches up many times faster.
 - A former primary is never put back in place while another member is active: its binlog
   may hold a transaction nobody acknowledged (written, not yet sent, when it died). A
   demoted primary is stopped; when it starts and another member is active, its data is
@@ -28,6 +32,7 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,7 +55,8 @@ from vimha.groupspec import MariadbHandlerConfig, groups_prefix
 from vimha.ports.coordination import Coordination
 
 WAS_PRIMARY = "vimha.was_primary"
-CATCH_UP = 5.0  # how long a promoted replica may take to apply what it received (s)
+CATCH_UP = 60.0  # how long a promoted replica may take to apply what it received (s)
+BACKLOG = 100  # received, not yet applied: a replica this far behind says so
 
 
 def gtid_position(text: str | None) -> int:
@@ -125,7 +131,10 @@ class MariadbHandler:
             f"REVOKE READ_ONLY ADMIN ON *.* FROM {user};\n"
         )
 
-    def _argv(self) -> list[str]:
+    def _argv(self, durable_now: bool = True) -> list[str]:
+        """`durable_now` False: a replica's own writes are not flushed at each transaction
+        (what it applies is in its relay log, and its primary has it); the promotion turns
+        the durable settings on (with `fsync`)."""
         init = self.home / "init.sql"
         durable = ["--innodb-flush-log-at-trx-commit=1", "--sync-binlog=1"]
         fast = ["--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0"]
@@ -137,7 +146,7 @@ class MariadbHandler:
             f"--server-id={self.server_id}", "--log-bin=binlog", "--binlog-format=ROW",
             "--skip-name-resolve", f"--innodb-buffer-pool-size={self.cfg.buffer_pool}",
             f"--tmpdir={self.home / 'tmp'}",
-            *(durable if self.cfg.fsync else fast),
+            *(durable if self.cfg.fsync and durable_now else fast),
         ]  # fmt: skip
         return argv
 
@@ -148,7 +157,8 @@ class MariadbHandler:
             shutil.rmtree(self.data)  # replays the history from the active
         await self._prepare()
         argv = [
-            *self._argv(), "--log-slave-updates", "--gtid-strict-mode=ON", "--read-only=ON",
+            *self._argv(durable_now=False), "--log-slave-updates", "--gtid-strict-mode=ON",
+            "--read-only=ON",
             "--skip-slave-start", "--slave-net-timeout=2",
         ]  # fmt: skip
         if self.cfg.semi_sync:
@@ -219,31 +229,33 @@ class MariadbHandler:
             replica = await self._query("SHOW SLAVE STATUS", within=self.cfg.timeout)
         except (pymysql.MySQLError, OSError, TimeoutError) as exc:
             return Health(False, f"mariadb: {str(exc).strip()[:120]}")
-        position = gtid_position(str(state["pos"]))
+        applied = gtid_position(str(state["pos"]))
         if not state["ro"]:
-            return Health(True, "primary", position)
+            return Health(True, "primary", applied)
         if not replica:
-            return Health(True, "replica, no active yet", position)
-        if replica and replica[0].get("Slave_IO_Running") == "Yes":
+            return Health(True, "replica, no active yet", applied)
+        # what it received counts: promoted, it applies all of it first (a commit was
+        # acknowledged once a replica received it)
+        received = gtid_position(str(replica[0].get("Gtid_IO_Pos") or ""))
+        position = max(applied, received)
+        if replica[0].get("Slave_IO_Running") == "Yes":
+            if (backlog := position - applied) >= BACKLOG:
+                return Health(True, f"replica, {backlog} transactions to apply", position)
             return Health(True, "replica", position)
         error = replica[0].get("Last_IO_Error") or replica[0].get("Last_SQL_Error") or ""
         return Health(True, f"replica, link to active down {str(error)[:80]}".strip(), position)
 
     async def promote(self, epoch: int) -> None:
         try:
-            await self._query("STOP SLAVE IO_THREAD", within=5)
-            # apply what was received (it may have been acknowledged) before writing
-            (status,) = await self._query("SHOW SLAVE STATUS", within=5) or [{}]
-            received = str(status.get("Gtid_IO_Pos") or "")
-            if received and status.get("Slave_SQL_Running") == "Yes":
-                await self._query(
-                    f"SELECT MASTER_GTID_WAIT('{received}', {CATCH_UP})", within=CATCH_UP + 1
-                )
+            await self._catch_up()
             semi_sync = "ON" if self.cfg.semi_sync else "OFF"
+            durable = 1 if self.cfg.fsync else 0
             await self._query(
                 "STOP SLAVE",
                 "RESET SLAVE ALL",
                 f"SET GLOBAL rpl_semi_sync_master_enabled = {semi_sync}",
+                f"SET GLOBAL innodb_flush_log_at_trx_commit = {2 - durable}",
+                f"SET GLOBAL sync_binlog = {durable}",
                 "SET GLOBAL read_only = OFF",
                 within=5,
             )
@@ -253,6 +265,37 @@ class MariadbHandler:
         # Written in the background: with semi-synchronous commits it completes once a
         # replica follows this primary, which happens after the promotion is published.
         self._epoch_task = asyncio.create_task(self._write_epoch(epoch))
+
+    async def _catch_up(self) -> None:
+        """Apply everything received (it may have been acknowledged) before writing; never
+        discard it: HandlerFailed (this member is not promoted) when it cannot be applied.
+        In GTID mode the relay log is dropped when the applier starts with the receiver
+        stopped, so an applier stopped without an error is started before the receiver is
+        stopped."""
+        (status,) = await self._query("SHOW SLAVE STATUS", within=5) or [{}]
+        if error := str(status.get("Last_SQL_Error") or ""):
+            raise HandlerFailed(f"promote: received what it cannot apply: {error[:100]}")
+        if status and status.get("Slave_SQL_Running") != "Yes":
+            await self._query("START SLAVE SQL_THREAD", within=5)
+        await self._query("STOP SLAVE IO_THREAD", within=5)
+        (status,) = await self._query("SHOW SLAVE STATUS", within=5) or [{}]
+        received = str(status.get("Gtid_IO_Pos") or "")
+        deadline = time.monotonic() + CATCH_UP
+        while received and gtid_position(received) > gtid_position(await self._applied()):
+            (row,) = await self._query(
+                f"SELECT MASTER_GTID_WAIT('{received}', 2) AS done", within=4
+            )
+            if row["done"] == 0:
+                return
+            (status,) = await self._query("SHOW SLAVE STATUS", within=5) or [{}]
+            if error := str(status.get("Last_SQL_Error") or ""):
+                raise HandlerFailed(f"promote: received what it cannot apply: {error[:100]}")
+            if time.monotonic() > deadline:
+                raise HandlerFailed(f"promote: what it received not applied within {CATCH_UP:g}s")
+
+    async def _applied(self) -> str:
+        (row,) = await self._query("SELECT @@gtid_current_pos AS pos", within=5)
+        return str(row["pos"])
 
     async def _write_epoch(self, epoch: int) -> None:
         statements = [

@@ -56,6 +56,20 @@ def die_with_agent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def ordinary_priority() -> None:
+    """In a child before exec: back to the ordinary scheduling priority. The agent takes a
+    higher one so that it keeps heartbeating under load; the servers it starts must not
+    inherit it, or a busy database starves the agent it runs under."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+
+
+def service_child(die: bool) -> None:
+    ordinary_priority()
+    if die:
+        die_with_agent()
+
+
 class SupervisedProcess:
     def __init__(self, cfg: ServiceConfig, die_with_agent: bool = False) -> None:
         self.cfg = cfg
@@ -74,7 +88,7 @@ class SupervisedProcess:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
             env=env,
-            preexec_fn=die_with_agent if self.die_with_agent else None,
+            preexec_fn=lambda: service_child(self.die_with_agent),
         )
 
     def kill(self) -> None:

@@ -65,7 +65,7 @@ class KeepalivedHandler:
             "--pid", str(self.run_dir / f"keepalived-{self.group}.pid"),
             "--vrrp_pid", str(self.run_dir / f"keepalived-{self.group}-vrrp.pid"),
         ]  # fmt: skip
-        self.process = spawn_member(argv)
+        self.process = spawn_member(argv, keep_priority=True)  # adverts as timely as heartbeats
 
     async def stop(self) -> None:
         proc, self.process = self.process, None
