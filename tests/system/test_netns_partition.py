@@ -20,7 +20,7 @@ import yaml
 
 from tests.conftest import free_port, require_system
 from tests.support.etcd import EtcdCluster, find_etcd
-from tests.support.procs import stop_all
+from tests.support.procs import alive, stop_all
 from tests.system.test_embedded_cloud import until
 from vimha.cloud import netns
 from vimha.cloud.netns import Netns
@@ -122,14 +122,6 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         yield s
     finally:
         s.close()
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def test_a_cut_off_active_demotes_itself_and_nobody_takes_over_until_it_says_so(

@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import require_system
 from tests.support.cluster_clients import MysqlWriter, RabbitPublisher, drained, mysql_query
+from tests.support.procs import alive
 from tests.system.test_embedded_cloud import Cloud, running_cloud, until
 from vimha.cloud import netns, stateful
 from vimha.cloud.chaos import group_members, load_state
@@ -69,14 +70,6 @@ def writable(addresses: list[str]) -> list[str]:
         except pymysql.MySQLError:
             continue
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def test_the_primarys_node_cut_off_is_fenced_then_replaced_nothing_acknowledged_lost(
