@@ -47,8 +47,10 @@ from vimha.cloud.netns import Netns
 
 NODES = ("c-1", "c-2", "c-3")
 TARGET_MS = {"galera": 2000, "rabbitmq": 3000}
-TICK = 4.0  # RabbitMQ's net_ticktime (--tick-time)
+TICK = 2.0  # RabbitMQ's net_ticktime (--tick-time)
 SUSPECT = 1.5  # Galera's evs.suspect_timeout (--suspect-timeout)
+DETECTOR = 0.2  # RabbitMQ's quorum queue failure detector poll (--detector-interval)
+FAULTS = ("kill", "stop", "link-down")
 
 
 def group(engine: str, base: Path) -> AgentGroup:
@@ -62,6 +64,7 @@ def group(engine: str, base: Path) -> AgentGroup:
             "port": port,
             "cookie": "vimhabenchcookie0123456789",
             "tick_time": TICK,
+            "detector_interval": DETECTOR,
         }
 
     frontends = (
@@ -133,13 +136,18 @@ def main() -> None:
     parser.add_argument("--engine", choices=("galera", "rabbitmq"), required=True)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--keep", action="store_true", help="keep the agents' logs and data")
-    parser.add_argument("--tick-time", type=float, default=4.0, help="RabbitMQ net_ticktime (s)")
+    parser.add_argument("--tick-time", type=float, default=2.0, help="RabbitMQ net_ticktime (s)")
     parser.add_argument(
         "--suspect-timeout", type=float, default=1.5, help="Galera evs.suspect_timeout (s)"
     )
+    parser.add_argument(
+        "--detector-interval", type=float, default=0.2, help="RabbitMQ aten poll interval (s)"
+    )
+    parser.add_argument("--faults", default="kill,stop,link-down", help="in turn, comma-separated")
     args = parser.parse_args()
-    global TICK, SUSPECT
-    TICK, SUSPECT = args.tick_time, args.suspect_timeout
+    global TICK, SUSPECT, DETECTOR, FAULTS
+    TICK, SUSPECT, DETECTOR = args.tick_time, args.suspect_timeout, args.detector_interval
+    FAULTS = tuple(args.faults.split(","))
     if os.geteuid() != 0:
         sys.exit("needs root: each member runs in a network namespace")
     if args.engine == "galera" and not Path("/usr/lib/galera/libgalera_smm.so").exists():
@@ -157,7 +165,7 @@ def main() -> None:
         client: SteadyClient = kind(g.lb["write"])
         with client:
             for r in range(args.rounds):
-                fault = ("kill", "stop", "link-down")[r % 3]
+                fault = FAULTS[r % len(FAULTS)]
                 rounds.append(one_round(args.engine, g, client, fault))
                 print(json.dumps(rounds[-1]), file=sys.stderr)
         missing = lost(args.engine, g, client.acked)

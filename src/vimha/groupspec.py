@@ -140,7 +140,14 @@ class RabbitmqHandlerConfig(_Model):
     data_dir: str | None = Field(None, description="Default: a folder under the run dir")
     os_user: str = Field("rabbitmq", description="The server's OS user when the agent is root")
     tick_time: float = Field(
-        4.0, ge=1, le=120, description="Erlang net_ticktime: a silent peer is down after ~this (s)"
+        2.0, ge=1, le=120, description="Erlang net_ticktime: a silent peer is down after ~this (s)"
+    )
+    detector_interval: float = Field(
+        0.2,
+        ge=0.05,
+        le=10,
+        description="The quorum queues' failure detector (aten) polls this often (s): a "
+        "queue leader cut off is replaced after a few polls",
     )
     status_interval: float = Field(
         5.0, gt=0, description="Between `rabbitmq-diagnostics cluster_status` (s)"

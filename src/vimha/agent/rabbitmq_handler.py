@@ -129,7 +129,10 @@ class RabbitmqHandler:
             "log.connection.level = error\n"
         )
         tick = max(1, round(self.cfg.tick_time))
-        (self.home / "advanced.config").write_text(f"[{{kernel, [{{net_ticktime, {tick}}}]}}].\n")
+        poll = max(50, round(self.cfg.detector_interval * 1000))
+        (self.home / "advanced.config").write_text(
+            f"[{{kernel, [{{net_ticktime, {tick}}}]}}, {{aten, [{{poll_interval, {poll}}}]}}].\n"
+        )
         (self.home / "enabled_plugins").write_text("[].\n")
         if self.user is not None:
             for path in self.home.iterdir():
