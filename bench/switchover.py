@@ -245,7 +245,12 @@ def stateful_lost(cloud: Groups, port: int, group: str, acked: list[int]) -> int
         addresses = [m["address"] for m in cloud.group(group)["members"]]
     gone: set[int] = set()
     for address in addresses:
-        gone |= set(acked) - {r[0] for r in mysql_query(address, "SELECT id FROM app.t")}
+        missing_here = set(acked) - {r[0] for r in mysql_query(address, "SELECT id FROM app.t")}
+        if missing_here:
+            ids = sorted(missing_here)
+            print(f"{group}: {address} lacks {len(ids)} acknowledged ids: {ids[:5]} .. "
+                  f"{ids[-5:]}", file=sys.stderr)  # fmt: skip
+        gone |= missing_here
     return len(gone)
 
 
@@ -344,6 +349,7 @@ def main() -> None:
                 cloud.all_ok()
     finally:
         vimha("down", "--data-dir", str(data))
+        print(f"the cloud's data and logs: {data}", file=sys.stderr)
     summary = {key: summarize(rounds) for key, rounds in results.items()}
     print(json.dumps({"benchmark": "switchover", "settings": vars(args), "results": summary},
                      indent=2))  # fmt: skip

@@ -273,6 +273,13 @@ class GroupConfig(_Model):
     address: str = Field(min_length=1, description="host:port where clients reach this member")
     handler: HandlerConfig
     monitor_interval: float = Field(0.1, gt=0, description="Local health checks (s)")
+    monitor_failures: int = Field(
+        2,
+        ge=1,
+        description="Failed checks in a row before a running member counts as failed (one slow "
+        "answer under load is not a failure); a member whose process exited or is stopped "
+        "counts at once",
+    )
     restart_backoff: float = Field(1.0, gt=0, description="Between restarts of a failed member")
     lease: LeaseConfig = LeaseConfig()
 

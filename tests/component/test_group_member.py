@@ -21,6 +21,7 @@ class FakeHandler:
         self.promoted: list[int] = []
         self.healthy = True
         self.stops = 0
+        self.script: list[Health] = []
 
     @property
     def pid(self) -> int | None:
@@ -33,6 +34,8 @@ class FakeHandler:
         self.stops += 1
 
     async def monitor(self) -> Health:
+        if self.script:  # the next answers, in turn
+            return self.script.pop(0)
         return Health(self.healthy, "fake")
 
     async def promote(self, epoch: int) -> None:
@@ -110,6 +113,55 @@ async def test_an_unhealthy_holder_resigns_and_says_so(tmp_path: Path) -> None:
         released = await coord.get("/vimha/vim/groups/g/released/0")
         assert released is not None and "local monitor failed" in released.value
         assert handler.stops >= 1  # stopped before the release was written
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def active_member(tmp_path: Path, handler: FakeHandler) -> tuple[Any, Any, Any]:
+    coord = LocalCoordination(SystemClock())
+    member = GroupMember("a", "vim", config(), coord, tmp_path, handler=handler)
+    stop = asyncio.Event()
+    task = asyncio.create_task(member.run(stop))
+    for _ in range(100):
+        if member.role == "active":
+            break
+        await asyncio.sleep(0.05)
+    assert member.role == "active"
+    return coord, stop, task
+
+
+async def resigned(coord: LocalCoordination) -> str:
+    """Why the holder resigned (its release), once it did; '' if it did not within 2 s."""
+    for _ in range(40):
+        if (released := await coord.get("/vimha/vim/groups/g/released/0")) is not None:
+            return released.value
+        await asyncio.sleep(0.05)
+    return ""
+
+
+async def test_one_slow_check_is_not_a_failure_two_in_a_row_are(tmp_path: Path) -> None:
+    handler = FakeHandler()
+    coord, stop, task = await active_member(tmp_path, handler)
+    try:
+        stops = handler.stops
+        handler.script = [Health(False, "timed out")]  # then healthy again
+        assert await resigned(coord) == ""
+        assert handler.stops == stops
+        handler.script = [Health(False, "timed out"), Health(False, "timed out")]
+        assert "local monitor failed" in await resigned(coord)
+        assert handler.stops > stops
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_a_process_gone_counts_at_once(tmp_path: Path) -> None:
+    handler = FakeHandler()
+    coord, stop, task = await active_member(tmp_path, handler)
+    try:
+        handler.script = [Health(False, "exited (-9)", definite=True)]
+        assert "local monitor failed" in await resigned(coord)  # after this one answer
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

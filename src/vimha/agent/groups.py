@@ -73,6 +73,7 @@ class GroupMember:
         self.following: str | None = "?"
         self._follow_error = ""
         self.health = Health(False, "starting")
+        self.failed_checks = 0  # failed checks of a running member, in a row
         self.started_at = 0.0
         self.last_decision: Decision | None = None
         self.published: dict[str, Any] = {}
@@ -243,6 +244,18 @@ class GroupMember:
         except HandlerFailed as exc:
             log.error("%s: could not start the member: %s", self.cfg.name, exc)
 
+    def _judged(self, health: Health) -> Health:
+        """A failed check of a running member counts once `monitor_failures` failed in a
+        row; until then the member keeps the health it had (one slow answer is not a
+        failure). A process gone or stopped, or a member recovering, counts at once."""
+        if health.healthy or health.definite or health.recovering:
+            self.failed_checks = 0
+            return health
+        self.failed_checks += 1
+        if self.failed_checks >= self.cfg.monitor_failures or not self.health.healthy:
+            return health
+        return self.health
+
     async def _follow(self) -> None:
         active = self._active_address()
         if active == self.following:
@@ -289,7 +302,7 @@ class GroupMember:
         return time.monotonic() - first >= 1.5 * self.cfg.monitor_interval
 
     async def step(self) -> None:
-        self.health = await self.handler.monitor()
+        self.health = self._judged(await self.handler.monitor())
         await self._say_released()
         if self.holding is not None:
             mine = load_json(self.mirror.keys.get(self.prefix + f"slots/{self.holding}"))

@@ -58,16 +58,19 @@ class Health:
     position: int = -1
     recovering: bool = False  # unhealthy, but recovering on its own: not to be restarted
     partitioned: bool = False  # cut off from part of its cluster (a network partition)
+    # the process itself is gone or stopped: no need to check again (a failed check may be
+    # one slow answer under load, and counts only when repeated: `monitor_failures`)
+    definite: bool = False
 
 
 def process_failure(proc: subprocess.Popen[bytes] | None, name: str) -> Health | None:
     """Why a member's process is not running (exited, zombie, stopped), None if it runs."""
     if proc is None:
-        return Health(False, f"{name} not started")
+        return Health(False, f"{name} not started", definite=True)
     if proc.poll() is not None:
-        return Health(False, f"{name} exited ({proc.returncode})")
+        return Health(False, f"{name} exited ({proc.returncode})", definite=True)
     if process_state(proc.pid) in ("T", "t", "Z", "X", None):
-        return Health(False, f"{name} stopped (SIGSTOP) or gone")
+        return Health(False, f"{name} stopped (SIGSTOP) or gone", definite=True)
     return None
 
 
@@ -121,6 +124,8 @@ class ProcessHandler:
         await asyncio.to_thread(self.proc.kill)
 
     async def monitor(self) -> Health:
+        if (failed := process_failure(self.proc.proc, self.group)) is not None:
+            return failed
         ok, detail = await self.proc.check()
         return Health(ok, detail)
 
