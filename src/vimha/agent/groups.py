@@ -320,7 +320,12 @@ class GroupMember:
             if slot in held:
                 del self.vacant_since[slot]
         if decision.act is Act.RESIGN and decision.slot is not None:
-            await self._resign(decision.slot, decision.reason)
+            why = (
+                decision.reason
+                if self.health.healthy
+                else f"{decision.reason} ({self.health.detail})"
+            )
+            await self._resign(decision.slot, why)
         elif decision.act is Act.TAKE and decision.slot is not None:
             if await self._settled(decision):
                 await self._take(decision.slot, decision.reason)

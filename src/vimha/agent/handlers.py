@@ -11,11 +11,9 @@ a service group (issue 4). The interface is small, for operators to add their ow
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Protocol
 from vimha.agent.services import (
     SupervisedProcess,
     die_with_agent,
+    kill_group,
     ordinary_priority,
     process_state,
 )
@@ -243,10 +242,7 @@ async def kill_member(proc: subprocess.Popen[bytes] | None) -> None:
     """SIGKILL (the local fence of a hung member) and reap it."""
     if proc is None:
         return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # its own session: with what it started
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
+    kill_group(proc)  # its own session: with what it started
     await asyncio.to_thread(proc.wait)
 
 

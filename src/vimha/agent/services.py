@@ -48,6 +48,18 @@ def process_state(pid: int) -> str | None:
         return None
 
 
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process started in a session of its own, with what it started (SIGKILL
+    works on a stopped process too). Only while it is not reaped: once reaped, its pid (and
+    so its group's id) may already be another process's, another member's say, on a busy
+    machine whose pids wrap around (32,768 here: a promoted MariaDB primary was killed by
+    the stop of another member's long-dead process)."""
+    if proc.returncode is not None:
+        return  # reaped: nothing of it to kill by that number any more
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # not reaped yet (maybe a zombie): still its id
+
+
 def die_with_agent() -> None:
     """In a child before exec: SIGKILL when the agent (its parent) dies. Members of service
     groups use it, so that no member outlives the agent holding its role: a restarted agent
@@ -95,8 +107,7 @@ class SupervisedProcess:
         proc = self.proc
         if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # SIGKILL works on a stopped process too
+        kill_group(proc)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(5)
 

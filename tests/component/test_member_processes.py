@@ -1,4 +1,4 @@
-"""The agent runs at a higher scheduling priority (so that it keeps heartbeating under load);
+"""How the agent starts and kills the servers of its members (agent/handlers.py, agent/services.py):
 the servers it starts run at the ordinary one, the balancers' processes at the agent's
 (agent/handlers.py, agent/services.py). Real processes; root, to raise a priority."""
 
@@ -46,3 +46,25 @@ def test_servers_run_at_the_ordinary_priority_balancers_at_the_agents(agent_prio
             if proc is not None:
                 proc.kill()
                 proc.wait()
+
+
+def test_a_reaped_member_is_not_killed_by_its_old_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once reaped, a member's pid (its group's id) may be another process's: pids wrap
+    around on a busy machine. Only a member not reaped yet is killed, with its group."""
+    from vimha.agent import services
+
+    done = spawn_member(["true"])
+    done.wait()  # reaped
+    live = spawn_member(["sleep", "30"])
+    killed: list[int] = []
+    real = os.killpg
+
+    def spy(pgid: int, sig: int) -> None:
+        killed.append(pgid)
+        real(pgid, sig)
+
+    monkeypatch.setattr(services.os, "killpg", spy)
+    services.kill_group(done)
+    services.kill_group(live)
+    assert killed == [live.pid]
+    assert live.wait(5) == -9
