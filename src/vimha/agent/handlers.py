@@ -68,8 +68,12 @@ def process_failure(proc: subprocess.Popen[bytes] | None, name: str) -> Health |
         return Health(False, f"{name} not started", definite=True)
     if proc.poll() is not None:
         return Health(False, f"{name} exited ({proc.returncode})", definite=True)
-    if process_state(proc.pid) in ("T", "t", "Z", "X", None):
-        return Health(False, f"{name} stopped (SIGSTOP) or gone", definite=True)
+    state = process_state(proc.pid)
+    if state in ("T", "t"):
+        return Health(False, f"{name} stopped (SIGSTOP)", definite=True)
+    if state in ("Z", "X", None):  # it died since the poll just above: how
+        proc.wait()
+        return Health(False, f"{name} exited ({proc.returncode})", definite=True)
     return None
 
 

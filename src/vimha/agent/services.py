@@ -52,8 +52,7 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL a process started in a session of its own, with what it started (SIGKILL
     works on a stopped process too). Only while it is not reaped: once reaped, its pid (and
     so its group's id) may already be another process's, another member's say, on a busy
-    machine whose pids wrap around (32,768 here: a promoted MariaDB primary was killed by
-    the stop of another member's long-dead process)."""
+    machine whose pids wrap around (at 32,768 on the test machines)."""
     if proc.returncode is not None:
         return  # reaped: nothing of it to kill by that number any more
     with contextlib.suppress(ProcessLookupError, PermissionError):
