@@ -39,6 +39,7 @@ from tests.support.cluster_clients import (
     busy_member,
     drained,
     mysql_query,
+    stored_ids,
 )
 
 from _harness import free_port, percentile
@@ -48,7 +49,7 @@ from vimha.cloud.netns import Netns
 NODES = ("c-1", "c-2", "c-3")
 TARGET_MS = {"galera": 2000, "rabbitmq": 3000}
 TICK = 2.0  # RabbitMQ's net_ticktime (--tick-time)
-SUSPECT = 1.5  # Galera's evs.suspect_timeout (--suspect-timeout)
+SUSPECT = 1.0  # Galera's evs.suspect_timeout (--suspect-timeout)
 DETECTOR = 0.2  # RabbitMQ's quorum queue failure detector poll (--detector-interval)
 FAULTS = ("kill", "stop", "link-down")
 
@@ -126,8 +127,7 @@ def lost(engine: str, g: AgentGroup, acked: list[int]) -> int:
         return len(set(acked) - drained(g.lb["write"]))
     missing: set[int] = set()
     for node in NODES:
-        rows = mysql_query(f"{g.hosts[node]}:{g.ports[node]}", "SELECT id FROM app.t")
-        missing |= set(acked) - {r[0] for r in rows}
+        missing |= set(acked) - stored_ids(f"{g.hosts[node]}:{g.ports[node]}")
     return len(missing)
 
 
@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the agents' logs and data")
     parser.add_argument("--tick-time", type=float, default=2.0, help="RabbitMQ net_ticktime (s)")
     parser.add_argument(
-        "--suspect-timeout", type=float, default=1.5, help="Galera evs.suspect_timeout (s)"
+        "--suspect-timeout", type=float, default=1.0, help="Galera evs.suspect_timeout (s)"
     )
     parser.add_argument(
         "--detector-interval", type=float, default=0.2, help="RabbitMQ aten poll interval (s)"

@@ -56,6 +56,7 @@ from tests.support.cluster_clients import (
     busy_member,
     drained,
     mysql_query,
+    stored_ids,
 )
 
 from _harness import percentile
@@ -245,7 +246,7 @@ def stateful_lost(cloud: Groups, port: int, group: str, acked: list[int]) -> int
         addresses = [m["address"] for m in cloud.group(group)["members"]]
     gone: set[int] = set()
     for address in addresses:
-        missing_here = set(acked) - {r[0] for r in mysql_query(address, "SELECT id FROM app.t")}
+        missing_here = set(acked) - stored_ids(address)
         if missing_here:
             ids = sorted(missing_here)
             print(f"{group}: {address} lacks {len(ids)} acknowledged ids: {ids[:5]} .. "

@@ -81,7 +81,7 @@ class GaleraConfig(_Model):
     sst_port: int = Field(4444, ge=1, le=65535, description="Full state transfers")
     sst_method: Literal["rsync", "mariabackup"] = "rsync"
     suspect_timeout: float = Field(
-        1.5,
+        1.0,
         ge=0.5,
         description="A member silent this long is suspected, then evicted (s): how long the "
         "cluster's commits stall when a member dies or is cut off",

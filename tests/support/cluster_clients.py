@@ -110,6 +110,21 @@ def mysql_query(address: str, sql: str) -> list[Any]:
         conn.close()
 
 
+def stored_ids(address: str, table: str = "app.t") -> set[int]:
+    """The ids in `table` as of everything the server's cluster had committed when asked.
+    A Galera member applies what the cluster certified in the background and can be behind
+    what another member acknowledged (its applier catching up after a rejoin): the read
+    waits for it first (`wsrep_sync_wait = 1`, a causal read). Harmless without Galera."""
+    conn = mysql(address, timeout=60)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION wsrep_sync_wait = 1")
+            cur.execute(f"SELECT id FROM {table}")
+            return {r[0] for r in cur.fetchall()}
+    finally:
+        conn.close()
+
+
 class MysqlWriter(SteadyClient):
     errors = (pymysql.MySQLError,)
 

@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import free_port, require_system
 from tests.support.agent_group import AgentGroup, ClusterHarness, until
-from tests.support.cluster_clients import MysqlWriter, mysql_query
+from tests.support.cluster_clients import MysqlWriter, mysql_query, stored_ids
 
 NODES = ("gal-1", "gal-2", "gal-3")
 
@@ -58,7 +58,7 @@ def all_have(g: AgentGroup, acked: list[int]) -> None:
     until(lambda: g.healthy() == list(NODES), 180)
     for node in NODES:
         address = f"{g.hosts[node]}:{g.ports[node]}"
-        have = {r[0] for r in mysql_query(address, "SELECT id FROM app.t")}
+        have = stored_ids(address)
         lost = sorted(set(acked) - have)
         assert not lost, f"{node} lacks acknowledged ids {lost[:10]}"
 
@@ -79,6 +79,9 @@ def test_member_killed_then_frozen_then_cut_off_writes_go_on(cluster: ClusterHar
         os.kill(int(first["pid"]), signal.SIGKILL)
         w.more(30)
         assert writer_member(g)["member"] != first["member"]  # the writes moved
+        # on its agent's word, not after evs.suspect_timeout of silence
+        evicted = f"{first['member']}'s server is gone (its agent says so): evicted"
+        until(lambda: any(evicted in (g.base / f"{n}.log").read_text() for n in NODES), 10)
         until(lambda: g.healthy() == list(NODES), 120)  # back by IST, restarted by its agent
         assert g.members()[first["member"]]["pid"] != first["pid"]
 
@@ -109,6 +112,7 @@ def test_cluster_stopped_is_bootstrapped_again_from_the_most_advanced(
     cluster: ClusterHarness,
 ) -> None:
     g = cluster
+    history = cluster_history(g.lb["db-write"])
     with MysqlWriter(g.lb["db-write"]) as w:
         w.more(20)
         behind = NODES[0]
@@ -133,3 +137,10 @@ def test_cluster_stopped_is_bootstrapped_again_from_the_most_advanced(
     all_have(g, w.acked)
     until(lambda: not g.alarms(), 30)
     assert "quorum lost" in str(down[0]["faultDetails"]), down
+    for node in NODES:  # the same cluster goes on (its members crashed: positions recovered)
+        assert cluster_history(f"{g.hosts[node]}:{g.ports[node]}") == history, node
+
+
+def cluster_history(address: str) -> str:
+    """The cluster's state UUID: a bootstrap that lost its position would start a new one."""
+    return str(mysql_query(address, "SHOW STATUS LIKE 'wsrep_cluster_state_uuid'")[0][1])

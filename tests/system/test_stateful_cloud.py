@@ -21,7 +21,13 @@ import pymysql
 import pytest
 
 from tests.conftest import require_system
-from tests.support.cluster_clients import MysqlWriter, RabbitPublisher, drained, mysql_query
+from tests.support.cluster_clients import (
+    MysqlWriter,
+    RabbitPublisher,
+    drained,
+    mysql_query,
+    stored_ids,
+)
 from tests.support.procs import alive
 from tests.system.test_embedded_cloud import Cloud, running_cloud, until
 from vimha.cloud import netns, stateful
@@ -131,4 +137,4 @@ def test_the_primarys_node_cut_off_is_fenced_then_replaced_nothing_acknowledged_
 
 
 def missing(address: str, acked: list[int]) -> set[int]:
-    return set(acked) - {r[0] for r in mysql_query(address, "SELECT id FROM app.t")}
+    return set(acked) - stored_ids(address)

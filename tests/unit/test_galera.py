@@ -106,3 +106,62 @@ def test_recovered_position_from_the_log() -> None:
     )
     assert recovered_position(log) == ("24b8799c-e931-11f1", 5)
     assert recovered_position("nothing here") is None
+
+
+def test_members_of_different_histories_never_bootstrap() -> None:
+    """A member bootstrapped apart (a new state UUID) counts its seqno from 1 again: compared
+    with the others' it would look behind, or ahead, and either bootstrap loses commits."""
+    view = members(
+        Member("a", True, State.NON_PRIMARY, 4_200, history="bee5118e"),
+        Member("b", True, State.STOPPED, 10_474, history="a07a745e"),
+        Member("c", True, State.STOPPED, 10_400, history="a07a745e"),
+    )
+    for me in DECLARED:
+        decided = plan(me, DECLARED, view, None)
+        assert decided.act is Act.WAIT and "different histories" in decided.reason, me
+
+
+def test_a_member_without_data_does_not_make_a_second_history() -> None:
+    view = members(
+        Member("a", True, State.STOPPED, -1, history=""),
+        Member("b", True, State.STOPPED, 12, history="a07a745e"),
+        Member("c", True, State.STOPPED, 10, history="a07a745e"),
+    )
+    assert plan("b", DECLARED, view, None).act is Act.BOOTSTRAP
+
+
+def test_a_restarted_member_waits_until_the_others_let_its_previous_run_go() -> None:
+    """Killed and restarted at once, a member would rejoin before the others evicted its
+    previous run: they would fail to agree on a view and all fall to non-primary."""
+    counting_me = members(
+        stopped("a", 5),
+        Member("b", True, State.PRIMARY, size=3),
+        Member("c", True, State.PRIMARY, size=3),
+    )
+    decided = plan("a", DECLARED, counting_me, None)
+    assert decided.act is Act.WAIT and "previous run" in decided.reason
+    assert plan("a", DECLARED, counting_me, None, impatient=True).act is Act.JOIN
+    let_go = members(
+        stopped("a", 5),
+        Member("b", True, State.PRIMARY, size=2),
+        Member("c", True, State.PRIMARY, size=2),
+    )
+    assert plan("a", DECLARED, let_go, None).act is Act.JOIN
+
+
+def test_of_equally_advanced_members_one_the_others_reach_turns_primary() -> None:
+    """All non-primary after a cut: a tie goes to the member whose component is largest, not
+    to the one cut off alone (its primary component would serve no client)."""
+    view = members(
+        Member("a", True, State.NON_PRIMARY, 900, history="h", size=1),
+        Member("b", True, State.NON_PRIMARY, 900, history="h", size=2),
+        Member("c", True, State.NON_PRIMARY, 900, history="h", size=2),
+    )
+    assert plan("b", DECLARED, view, None).act is Act.BOOTSTRAP
+    assert plan("a", DECLARED, view, None).act is Act.WAIT
+    ahead = members(
+        Member("a", True, State.NON_PRIMARY, 901, history="h", size=1),
+        Member("b", True, State.NON_PRIMARY, 900, history="h", size=2),
+        Member("c", True, State.NON_PRIMARY, 900, history="h", size=2),
+    )
+    assert plan("a", DECLARED, ahead, None).act is Act.BOOTSTRAP  # it has more: never lost

@@ -6,19 +6,28 @@ Each member publishes, under /vimha/<vim>/groups/<group>/galera/<node> (no lease
 data says outlives the agent; whether it is current comes from the member's leased key):
 
     {"state": "primary" | "non-primary" | "stopped" | "down", "seqno": N, "safe": bool,
-     "gcomm": "host:port"}
+     "history": "<state UUID>", "size": N, "left": "<gcomm UUID>", "gcomm": "host:port"}
+
+(`size`: the members its primary component counts; `left`: not running, the group
+communication identity of its last run, which the others evict at once.)
 
 - start: the member's position is read from its data (`grastate.dat`, or `--wsrep-recover`
-  after a crash) and published; then it joins the members in the primary component (Galera
-  transfers what it lacks: IST from their write-set cache, else a full SST by rsync or
-  mariabackup), bootstraps a new cluster when the plan says so (after claiming the bootstrap
-  in the coordination backend, so that two members never both do), or waits (HandlerFailed
-  with the reason: the agent tries again).
+  after a crash, then handed to the server as its start position: without it a bootstrap
+  would begin a new history from 0) and published; then it joins the members in the primary
+  component (Galera transfers what it lacks: IST from their write-set cache, else a full SST
+  by rsync or mariabackup), bootstraps a new cluster when the plan says so (after claiming
+  the bootstrap in the coordination backend, so that two members never both do), or waits
+  (HandlerFailed with the reason: the agent tries again).
 - monitor: healthy while in the primary component and synced. Joining (a state transfer),
   donating, or cut off in a non-primary component, it is unhealthy but left alone
   (`recovering`): it catches up or merges back on its own, and a restart would only start
   the transfer again. When no member is in a primary component and this one is the one the
   plan picks, it turns its component into the primary (`pc.bootstrap`).
+- the others: a member whose agent says its server is gone (exited, or frozen and about to
+  be killed) is evicted from the primary component at once (`evs.evict`) instead of after
+  `suspect_timeout` of silence, during which no member can commit: a kill -9 or SIGSTOP
+  stalls writes for a fraction of a second. A cut-off member says nothing: the timeout
+  applies. A restarted member joins only once the component has let its previous run go.
 - stop: SIGKILL of the server and what it started (a state transfer's rsync).
 """
 
@@ -42,11 +51,20 @@ from vimha.groupspec import MariadbHandlerConfig
 from vimha.ports.coordination import Coordination
 
 log = logging.getLogger("vimha.agent.galera")
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 NON_PRIMARY_GRACE = 3.0  # a member cut off is given this long to merge back by itself (s)
 STATUS = (
     "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_cluster_status', "
-    "'wsrep_local_state_comment', 'wsrep_last_committed', 'wsrep_cluster_size')"
+    "'wsrep_local_state_comment', 'wsrep_last_committed', 'wsrep_cluster_size', "
+    "'wsrep_local_state_uuid', 'wsrep_gcomm_uuid')"
 )
+
+
+def answered(exc: pymysql.MySQLError) -> bool:
+    """The server itself refused (an SQL error); not a client-side failure to reach it
+    (pymysql's and the client library's own errors are numbered from 2000)."""
+    code = exc.args[0] if exc.args else None
+    return isinstance(code, int) and 0 < code < 2000
 
 
 class GaleraHandler(MariadbHandler):
@@ -68,6 +86,11 @@ class GaleraHandler(MariadbHandler):
         self.galera = cfg.galera
         self.gcomm = f"{cfg.bind}:{cfg.galera.port}"
         self.recovered: tuple[str, int, bool] | None = None  # of the data while stopped
+        self.start_position: str | None = None  # "uuid:seqno" recovered after a crash
+        self.gcomm_uuid = ""  # the group communication identity of the server's run
+        self.evicted: set[str] = set()  # runs of other members this one evicted
+        self.evict_list_clear = False  # cleared since the component was last full
+        self.waiting_since = 0.0  # for the primary component to let its previous run go
         self.said: dict[str, Any] = {}
         self.started_at = 0.0
         self.cut_off_since = 0.0
@@ -88,14 +111,22 @@ class GaleraHandler(MariadbHandler):
                 State(doc.get("state", "stopped")),
                 int(doc.get("seqno", -1)),
                 bool(doc.get("safe")),
+                str(doc.get("history", "")),
+                int(doc.get("size", 0)),
             )
         return out
 
-    async def _say(self, state: State, seqno: int, safe: bool = False) -> None:
+    async def _say(
+        self, state: State, seqno: int, history: str = "", safe: bool = False, size: int = 0
+    ) -> None:
+        running = state in (State.PRIMARY, State.NON_PRIMARY)
         doc = {
             "state": state.value,
             "seqno": seqno,
             "safe": safe,
+            "history": history.strip("0-") and history,
+            "size": size,
+            "left": "" if running else self.gcomm_uuid,
             "gcomm": self.gcomm,
         }
         if doc == self.said:
@@ -116,6 +147,10 @@ class GaleraHandler(MariadbHandler):
                 f"evs.inactive_timeout=PT{2 * suspect:g}S",
                 f"evs.keepalive_period=PT{min(1.0, suspect / 5):g}S",
                 f"evs.inactive_check_period=PT{min(1.0, suspect / 3):g}S",
+                # a view change agrees sooner when a lost join message is sent again soon;
+                # given up on (every member alone, non-primary) only after inactive_timeout
+                f"evs.join_retrans_period=PT{min(1.0, suspect / 5):g}S",
+                f"evs.install_timeout=PT{2 * suspect:g}S",
                 f"gmcast.peer_timeout=PT{max(3.0, suspect):g}S",
                 "pc.wait_prim_timeout=PT10S",
             ]
@@ -137,6 +172,7 @@ class GaleraHandler(MariadbHandler):
             return self.recovered
         state = self.data / "grastate.dat"
         uuid, seqno, safe = parse_grastate(state.read_text() if state.exists() else "")
+        self.start_position = None
         if seqno < 0 and uuid.strip("0-"):
             # it crashed (or was killed): the position is in InnoDB, recovered offline
             out = self.home / "recover.log"
@@ -147,6 +183,7 @@ class GaleraHandler(MariadbHandler):
             if found is None:
                 raise HandlerFailed(f"--wsrep-recover found no position (see {out})")
             uuid, seqno = found
+            self.start_position = f"{uuid}:{seqno}"  # the server reads only grastate.dat
         self.recovered = (uuid, seqno, safe)
         return self.recovered
 
@@ -162,9 +199,13 @@ class GaleraHandler(MariadbHandler):
 
     async def start(self) -> None:
         await self._prepare()
-        _, seqno, safe = await self._position()
-        await self._say(State.STOPPED, seqno, safe)
-        decided = plan(self.node, self.declared, self._members(), self.claim.holder())
+        uuid, seqno, safe = await self._position()
+        await self._say(State.STOPPED, seqno, uuid, safe)
+        now = time.monotonic()
+        impatient = bool(self.waiting_since) and now - self.waiting_since > self._patience()
+        decided = plan(self.node, self.declared, self._members(), self.claim.holder(), impatient)
+        waiting = decided.act is Act.WAIT and "previous run" in decided.reason
+        self.waiting_since = (self.waiting_since or now) if waiting else 0.0
         if decided.reason != self.last_plan:
             log.warning("%s: %s", self.group, decided.reason)
             self.last_plan = decided.reason
@@ -177,12 +218,15 @@ class GaleraHandler(MariadbHandler):
             and (doc := load_json(self.mirror.keys.get(f"{self.prefix}galera/{n}"))).get("gcomm")
         ]
         argv = self._argv() + self._wsrep_argv(peers)
+        if self.start_position:
+            argv.append(f"--wsrep-start-position={self.start_position}")
         if decided.act is Act.BOOTSTRAP:
             if not await self.claim.take():
                 raise HandlerFailed("another member claimed the bootstrap: join it instead")
             self._mark_safe()
             argv.append("--wsrep-new-cluster")
         self.recovered = None  # the data changes from here on
+        self.evict_list_clear = False  # a new run: what it learns on joining is cleared too
         self.started_at = time.monotonic()
         self.process = spawn_member(argv, self.user)
 
@@ -201,19 +245,63 @@ class GaleraHandler(MariadbHandler):
         status = {str(r["Variable_name"]).lower(): str(r["Value"]) for r in rows}
         seqno = int(status.get("wsrep_last_committed", "-1") or -1)
         local = status.get("wsrep_local_state_comment", "?")
+        self.gcomm_uuid = status.get("wsrep_gcomm_uuid", "")
         if status.get("wsrep_cluster_status") == "Primary":
             self.cut_off_since = 0.0
-            await self._say(State.PRIMARY, -1)
+            size = int(status.get("wsrep_cluster_size", "0") or 0)
+            await self._say(State.PRIMARY, -1, size=size)
             await self.claim.drop()
+            await self._evict_departed()
+            await self._forget_evicted(size)
             if local == "Synced":
-                size = status.get("wsrep_cluster_size", "?")
                 return Health(True, f"synced, cluster of {size}", seqno)
             return Health(False, f"{local.lower()} (state transfer)", seqno, recovering=young)
-        await self._say(State.NON_PRIMARY, seqno)
+        history = status.get("wsrep_local_state_uuid", "")
+        size = int(status.get("wsrep_cluster_size", "0") or 0)  # of its component
+        await self._say(State.NON_PRIMARY, seqno, history, size=size)
         await self._bootstrap_if_picked()
         return Health(
             False, "non-primary component (quorum lost)", seqno, recovering=True, partitioned=True
         )
+
+    def _patience(self) -> float:
+        """How long a restarted member waits for the others to let its previous run go: past
+        the time they take to notice its silence (evs.inactive_timeout) with room to spare."""
+        return 4 * self.galera.suspect_timeout
+
+    async def _evict_departed(self) -> None:
+        """Evict at once the last run of each member whose agent says its server is gone.
+        One member does it, the first running one by name (Galera passes the eviction on to
+        the others in its view change); two evicting at once failed to agree on a view and
+        both fell to non-primary for 2 s."""
+        members = self._members()
+        running = sorted(n for n, m in members.items() if m.live and m.state is State.PRIMARY)
+        if running and running[0] != self.node:
+            return
+        for name in self.declared:
+            doc = load_json(self.mirror.keys.get(f"{self.prefix}galera/{name}"))
+            left = str(doc.get("left", ""))
+            if name == self.node or left in self.evicted or not UUID.fullmatch(left):
+                continue
+            self.evicted.add(left)
+            log.warning("%s: %s's server is gone (its agent says so): evicted", self.group, name)
+            evict = f"SET GLOBAL wsrep_provider_options='evs.evict={left}'"
+            try:
+                await self._query(evict, within=2)
+            except (pymysql.MySQLError, OSError, TimeoutError) as exc:
+                log.error("%s: could not evict %s (%s): left to time out", self.group, name, exc)
+
+    async def _forget_evicted(self, size: int) -> None:
+        """Once every declared member is back in the component, its evict list is cleared:
+        evicted runs that linger in it kept the next view change from completing."""
+        full = size >= len(self.declared)
+        if full and not self.evict_list_clear:
+            try:
+                await self._query("SET GLOBAL wsrep_provider_options='evs.evict='", within=2)
+            except (pymysql.MySQLError, OSError, TimeoutError) as exc:
+                log.error("%s: could not clear the evict list (%s)", self.group, exc)
+                return
+        self.evict_list_clear = full
 
     async def _bootstrap_if_picked(self) -> None:
         now = time.monotonic()
@@ -226,11 +314,20 @@ class GaleraHandler(MariadbHandler):
         log.warning("%s: %s (pc.bootstrap)", self.group, decided.reason)
         try:
             await self._query("SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'", within=5)
-        except (pymysql.MySQLError, OSError, TimeoutError) as exc:
-            # stopped instead: started again, it bootstraps a new cluster from its data
-            log.error("%s: pc.bootstrap failed (%s): restarting to bootstrap", self.group, exc)
-            await self.stop()
+        except pymysql.MySQLError as exc:
+            if answered(exc):  # e.g. a view change in progress: tried again at the next look
+                log.error("%s: pc.bootstrap refused (%s): trying again", self.group, exc)
+                return
+            await self._restart_to_bootstrap(exc)
+        except (OSError, TimeoutError) as exc:
+            await self._restart_to_bootstrap(exc)
         self.cut_off_since = now
+
+    async def _restart_to_bootstrap(self, exc: BaseException) -> None:
+        """The server does not answer: stopped, then started again (holding the claim), it
+        bootstraps a new cluster from its data."""
+        log.error("%s: pc.bootstrap failed (%s): restarting to bootstrap", self.group, exc)
+        await self.stop()
 
     async def promote(self, epoch: int) -> None:
         return None  # every member of the primary component is an active

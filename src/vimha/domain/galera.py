@@ -9,7 +9,11 @@ new cluster: one started from any other would lose what the others committed aft
 Hence:
 
 - a member that sees another member in the primary component (or joining it, or claiming
-  the bootstrap) joins: Galera brings it up to date by IST, or by a full SST;
+  the bootstrap) joins: Galera brings it up to date by IST, or by a full SST; but not while
+  that component still counts more members than run (its own previous run, killed a moment
+  ago, not evicted yet): a node that rejoins at the address of a member the others have not
+  let go of yet keeps them from agreeing on a view, and all fall to non-primary (seen: 10-16
+  s without writes). It waits until they have (bounded: `impatient`);
 - a member that left the cluster last and cleanly (`safe_to_bootstrap`) has everything: it
   may bootstrap at once;
 - otherwise a bootstrap waits until every declared member has reported its position (its
@@ -17,6 +21,10 @@ Hence:
   first name, bootstraps; the others join it. A member that cannot report (its node is
   gone) blocks the bootstrap: the operator removes it from the declaration when it is lost
   for good, rather than vimha guessing and losing transactions.
+- positions are compared only within one history (the cluster's state UUID): members whose
+  data belong to different histories (a cluster bootstrapped apart from the others) are not
+  comparable, and a bootstrap from either could discard what the other committed; none
+  bootstraps, the operator decides which history to keep (docs/operations.md).
 
 A running member cut off from the majority stays up in a non-primary component (it refuses
 queries) and merges back on its own when the network heals; when every member is such a
@@ -47,6 +55,8 @@ class Member:
     state: State
     seqno: int = -1  # last committed transaction; -1 when it has no data yet
     safe: bool = False  # left the cluster last and cleanly: has every transaction
+    history: str = ""  # the state UUID its seqno counts in; "" when it has no data yet
+    size: int = 0  # running: how many members its component (primary or not) counts
 
 
 class Act(StrEnum):
@@ -62,13 +72,25 @@ class Plan:
 
 
 def plan(
-    me: str, declared: Sequence[str], members: Mapping[str, Member], claim: str | None
+    me: str,
+    declared: Sequence[str],
+    members: Mapping[str, Member],
+    claim: str | None,
+    impatient: bool = False,
 ) -> Plan:
     """What member `me` does now. `claim`: the member that claimed the bootstrap of a new
-    cluster and is not yet in it (None when nobody did)."""
+    cluster and is not yet in it (None when nobody did). `impatient`: it has waited long
+    enough for the primary component to let its previous run go; it joins all the same."""
     others = [members[n] for n in declared if n != me and n in members and members[n].live]
     running = [m for m in others if m.state is State.PRIMARY]
     if running:
+        counted = max(m.size for m in running)
+        if counted > len(running) and not impatient:
+            return Plan(
+                Act.WAIT,
+                f"the primary component counts {counted} members but {len(running)} run: "
+                "waiting for it to let go of this member's previous run",
+            )
         return Plan(Act.JOIN, f"{running[0].name} is in the primary component: join it")
     if claim is not None and claim != me:
         return Plan(Act.JOIN, f"{claim} bootstraps the cluster: join it")
@@ -89,7 +111,18 @@ def plan(
             f"no primary component; waiting for {', '.join(missing)} to report its position "
             "(a bootstrap without it could lose committed transactions)",
         )
-    first = sorted(known.values(), key=lambda m: (-m.seqno, m.name))[0]
+    histories = {m.history for m in known.values() if m.history and m.seqno >= 0}
+    if len(histories) > 1:
+        held = ", ".join(f"{n}: {m.history}:{m.seqno}" for n, m in sorted(known.items()))
+        return Plan(
+            Act.WAIT,
+            f"no primary component; the members' data belong to different histories ({held}): "
+            "a bootstrap from either could lose what the other committed; the operator "
+            "decides which to keep",
+        )
+    # the most advanced; of equals, one in the largest running component (a member cut off
+    # alone would make a primary component that no client reaches), then by name
+    first = sorted(known.values(), key=lambda m: (-m.seqno, -m.size, m.name))[0]
     if first.name == me:
         return Plan(
             Act.BOOTSTRAP,
