@@ -121,3 +121,61 @@ def test_a_replica_behind_in_applying_is_promoted_with_everything_it_received(
     finally:
         os.kill(int(members[other]["agentPid"]), signal.SIGCONT)
     until(group.settled, 120)
+
+
+def rows(address: str) -> int:
+    conn = connect(address)
+    try:
+        return int(MY.run(conn, "SELECT COUNT(*) FROM app.t")[0][0])
+    finally:
+        conn.close()
+
+
+def slave_status(address: str) -> dict[str, Any]:
+    conn = connect(address)
+    try:
+        with conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute("SHOW SLAVE STATUS")
+            return dict(cur.fetchone() or {})
+    finally:
+        conn.close()
+
+
+def test_a_replica_that_asks_a_promoted_primary_too_early_asks_again(group: AgentGroup) -> None:
+    """Replicas follow a new primary as soon as it holds the slot, while it may still be
+    applying what it received. A replica further on than what the new primary has written
+    yet is refused (error 1236), which MariaDB treats as final: its receiver stops for good,
+    and the new primary's semi-synchronous commits wait for another replica. The replica asks
+    again until the promotion is done."""
+    until(group.settled, 120)
+    replicas_refuse_writes(group)
+    active = until(group.active)
+    fresh, behind = sorted(n for n in NODES if n != active["member"])
+    addr = {n: f"127.0.0.1:{group.ports[n]}" for n in NODES}
+    lock = connect(addr[fresh])
+    primary = connect(active["address"])
+    try:
+        MY.run(lock, "STOP SLAVE SQL_THREAD")  # `fresh` receives, does not apply
+        for sql in MY.prepare:
+            MY.run(primary, sql)
+        for i in range(1, 101):
+            MY.run(primary, MY.insert, i)  # `behind` applies these
+        until(lambda: rows(addr[behind]) == 100, 30)
+        conn = connect(addr[behind])
+        MY.run(conn, "STOP SLAVE IO_THREAD")  # receives no more: `fresh` is the freshest
+        conn.close()
+        for i in range(101, 201):
+            MY.run(primary, MY.insert, i)  # acknowledged once `fresh` received it
+        MY.run(lock, "FLUSH TABLES WITH READ LOCK")  # its applier, once started, waits
+    finally:
+        primary.close()
+    os.kill(int(active["pid"]), signal.SIGKILL)
+    try:
+        # `behind` follows `fresh` and asks for what comes after its 100th: not written yet
+        until(lambda: slave_status(addr[behind]).get("Last_IO_Errno") == 1236, 30)
+    finally:
+        lock.close()  # the promotion goes on: `fresh` applies, writes, becomes the primary
+    until(lambda: (a := group.active()) and a["member"] == fresh, 60)
+    until(lambda: rows(addr[behind]) == 200, 30)
+    assert slave_status(addr[behind])["Slave_IO_Running"] == "Yes"
+    until(group.settled, 120)

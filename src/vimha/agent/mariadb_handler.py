@@ -57,6 +57,10 @@ from vimha.ports.coordination import Coordination
 WAS_PRIMARY = "vimha.was_primary"
 CATCH_UP = 60.0  # how long a promoted replica may take to apply what it received (s)
 BACKLOG = 100  # received, not yet applied: a replica this far behind says so
+NOT_IN_BINLOG = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: asked for what the active lacks
+ASK_AGAIN = 0.3  # a replica refused so asks again this often (s)
+NOT_OPEN = {(2002,), (2003,)}  # the client found no server at the socket or port
+STARTING = 30.0  # a server started this recently that does not answer yet is starting (s)
 
 
 def gtid_position(text: str | None) -> int:
@@ -90,6 +94,8 @@ class MariadbHandler:
         self.conn: Any = None
         self.server_id = zlib.crc32(node.encode()) % 4_000_000_000 + 1
         self._epoch_task: asyncio.Task[None] | None = None
+        self._asked_at = 0.0  # a refused receiver was last asked to try again
+        self.started_at = 0.0  # time.monotonic() of the server's start
         # The member's queries run one at a time in a thread of their own: a server that
         # hangs (a STOP SLAVE waiting on a frozen primary) must not take the agent's shared
         # threads, which renew its leases, nor be queried by two threads at once.
@@ -170,6 +176,7 @@ class MariadbHandler:
                 "--rpl-semi-sync-master-timeout=4294967295",  # never fall back to async
                 "--rpl-semi-sync-slave-kill-conn-timeout=1",  # a STOP SLAVE waits no longer
             ]  # fmt: skip
+        self.started_at = time.monotonic()
         self.process = spawn_member(argv, self.user)
 
     async def stop(self) -> None:
@@ -228,7 +235,12 @@ class MariadbHandler:
             )
             replica = await self._query("SHOW SLAVE STATUS", within=self.cfg.timeout)
         except (pymysql.MySQLError, OSError, TimeoutError) as exc:
-            return Health(False, f"mariadb: {str(exc).strip()[:120]}")
+            # a server still recovering from a crash has not opened its socket yet: restarted
+            # for that, it would only begin its recovery again
+            opening = isinstance(exc, pymysql.OperationalError) and exc.args[:1] in NOT_OPEN
+            young = time.monotonic() - self.started_at < STARTING
+            detail = f"mariadb: {str(exc).strip()[:120]}"
+            return Health(False, detail, recovering=opening and young)
         applied = gtid_position(str(state["pos"]))
         if not state["ro"]:
             return Health(True, "primary", applied)
@@ -243,7 +255,23 @@ class MariadbHandler:
                 return Health(True, f"replica, {backlog} transactions to apply", position)
             return Health(True, "replica", position)
         error = replica[0].get("Last_IO_Error") or replica[0].get("Last_SQL_Error") or ""
+        if int(replica[0].get("Last_IO_Errno") or 0) == NOT_IN_BINLOG:
+            await self._ask_again()
         return Health(True, f"replica, link to active down {str(error)[:80]}".strip(), position)
+
+    async def _ask_again(self) -> None:
+        """Its receiver asked the active for transactions the active had not written yet: the
+        active was still applying what it had received before its promotion (replicas follow
+        it as soon as it holds the slot). MariaDB treats that as fatal and stops asking;
+        asked again, it gets them once the promotion is done. Without this, the primary's
+        semi-synchronous commits waited 4-5 s for its old primary to come back as a replica.
+        A replica truly ahead (diverged) keeps failing, as before."""
+        now = time.monotonic()
+        if now - self._asked_at < ASK_AGAIN:
+            return
+        self._asked_at = now
+        with contextlib.suppress(pymysql.MySQLError, OSError, TimeoutError):
+            await self._query("START SLAVE IO_THREAD", within=self.cfg.timeout)
 
     async def promote(self, epoch: int) -> None:
         try:
