@@ -79,7 +79,11 @@ class GaleraConfig(_Model):
     port: int = Field(4567, ge=1, le=65535, description="Group communication (gcomm)")
     ist_port: int = Field(4568, ge=1, le=65535, description="Incremental state transfers")
     sst_port: int = Field(4444, ge=1, le=65535, description="Full state transfers")
-    sst_method: Literal["rsync", "mariabackup"] = "rsync"
+    sst_method: Literal["rsync"] = Field(
+        "rsync",
+        description="How a member with no usable data gets all of it from a donor (the donor "
+        "is read-locked meanwhile); mariabackup is not supported yet",
+    )
     suspect_timeout: float = Field(
         1.0,
         ge=0.5,

@@ -15,7 +15,7 @@ communication identity of its last run, which the others evict at once.)
   after a crash, then handed to the server as its start position: without it a bootstrap
   would begin a new history from 0) and published; then it joins the members in the primary
   component (Galera transfers what it lacks: IST from their write-set cache, else a full SST
-  by rsync or mariabackup), bootstraps a new cluster when the plan says so (after claiming
+  by rsync), bootstraps a new cluster when the plan says so (after claiming
   the bootstrap in the coordination backend, so that two members never both do), or waits
   (HandlerFailed with the reason: the agent tries again).
 - monitor: healthy while in the primary component and synced. Joining (a state transfer),
