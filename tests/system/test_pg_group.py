@@ -72,3 +72,56 @@ def test_primary_killed_then_frozen_nothing_acknowledged_is_lost(group: AgentGro
     assert after2["epoch"] > after["epoch"]
     until(group.settled, 120)
     assert PG.writable(group) == 1
+
+
+def on(address: str, *statements: str) -> list[Any]:
+    conn = connect(address)
+    try:
+        rows: list[Any] = []
+        for sql in statements:
+            rows = PG.run(conn, sql)
+        return rows
+    finally:
+        conn.close()
+
+
+def test_the_standby_that_received_most_is_promoted_not_the_one_that_replayed_most(
+    group: AgentGroup,
+) -> None:
+    """A commit is acknowledged once a standby has flushed it, maybe long before it replays
+    it: the freshest standby is the one that received most, and it is promoted (a promotion
+    replays all it received). Ranked by what they replayed, the other would be, and the
+    commits only this one received would be lost."""
+    until(group.settled, 120)
+    active = until(group.active)
+    first, second = sorted(n for n in NODES if n != active["member"])  # first wins a tie
+    addr = {n: f"{group.hosts[n]}:{group.ports[n]}" for n in NODES}
+    primary = connect(active["address"])
+    try:
+        for sql in PG.prepare:
+            PG.run(primary, sql)
+        on(addr[second], "SELECT pg_wal_replay_pause()")  # `second` receives, replays no more
+        for i in range(1, 11):
+            PG.run(primary, PG.insert, i)  # `first` replays these too: it replayed more
+        (lsn,) = PG.run(primary, "SELECT pg_current_wal_lsn()::text")[0]
+        until(lambda: on(addr[first], f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'")[0][0], 30)
+        on(addr[first], "ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()")
+        until(lambda: PG.run(primary, "SELECT count(*) FROM pg_stat_replication")[0][0] == 1, 30)
+        acked = list(range(1, 201))
+        for i in acked[10:]:
+            PG.run(primary, PG.insert, i)  # acknowledged once `second` flushed it
+    finally:
+        primary.close()
+    agent = int(group.members()[active["member"]]["agentPid"])
+    os.kill(int(active["pid"]), signal.SIGKILL)
+    # its agent releases the slot, then starts it again at once, with all of its data, and it
+    # may win the slot back: frozen once it has released, it leaves the choice to the standbys
+    until(lambda: group.members()[active["member"]].get("slot") is None, 10)
+    os.kill(agent, signal.SIGSTOP)
+    try:
+        new = until(lambda: (a := group.active()) and a, 60, group.members)
+        assert new["member"] == second, new
+        PG.check_nothing_lost(acked, new, "t")
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    until(group.settled, 120)  # `first` follows the new primary, the old one is cloned afresh

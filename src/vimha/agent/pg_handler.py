@@ -187,15 +187,21 @@ class PostgresHandler:
         if (failed := process_failure(self.process, "postgres")) is not None:
             return failed
         try:
-            standby, replayed, written = await self._query(
+            standby, replayed, received, written = await self._query(
                 "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
+                "pg_last_wal_receive_lsn()::text, "
                 "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END"
             )
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self._close()
             return Health(False, f"postgres: {str(exc).strip()[:120]}")
         if standby:
-            return Health(True, "standby", lsn(str(replayed) if replayed else None))
+            # what it received (flushed) counts, not what it replayed: a commit is acknowledged
+            # once a standby flushed it, and a promotion replays everything received first
+            position = max(
+                lsn(str(replayed) if replayed else None), lsn(str(received) if received else None)
+            )
+            return Health(True, "standby", position)
         return Health(True, "primary", lsn(str(written)))
 
     async def promote(self, epoch: int) -> None:
