@@ -139,7 +139,7 @@ def test_a_restarted_member_waits_until_the_others_let_its_previous_run_go() -> 
         Member("c", True, State.PRIMARY, size=3),
     )
     decided = plan("a", DECLARED, counting_me, None)
-    assert decided.act is Act.WAIT and "previous run" in decided.reason
+    assert decided.act is Act.WAIT and decided.evicting and "previous run" in decided.reason
     assert plan("a", DECLARED, counting_me, None, impatient=True).act is Act.JOIN
     let_go = members(
         stopped("a", 5),

@@ -124,7 +124,7 @@ class GaleraHandler(MariadbHandler):
             "state": state.value,
             "seqno": seqno,
             "safe": safe,
-            "history": history.strip("0-") and history,
+            "history": history if history.strip("0-") else "",  # all zeros: no data yet
             "size": size,
             "left": "" if running else self.gcomm_uuid,
             "gcomm": self.gcomm,
@@ -204,8 +204,7 @@ class GaleraHandler(MariadbHandler):
         now = time.monotonic()
         impatient = bool(self.waiting_since) and now - self.waiting_since > self._patience()
         decided = plan(self.node, self.declared, self._members(), self.claim.holder(), impatient)
-        waiting = decided.act is Act.WAIT and "previous run" in decided.reason
-        self.waiting_since = (self.waiting_since or now) if waiting else 0.0
+        self.waiting_since = (self.waiting_since or now) if decided.evicting else 0.0
         if decided.reason != self.last_plan:
             log.warning("%s: %s", self.group, decided.reason)
             self.last_plan = decided.reason

@@ -69,6 +69,7 @@ class Act(StrEnum):
 class Plan:
     act: Act
     reason: str
+    evicting: bool = False  # it waits for the primary component to let its previous run go
 
 
 def plan(
@@ -90,6 +91,7 @@ def plan(
                 Act.WAIT,
                 f"the primary component counts {counted} members but {len(running)} run: "
                 "waiting for it to let go of this member's previous run",
+                evicting=True,
             )
         return Plan(Act.JOIN, f"{running[0].name} is in the primary component: join it")
     if claim is not None and claim != me:
