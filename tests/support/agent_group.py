@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -109,6 +110,17 @@ class AgentGroup:
                     }
                 ]
             (home / "agent.yaml").write_text(yaml.safe_dump(config))
+
+    def keep_logs(self) -> Path:
+        """A copy of the agents' and their servers' logs, kept after the group is removed:
+        for a failure that is rare (a test's message names it)."""
+        kept = Path(tempfile.mkdtemp(prefix="vimha-kept-"))
+        for log in self.base.rglob("*.log"):
+            if log.is_file() and log.stat().st_size < 50_000_000:
+                target = kept / log.relative_to(self.base)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(log, target)
+        return kept
 
     def create_network(self) -> None:
         if self.net is not None:

@@ -54,16 +54,19 @@ def test_members_killed_frozen_cut_off_and_wiped_no_confirmed_message_lost(
     lb = g.lb["mq"]
     with RabbitPublisher(lb) as p:
         p.more(50)
+        began = {"kill": p.next}  # the first id published in each phase
         killed = g.members()[NODES[0]]
         os.kill(int(killed["pid"]), signal.SIGKILL)
         p.more(50)
         until(lambda: g.healthy() == list(NODES), 120)  # restarted, rejoined
 
+        began["stop"] = p.next
         frozen = g.members()[NODES[1]]
         os.kill(int(frozen["pid"]), signal.SIGSTOP)
         p.more(50)
         until(lambda: g.healthy() == list(NODES), 120)  # the hung one killed and restarted
 
+        began["cut"] = p.next
         cut = NODES[2]
         broker = g.members()[cut]["pid"]
         g.link(cut, up=False)
@@ -85,6 +88,7 @@ def test_members_killed_frozen_cut_off_and_wiped_no_confirmed_message_lost(
         g.link(cut, up=True)
         until(lambda: g.healthy() == list(NODES), 120)  # resumed by itself
 
+        began["wipe"] = p.next
         wiped = NODES[0]
         g.procs[wiped].kill()  # the node goes, its broker with it; its disk is replaced
         g.procs[wiped].wait()
@@ -96,4 +100,7 @@ def test_members_killed_frozen_cut_off_and_wiped_no_confirmed_message_lost(
     until(lambda: not g.alarms(), 60)
     got = drained(lb)
     lost = sorted(set(p.acked) - got)
-    assert not lost, f"confirmed messages lost: {lost[:10]} of {len(p.acked)}"
+    assert not lost, (
+        f"confirmed messages lost: {len(lost)} of {len(p.acked)}, {lost[:10]} .. {lost[-3:]}; "
+        f"the phases began at ids {began}; logs kept in {g.keep_logs()}"
+    )
