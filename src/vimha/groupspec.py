@@ -336,4 +336,5 @@ def peer_from(doc: dict[str, Any]) -> Peer:
         int(doc.get("position", -1)),
         doc.get("slot"),
         bool(doc.get("partitioned")),
+        frozenset(str(k) for k in doc.get("seen") or ()),
     )

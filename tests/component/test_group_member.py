@@ -165,3 +165,55 @@ async def test_a_process_gone_counts_at_once(tmp_path: Path) -> None:
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+class LateStandby(FakeHandler):
+    """A standby with a replication position: `before` until the active released its slot,
+    `after` since (it had received more than it had said); its first check after the release
+    takes `late` seconds (a busy node)."""
+
+    def __init__(self, coord: LocalCoordination, before: int, after: int, late: float = 0) -> None:
+        super().__init__()
+        self.coord = coord
+        self.before, self.after, self.late = before, after, late
+
+    async def monitor(self) -> Health:
+        if await self.coord.get("/vimha/vim/groups/g/released/0") is None:
+            return Health(True, "standby", position=self.before)
+        if self.late:
+            late, self.late = self.late, 0.0
+            await asyncio.sleep(late)
+        return Health(True, "standby", position=self.after)
+
+
+async def test_the_slot_goes_to_the_freshest_even_when_its_position_is_published_late(
+    tmp_path: Path,
+) -> None:
+    """b received the most but its first check after the release is slow (3 monitor rounds):
+    c, whose position beats what b had published, waits for b's fresh one."""
+    holder = FakeHandler()
+    coord, stop, task = await active_member(tmp_path, holder)
+    cfg = config(members=["a", "b", "c"], monitor_interval=0.1)
+    b, c = LateStandby(coord, 10, 20, late=0.3), LateStandby(coord, 15, 15)
+    members = {
+        n: GroupMember(n, "vim", cfg, coord, tmp_path / n, handler=h)
+        for n, h in (("b", b), ("c", c))
+    }
+    tasks = [asyncio.create_task(m.run(stop)) for m in members.values()]
+    try:
+        for _ in range(100):  # both standbys published their positions
+            docs = [await coord.get(f"/vimha/vim/groups/g/members/{n}") for n in members]
+            if all(d is not None and '"position": 1' in d.value for d in docs):
+                break
+            await asyncio.sleep(0.05)
+        holder.healthy = False
+        assert "local monitor failed" in await resigned(coord)
+        for _ in range(100):
+            if any(m.role == "active" for m in members.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert members["b"].role == "active" and members["c"].role != "active"
+        assert b.promoted and not c.promoted
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(task, *tasks), 10)

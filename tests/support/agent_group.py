@@ -307,7 +307,11 @@ class ClusterHarness(AgentGroup):
             self.controller.migrate()
             self.controller.start()
             self.start_all(timeout)
-            until(lambda: not self.alarms(), 30, self.alarms)
+            until(
+                lambda: not self.alarms(),
+                30,
+                lambda: (self.alarms(), self.members(), f"logs kept in {self.keep_logs()}"),
+            )
             yield self
         finally:
             self.controller.stop()

@@ -8,6 +8,7 @@ every member is back in the cluster."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,14 +17,35 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pika  # type: ignore[import-untyped]
+import pika.exceptions  # type: ignore[import-untyped]
 import pytest
 
 from tests.conftest import require_system
 from tests.support.agent_group import ClusterHarness, until
-from tests.support.cluster_clients import RabbitPublisher, drained
+from tests.support.cluster_clients import QUEUE, RabbitPublisher, amqp, drained
 
 NODES = ("mq-1", "mq-2", "mq-3")
 BIN = Path("/usr/lib/rabbitmq/bin")
+
+
+def serves_alone(address: str) -> str | None:
+    """What a client connecting straight to a member finds, when it is not the cluster's
+    queue: the member is up but has not joined (None: refused, or the cluster's queue)."""
+    try:
+        conn = amqp(address)
+    except (pika.exceptions.AMQPError, OSError):
+        return None  # not accepting clients
+    try:
+        conn.channel().queue_declare(QUEUE, passive=True)
+        return None
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        return f"a member without the cluster's queue accepted a client: {exc}"
+    except (pika.exceptions.AMQPError, OSError):
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 def handler(port: int) -> dict[str, Any]:
@@ -92,10 +114,22 @@ def test_members_killed_frozen_cut_off_and_wiped_no_confirmed_message_lost(
         wiped = NODES[0]
         g.procs[wiped].kill()  # the node goes, its broker with it; its disk is replaced
         g.procs[wiped].wait()
+        until(lambda: wiped not in g.members(), 30)  # its agent's lease ran out
         shutil.rmtree(g.base / wiped / "run" / "rabbitmq-mq")
         p.more(50)
         g.start(wiped)
-        until(lambda: g.healthy() == list(NODES), 180)  # joined again from nothing
+        address = f"{g.hosts[wiped]}:{g.ports[wiped]}"
+        alone: list[str] = []  # what a client found at the member's own address meanwhile
+
+        def rejoined() -> bool:
+            if (found := serves_alone(address)) is not None:
+                alone.append(found)
+            return g.healthy() == list(NODES)
+
+        until(rejoined, 180)  # joined again from nothing
+        # before it joined, it ran as a cluster of one: a client it had accepted then would
+        # have seen its publishes confirmed, and lost when it joined
+        assert not alone, f"{len(alone)} times: {alone[0]}"
         p.more(20)
     until(lambda: not g.alarms(), 60)
     got = drained(lb)

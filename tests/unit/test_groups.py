@@ -24,6 +24,7 @@ from vimha.domain.groups import (
     decide_member,
     group_conditions,
     snapshot,
+    unmeasured,
 )
 
 AS = GroupPolicy(Policy.ACTIVE_STANDBY, 3)
@@ -94,6 +95,34 @@ def test_the_freshest_standby_takes_over() -> None:
         view("c", position=100, peers=(Peer("b", "h-b", True, 90),), vacancies=free), AS
     )
     assert d.act is Act.TAKE
+
+
+def test_a_free_slot_waits_for_positions_measured_after_it_was_safe_to_take() -> None:
+    released = Vacancy(0, "a", "h-a", released=True, epoch=7)
+    key = released.key
+    assert key is not None
+    stale = Peer("c", "h-c", True, position=90)  # published before it saw the slot free
+    fresh = Peer("c", "h-c", True, position=95, seen=frozenset({key}))
+    mine = frozenset({key})
+    v = view("b", position=100, peers=(stale,), vacancies=(released,))
+    assert unmeasured(v, 0) == ("b", "c")  # nor has mine been measured since
+    v = MemberView("b", True, 100, None, (stale,), (released,), mine)
+    assert unmeasured(v, 0) == ("c",)
+    v = MemberView("b", True, 100, None, (fresh,), (released,), mine)
+    assert unmeasured(v, 0) == ()
+    # neither the unhealthy, nor a holder, nor members without positions are waited for
+    others = (Peer("c", "h", False, 5), Peer("d", "h", True, 5, slot=1), Peer("e", "h", True))
+    assert unmeasured(MemberView("b", True, 100, None, others, (released,), mine), 0) == ()
+    assert unmeasured(view("b", position=-1, peers=(stale,), vacancies=(released,)), 0) == ()
+
+
+def test_a_vacancy_is_a_new_one_when_fenced_too_or_vacated_again() -> None:
+    lapsed = Vacancy(0, "a", "h-a", epoch=7)
+    assert lapsed.key is None  # not safe: no position is final yet
+    released = Vacancy(0, "a", "h-a", released=True, epoch=7)
+    both = Vacancy(0, "a", "h-a", released=True, fenced=True, epoch=7)
+    again = Vacancy(0, "b", "h-b", released=True, epoch=8)
+    assert len({released.key, both.key, again.key}) == 3
 
 
 def test_a_stale_standby_waits_or_takes_over_as_the_policy_says() -> None:

@@ -29,13 +29,15 @@ from typing import Any
 
 from vimha.agent.handlers import Handler, HandlerFailed, Health, make_handler
 from vimha.domain.errors import Temporary
-from vimha.domain.groups import Act, Decision, MemberView, Vacancy, decide_member
+from vimha.domain.groups import Act, Decision, MemberView, Vacancy, decide_member, unmeasured
 from vimha.drivers.coord_mirror import Mirror, load_json
 from vimha.groupspec import GroupConfig, fenced_prefix, groups_prefix, peer_from
 from vimha.ports.coordination import Coordination, LeaseLost
 
 log = logging.getLogger("vimha.agent.groups")
 START_GRACE = 3.0  # a member just (re)started is not restarted again for failing checks
+# monitor rounds a free slot waits for a silent candidate's fresh position (`_settled`)
+SETTLE_ROUNDS = 5
 
 
 def group_mirror(coord: Coordination, vim: str) -> Mirror:
@@ -78,6 +80,8 @@ class GroupMember:
         self.last_decision: Decision | None = None
         self.published: dict[str, Any] = {}
         self.vacant_since: dict[int, float] = {}
+        self.seen: frozenset[str] = frozenset()  # vacancies seen before the last monitor
+        self.unsettled_said = ""
         self.role = "standby"
         self.unreleased: tuple[int, str] | None = None  # a release not yet written
         self.taken = ""  # the value of the slot key this member holds
@@ -135,6 +139,7 @@ class GroupMember:
                     and holder_entry is not None
                     and fence.revision > holder_entry.revision,
                     int(released.get("position", -1)) if released else -1,
+                    int(holder.get("epoch") or 0),
                 )
             )
         return MemberView(
@@ -144,6 +149,7 @@ class GroupMember:
             self.holding,
             tuple(peers),
             tuple(vacancies),
+            self.seen,
         )
 
     def _active_address(self) -> str | None:
@@ -286,6 +292,7 @@ class GroupMember:
             "pid": self.handler.pid,
             "agentPid": os.getpid(),
             "decision": self.last_decision.reason if self.last_decision else "",
+            "seen": sorted(self.seen) if self.health.position >= 0 else [],
         }
         if doc == self.published or self.lease == 0:
             return
@@ -293,16 +300,31 @@ class GroupMember:
         await self.coord.put(self.prefix + f"members/{self.node}", value, self.lease)
         self.published = doc
 
-    async def _settled(self, decision: Decision) -> bool:
-        """A free slot goes to the freshest standby: positions are given one monitor round to
-        be published before a handler with positions takes it."""
+    def _settled(self, decision: Decision) -> bool:
+        """A free slot goes to the freshest standby: when positions rank the candidates, it
+        is taken once each of them has published a position measured after it saw the slot
+        free (`unmeasured`), or, should one stay silent, after SETTLE_ROUNDS monitor rounds
+        (ranked by what it published last)."""
         if decision.slot is None or self.health.position < 0:
             return True
-        first = self.vacant_since.setdefault(decision.slot, time.monotonic())
-        return time.monotonic() - first >= 1.5 * self.cfg.monitor_interval
+        now = time.monotonic()
+        first = self.vacant_since.setdefault(decision.slot, now)
+        late = unmeasured(self._view(), decision.slot)
+        if not late:
+            return True
+        if now - first < SETTLE_ROUNDS * self.cfg.monitor_interval:
+            return False
+        said = f"slot {decision.slot}: {', '.join(late)} published no position since it was free"
+        if said != self.unsettled_said:
+            log.warning("%s: %s; ranked by their last ones", self.cfg.name, said)
+            self.unsettled_said = said
+        return True
 
     async def step(self) -> None:
+        # what is free before the check: a position measured now is as of after that
+        before = frozenset(k for v in self._view().vacancies if (k := v.key) is not None)
         self.health = self._judged(await self.handler.monitor())
+        self.seen = before
         await self._say_released()
         if self.holding is not None:
             mine = load_json(self.mirror.keys.get(self.prefix + f"slots/{self.holding}"))
@@ -327,7 +349,7 @@ class GroupMember:
             )
             await self._resign(decision.slot, why)
         elif decision.act is Act.TAKE and decision.slot is not None:
-            if await self._settled(decision):
+            if self._settled(decision):
                 await self._take(decision.slot, decision.reason)
         elif decision.act is Act.HOLD and self.role != "active":
             await self._promote("taken, promotion interrupted: finished now")

@@ -113,15 +113,16 @@ class RabbitmqHandler:
             "RUNNING_UNDER_SYSTEMD": "true",
         }
 
-    def _write_files(self) -> None:
+    def _write_files(self, listen: bool = True) -> None:
         own(self.home, self.user)
         own(self.data, self.user)
         cookie = self.home / ".erlang.cookie"
         cookie.unlink(missing_ok=True)
         cookie.write_text(self.cfg.cookie)
         cookie.chmod(0o400)
+        listener = f"listeners.tcp.1 = {self.cfg.bind}:{self.cfg.port}" if listen else ""
         (self.home / "rabbitmq.conf").write_text(
-            f"listeners.tcp.1 = {self.cfg.bind}:{self.cfg.port}\n"
+            f"{listener or 'listeners.tcp = none'}\n"
             "loopback_users = none\n"
             "cluster_partition_handling = pause_minority\n"
             "log.console = false\n"
@@ -171,10 +172,13 @@ class RabbitmqHandler:
     # --- the handler -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._write_files()
-        await self._say(False)
         has_data = self._has_data()
         decided = plan(self.node, self.declared, self._members(), has_data, self.claim.holder())
+        # a member that joins first runs on its own, a cluster of one: no client may reach it
+        # then (what it confirmed would go when it joins), so it opens its AMQP port only
+        # once it is in the cluster
+        self._write_files(listen=decided.act is not Act.JOIN)
+        await self._say(False)
         if decided.reason != self.last_plan:
             log.warning("%s: %s", self.group, decided.reason)
             self.last_plan = decided.reason
@@ -195,17 +199,39 @@ class RabbitmqHandler:
         """Once the broker runs on its own: forgotten by the cluster (it may remember an
         earlier life of this node), joined, its quorum queues grown back onto it."""
         try:
-            await self._tool("rabbitmqctl", "await_startup", limit=self.cfg.start_timeout)
+            await self._started()
             await self._tool("rabbitmqctl", "stop_app")
-            with contextlib.suppress(HandlerFailed):  # it was never a member
+            try:
                 await self._tool("rabbitmqctl", "forget_cluster_node", self.nodename, node=peer)
+                log.warning("%s: %s forgot this node's earlier life", self.group, peer)
+            except HandlerFailed as exc:  # it was never a member
+                log.warning("%s: %s did not forget this node: %s", self.group, peer, exc)
             await self._tool("rabbitmqctl", "join_cluster", peer)
+            self._write_files(listen=True)  # its next boots
+            listener = f'[{{"{self.cfg.bind}", {self.cfg.port}}}]'
+            await self._tool(
+                "rabbitmqctl", "eval", f"application:set_env(rabbit, tcp_listeners, {listener})."
+            )
             await self._tool("rabbitmqctl", "start_app")
             await self._tool("rabbitmq-queues", "grow", self.nodename, "all")
             log.warning("%s: joined the cluster of %s", self.group, peer)
         except HandlerFailed as exc:
             self.join_failed = str(exc)
             log.error("%s: could not join %s: %s", self.group, peer, exc)
+
+    async def _started(self) -> None:
+        """Once the broker has started. `await_startup` fails at once while the Erlang node
+        is not up yet (the VM still loading): asked again until `start_timeout`."""
+        deadline = time.monotonic() + self.cfg.start_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                await self._tool("rabbitmqctl", "await_startup", limit=max(left, 1))
+                return
+            except HandlerFailed:
+                if left <= 0 or process_failure(self.process, "rabbitmq-server") is not None:
+                    raise
+            await asyncio.sleep(0.5)
 
     @property
     def _status_limit(self) -> float:

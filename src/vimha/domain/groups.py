@@ -65,6 +65,7 @@ class Peer:
     position: int = -1  # replication progress; -1 when the handler has none
     slot: int | None = None
     partitioned: bool = False  # it finds itself cut off from part of its cluster
+    seen: frozenset[str] = frozenset()  # vacancies it saw before measuring its position
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,17 @@ class Vacancy:
     released: bool = False  # the last holder demoted itself and said so
     fenced: bool = False  # the last holder's host was fenced since it took the slot
     position: int = -1  # the last holder's position when it released
+    epoch: int = 0  # of the last holding: a slot vacated twice is two vacancies
+
+    @property
+    def key(self) -> str | None:
+        """The vacancy's identity once it is safe to take (None before): positions measured
+        after a member saw it are final, the last holder no longer writes. It changes when
+        the last holder is also fenced."""
+        if _safe(self) is not None:
+            return None
+        how = ("r" if self.released else "") + ("f" if self.fenced else "")
+        return f"{self.slot}:{self.epoch}:{how}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +99,7 @@ class MemberView:
     holding: int | None  # the slot I hold
     peers: tuple[Peer, ...]
     vacancies: tuple[Vacancy, ...]
+    seen: frozenset[str] = frozenset()  # vacancies I saw before measuring my position
 
 
 class Act(StrEnum):
@@ -163,6 +176,23 @@ def decide_member(view: MemberView, policy: GroupPolicy) -> Decision:
             vacancy.slot,
         )
     return Decision(Act.TAKE, f"slot {vacancy.slot} free and safe: take it", vacancy.slot)
+
+
+def unmeasured(view: MemberView, slot: int) -> tuple[str, ...]:
+    """The candidates for a free slot (me and the healthy standbys, when positions rank
+    them) whose position was measured before they saw the slot safe to take: the slot
+    goes to the freshest only once none is left (a late publication would otherwise lose a
+    ranking it should win, and the acknowledged writes only it has)."""
+    vacancy = next((v for v in view.vacancies if v.slot == slot), None)
+    if vacancy is None or vacancy.key is None or view.position < 0:
+        return ()
+    late = [view.me] if vacancy.key not in view.seen else []
+    late += [
+        p.member
+        for p in view.peers
+        if p.healthy and p.slot is None and p.position >= 0 and vacancy.key not in p.seen
+    ]
+    return tuple(late)
 
 
 # --- the group as the controllers see it -------------------------------------------------

@@ -23,7 +23,10 @@ class LocalCoordination:
         self.leases: dict[int, tuple[float, float]] = {}  # id -> (ttl, expires at)
         self.ids = itertools.count(1)
         self.log: list[Change] = []
-        self.changed = asyncio.Condition()
+        # set, then replaced, at every change: watchers wait on the one current when they
+        # last looked (no lock: a Condition's lock could be left held by a watcher cancelled
+        # while it re-acquired it, Python 3.11, and every writer then hung)
+        self.changed = asyncio.Event()
 
     def _expire(self) -> None:
         now = self.clock.monotonic()
@@ -47,8 +50,8 @@ class LocalCoordination:
         del self.log[:-10000]
 
     async def _notify(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
 
     async def grant(self, ttl: float) -> int:
         lease = next(self.ids)
@@ -126,14 +129,14 @@ class LocalCoordination:
     async def watch(self, prefix: str, after: int) -> AsyncIterator[Change]:
         seen = after
         while True:
+            changed = self.changed
             self._expire()
             for change in [c for c in self.log if c.revision > seen]:
                 seen = change.revision
                 if change.key.startswith(prefix):
                     yield change
-            async with self.changed:
-                with contextlib.suppress(TimeoutError):  # leases expire too: look again
-                    await asyncio.wait_for(self.changed.wait(), 0.1)
+            with contextlib.suppress(TimeoutError):  # leases expire too: look again
+                await asyncio.wait_for(changed.wait(), 0.1)
 
     async def close(self) -> None:
         return None
