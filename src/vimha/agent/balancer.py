@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from vimha.agent.handlers import Health, process_failure, spawn_member
@@ -24,12 +26,35 @@ from vimha.ports.coordination import Coordination
 log = logging.getLogger("vimha.agent.balancer")
 
 
+ALIAS_PREFIX = "vimha-"
+
+
 def socket_path(wanted: Path) -> Path:
     """A UNIX socket's path must fit in 107 bytes: a deep run dir gets a short alias."""
     if len(str(wanted)) < 100:
         return wanted
     digest = hashlib.sha1(str(wanted).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"vimha-{digest}.sock"
+    return Path(tempfile.gettempdir()) / f"{ALIAS_PREFIX}{digest}.sock"
+
+
+def sweep_dead_aliases(older_than: float = 60.0) -> int:
+    """Remove the admin-socket aliases nobody listens on any more (an HAProxy killed with
+    its agent leaves its socket behind, and the run dir it stood for may be gone): those
+    that refuse a connection and are older than `older_than` seconds. How many went."""
+    gone = 0
+    for path in Path(tempfile.gettempdir()).glob(f"{ALIAS_PREFIX}*.sock"):
+        try:
+            if time.time() - path.lstat().st_mtime < older_than or not path.is_socket():
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(0.2)
+                probe.connect(str(path))
+        except ConnectionRefusedError:
+            path.unlink(missing_ok=True)
+            gone += 1
+        except OSError:
+            continue
+    return gone
 
 
 class HaproxyHandler:
@@ -84,6 +109,8 @@ class HaproxyHandler:
             render(self.frontends, self.socket, round(self.cfg.connect_timeout * 1000))
         )
         self.socket.unlink(missing_ok=True)
+        if self.socket.parent != self.run_dir:
+            sweep_dead_aliases()
         # the clients' path: as timely as the agent's own heartbeats
         self.process = spawn_member([self.cfg.binary, "-f", str(config), "-db"], keep_priority=True)
         self.stopping = asyncio.Event()
@@ -104,6 +131,7 @@ class HaproxyHandler:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await asyncio.to_thread(proc.wait)
+            self.socket.unlink(missing_ok=True)
 
     async def monitor(self) -> Health:
         if (failed := process_failure(self.process, "haproxy")) is not None:

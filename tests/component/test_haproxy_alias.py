@@ -1,0 +1,45 @@
+"""The admin-socket aliases of the balancer (agent/balancer.py): a deep run dir's HAProxy
+socket lives under the temp dir; those nobody listens on any more are swept at the next
+start (an HAProxy killed with its agent leaves its socket behind)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from vimha.agent.balancer import socket_path, sweep_dead_aliases
+
+
+def bound(path: Path, listening: bool) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    if listening:
+        s.listen()
+    return s
+
+
+def test_dead_aliases_are_swept_live_and_young_ones_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    alias = socket_path(tmp_path / ("deep" * 30) / "haproxy-g.sock")
+    assert alias.parent == tmp_path and alias.name.startswith("vimha-")
+    dead, live, young = (tmp_path / f"vimha-{n}.sock" for n in ("dead", "live", "young"))
+    bound(dead, listening=False).close()  # what a killed HAProxy leaves: nobody listens
+    listener = bound(live, listening=True)
+    bound(young, listening=False).close()
+    other = tmp_path / "vimha-file.sock"
+    other.write_text("not a socket")
+    try:
+        hour_ago = os.path.getmtime(dead) - 3600
+        for path in (dead, live, other):
+            os.utime(path, (hour_ago, hour_ago), follow_symlinks=False)
+        assert sweep_dead_aliases() == 1
+        assert not dead.exists()
+        assert live.exists() and young.exists() and other.exists()
+    finally:
+        listener.close()
