@@ -179,6 +179,12 @@ class KeepalivedHandlerConfig(_Model):
         description="A higher-priority member that comes back takes the address back (its "
         "clients' connections through the other one are cut once more); off: it stays backup",
     )
+    track: str | None = Field(
+        None,
+        min_length=1,
+        description="A group this node is a member of (the balancers'): while its member here "
+        "is not healthy, keepalived gives the address up (FAULT) and a peer takes it",
+    )
 
 
 class VipHandlerConfig(_Model):

@@ -71,6 +71,9 @@ def test_a_quorum_cluster_is_all_active_with_quorum() -> None:
     assert policy.policy is Policy.ALL_ACTIVE and policy.quorum
 
 
+KEEPALIVED = {"type": "keepalived", "interface": "mgmt", "vip": "10.100.1.250/24"}
+
+
 def agent(tmp_path: Path, **over: Any) -> Path:
     doc = {
         "node": "a",
@@ -93,6 +96,13 @@ def agent(tmp_path: Path, **over: Any) -> Path:
         ),
         ({"groups": [group(), group()], "coordination_url": "local:///x.db"}, "unique"),
         ({"groups": [group()], "coordination_url": "local://"}, "one process"),
+        (
+            {
+                "groups": [group(name="vip", handler=KEEPALIVED | {"track": "lb"}), group()],
+                "coordination_url": "local:///x.db",
+            },
+            "track: lb is not another group of this node",
+        ),
     ],
 )
 def test_agent_configs_with_bad_groups_are_refused(
@@ -105,3 +115,8 @@ def test_agent_configs_with_bad_groups_are_refused(
 def test_a_good_agent_config_with_groups_loads(tmp_path: Path) -> None:
     cfg = load_agent_config(agent(tmp_path, groups=[group()], coordination_url="local:///x.db"))
     assert cfg.groups[0].name == "kv"
+    tracking = group(name="vip", handler=KEEPALIVED | {"track": "kv"})
+    cfg = load_agent_config(
+        agent(tmp_path, groups=[tracking, group()], coordination_url="local:///x.db")
+    )
+    assert cfg.groups[0].handler.type == "keepalived"

@@ -346,7 +346,7 @@ def make_handler(
     if isinstance(cfg, KeepalivedHandlerConfig):
         from vimha.agent.vrrp import KeepalivedHandler
 
-        return KeepalivedHandler(group, node, cfg, run_dir)
+        return KeepalivedHandler(group, node, cfg, run_dir, vim, mirror)
     if isinstance(cfg, HaproxyHandlerConfig):
         from vimha.agent.balancer import HaproxyHandler
 

@@ -121,6 +121,12 @@ def _check_reporting(config: AgentConfig) -> None:
     for group in config.groups:
         if config.node not in group.members:
             raise InvalidInput(f"agent config: group {group.name}: {config.node} is not a member")
+        track = getattr(group.handler, "track", None)
+        if track is not None and (track not in groups or track == group.name):
+            raise InvalidInput(
+                f"agent config: group {group.name}: handler.track: {track} is not another "
+                "group of this node"
+            )
     if config.groups and not config.coordination_url:
         raise InvalidInput(
             "agent config: groups need coordination_url (etcd://... or local:///...)"

@@ -19,10 +19,21 @@ import subprocess
 from pathlib import Path
 
 from vimha.agent.handlers import HandlerFailed, Health, process_failure, spawn_member
-from vimha.groupspec import KeepalivedHandlerConfig, VipHandlerConfig
+from vimha.drivers.coord_mirror import Mirror, load_json
+from vimha.groupspec import KeepalivedHandlerConfig, VipHandlerConfig, groups_prefix
 
 
-def render(node: str, cfg: KeepalivedHandlerConfig) -> str:
+def render(node: str, cfg: KeepalivedHandlerConfig, track_file: Path | None = None) -> str:
+    tracked = (
+        f"""vrrp_track_file vimha_track {{
+    file "{track_file}"
+    weight 0
+}}
+"""
+        if track_file is not None
+        else ""
+    )
+    watch = "\n    track_file {\n        vimha_track weight 0\n    }" if track_file else ""
     return f"""global_defs {{
     router_id {node}
     vrrp_version 3
@@ -31,7 +42,7 @@ def render(node: str, cfg: KeepalivedHandlerConfig) -> str:
     script_user root
     enable_script_security
 }}
-vrrp_instance vimha_{cfg.router_id} {{
+{tracked}vrrp_instance vimha_{cfg.router_id} {{
     state BACKUP
     interface {cfg.interface}
     virtual_router_id {cfg.router_id}
@@ -39,18 +50,53 @@ vrrp_instance vimha_{cfg.router_id} {{
     advert_int {cfg.advert_interval:g}{"" if cfg.preempt else chr(10) + "    nopreempt"}
     virtual_ipaddress {{
         {cfg.vip}
-    }}
+    }}{watch}
 }}
 """
 
 
 class KeepalivedHandler:
-    def __init__(self, group: str, node: str, cfg: KeepalivedHandlerConfig, run_dir: Path) -> None:
+    """With `track`, keepalived watches a file (inotify) that the agent keeps at 0 while its
+    member of the tracked group is healthy and at 1 otherwise: weight 0 makes a non-zero
+    value a FAULT, in which keepalived gives the address up and a peer takes it."""
+
+    def __init__(
+        self,
+        group: str,
+        node: str,
+        cfg: KeepalivedHandlerConfig,
+        run_dir: Path,
+        vim: str = "vimha",
+        mirror: Mirror | None = None,
+    ) -> None:
         self.group = group
         self.node = node
         self.cfg = cfg
         self.run_dir = run_dir
         self.process: subprocess.Popen[bytes] | None = None
+        self.mirror = mirror
+        self.tracked_key = (
+            f"{groups_prefix(vim)}{cfg.track}/members/{node}" if cfg.track is not None else None
+        )
+        self.track_file = run_dir / f"keepalived-{group}.track" if cfg.track else None
+        self.tracked_ok: bool | None = None  # what the file says now
+
+    def _tracked_healthy(self) -> bool:
+        if self.mirror is None or self.tracked_key is None:
+            return False
+        return bool(load_json(self.mirror.keys.get(self.tracked_key)).get("healthy"))
+
+    def _write_track(self) -> str:
+        """The tracked member's health into the file when it changed; what it says."""
+        if self.track_file is None:
+            return ""
+        ok = self._tracked_healthy()
+        if ok != self.tracked_ok:
+            temp = self.track_file.with_suffix(".new")
+            temp.write_text("0\n" if ok else "1\n")
+            temp.replace(self.track_file)  # one inotify event, never a half-written value
+            self.tracked_ok = ok
+        return f"; {self.cfg.track} here {'healthy' if ok else 'not healthy: FAULT'}"
 
     @property
     def pid(self) -> int | None:
@@ -59,7 +105,9 @@ class KeepalivedHandler:
     async def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         conf = self.run_dir / f"keepalived-{self.group}.conf"
-        conf.write_text(render(self.node, self.cfg))
+        conf.write_text(render(self.node, self.cfg, self.track_file))
+        self.tracked_ok = None
+        self._write_track()  # before keepalived reads it
         argv = [
             self.cfg.binary, "--dont-fork", "--vrrp", "--log-console", "--use-file", str(conf),
             "--pid", str(self.run_dir / f"keepalived-{self.group}.pid"),
@@ -101,7 +149,9 @@ class KeepalivedHandler:
     async def monitor(self) -> Health:
         if (failed := process_failure(self.process, "keepalived")) is not None:
             return failed
-        return Health(True, "VIP holder (MASTER)" if await self.holds_vip() else "BACKUP")
+        tracked = self._write_track()
+        role = "VIP holder (MASTER)" if await self.holds_vip() else "BACKUP"
+        return Health(True, role + tracked)
 
     async def promote(self, epoch: int) -> None:
         return None

@@ -94,6 +94,8 @@ def demo_groups(
                     "vip": f"{vip(net)}/24",
                     "router_id": 50 + net.octet % 200,
                     "priority": 110 - 10 * BALANCERS.index(node),
+                    # the address goes where a balancer serves
+                    **({"track": "lb"} if shutil.which("haproxy") else {}),
                 },
             }
         )
