@@ -260,3 +260,22 @@ async def test_adopted_jobs_of_a_gone_controller_are_delivered_in_order(
     b.task.cancel()
     assert b.store.pending_deliveries(100) == []
     b.store.close()
+
+
+async def test_every_event_of_concurrent_requests_is_notified(rig: Rig) -> None:
+    """Requests ingesting at once share group commits; they wake in any order afterwards.
+    The jobs reach the dispatcher in commit order all the same (a job handed over after a
+    later one was skipped: its notification never sent)."""
+    rig.subscribe("http://a/cb")
+    threads, each = 8, 40
+
+    def worker(t: int) -> None:
+        rig.raise_alarms(each, start=t * 1000)
+
+    await asyncio.gather(*(asyncio.to_thread(worker, t) for t in range(threads)))
+    wanted = {f"h{t * 1000 + i}" for t in range(threads) for i in range(each)}
+    await rig.until(lambda: set(objects(rig.notifier.received["http://a/cb"])) >= wanted)
+    got = objects(rig.notifier.received["http://a/cb"])
+    assert len(got) == threads * each
+    await rig.dispatcher.flush()
+    assert rig.store.pending_deliveries(10_000, None, 0, None) == []  # recorded delivered

@@ -199,6 +199,10 @@ def undelivered(
     for name in ("logs", "vimha.log"):
         with contextlib.suppress(OSError):
             (shutil.copytree if name == "logs" else shutil.copy)(c.data / name, kept / name)
+    for log in (c.data / "nodes").glob("*/*.log"):  # the controllers' own
+        with contextlib.suppress(OSError):
+            (kept / log.parent.name).mkdir(exist_ok=True)
+            shutil.copy(log, kept / log.parent.name / log.name)
     return (
         f"{len(missing)} not notified (index, id), power-off at {fault_at}: {missing[:10]}; "
         f"alarms stored: {stored}; the cloud's logs: {kept}"

@@ -2,7 +2,10 @@
 
 Synchronous (the API calls it from worker threads); each call is one unit of work in the
 store, so an alarm change and the notifications it causes are stored together or not at all.
-After the commit, the new deliveries are handed to the dispatcher (`on_enqueued`).
+After the commit, the new deliveries are handed to the dispatcher (`on_enqueued`), by the
+store writer's thread in commit order: the dispatcher takes a subscriber's jobs in sequence
+order and skips one older than what it already holds (the callers, woken in any order after
+a group commit, once handed a later job first and an event's notification was never sent).
 """
 
 from __future__ import annotations
@@ -94,21 +97,21 @@ class FaultService:
 
     def ingest(self, events: Sequence[FaultEvent]) -> list[AlarmChange]:
         """Apply a batch of events atomically; returns the changes (REPEATED included)."""
-        changes, jobs = self.writer.call(lambda uow: self._ingest(uow, events))
-        return self._after_ingest(changes, jobs)
+        changes, _ = self.writer.call(lambda uow: self._ingest(uow, events), self._hand_over)
+        return self._after_ingest(changes)
 
     async def ingest_async(self, events: Sequence[FaultEvent]) -> list[AlarmChange]:
         """The same, awaiting the commit without blocking the event loop."""
-        changes, jobs = await self.writer.acall(lambda uow: self._ingest(uow, events))
-        return self._after_ingest(changes, jobs)
+        changes, _ = await self.writer.acall(lambda uow: self._ingest(uow, events), self._hand_over)
+        return self._after_ingest(changes)
 
-    def _after_ingest(
-        self, changes: list[AlarmChange], jobs: list[DeliveryJob]
-    ) -> list[AlarmChange]:
+    def _hand_over(self, result: tuple[list[AlarmChange], list[DeliveryJob]]) -> None:
+        self.on_enqueued(result[1])
+
+    def _after_ingest(self, changes: list[AlarmChange]) -> list[AlarmChange]:
         if log.isEnabledFor(logging.INFO):
             for change in changes:
                 log.info("alarm %s: %s", change.alarm.id, change.reason)
-        self.on_enqueued(jobs)
         return changes
 
     def _ingest(
@@ -162,9 +165,7 @@ class FaultService:
             self.subscriptions.refresh(uow.subscriptions_token())
             return self._enqueue(uow, kind, payload, subject, object_id)
 
-        jobs = self._retry(work)
-        self.on_enqueued(jobs)
-        return jobs
+        return self.writer.call(work, self.on_enqueued)
 
     def announce_alarm_list_rebuilt(self) -> list[DeliveryJob]:
         kind, payload, subject = notifications.alarm_list_rebuilt(self.base_url)

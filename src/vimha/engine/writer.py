@@ -33,6 +33,7 @@ WAL_LIMIT = 64 * 2**20
 class _Item:
     work: Callable[[UnitOfWork], Any]
     future: Future[Any]
+    after: Callable[[Any], None] | None = None  # run in the writer thread once committed
 
 
 class StoreWriter:
@@ -55,22 +56,29 @@ class StoreWriter:
                     )
                     self._thread.start()
 
-    def call(self, work: Callable[[UnitOfWork], T]) -> T:
+    def call(self, work: Callable[[UnitOfWork], T], after: Callable[[T], None] | None = None) -> T:
         """Run `work` in a unit of work and wait for the commit (blocking)."""
-        return self.submit(work).result()
+        return self.submit(work, after).result()
 
-    async def acall(self, work: Callable[[UnitOfWork], T]) -> T:
+    async def acall(
+        self, work: Callable[[UnitOfWork], T], after: Callable[[T], None] | None = None
+    ) -> T:
         """Run `work` in a unit of work; awaits the commit without blocking the loop."""
-        return await asyncio.wrap_future(self.submit(work))
+        return await asyncio.wrap_future(self.submit(work, after))
 
-    def submit(self, work: Callable[[UnitOfWork], T]) -> Future[T]:
+    def submit(
+        self, work: Callable[[UnitOfWork], T], after: Callable[[T], None] | None = None
+    ) -> Future[T]:
+        """`after(result)`, when given, runs in the writer thread once the work is committed,
+        before the next unit of work: what it hands on goes in commit order (the callers,
+        woken in any order, would not)."""
         future: Future[T] = Future()
         self._ensure_started()
         with self._submitting:
             if self._stopped:  # nobody would ever run it: its caller would wait for good
                 future.set_exception(Temporary("the store writer is stopped"))
             else:
-                self._queue.put(_Item(work, future))
+                self._queue.put(_Item(work, future, after))
         return future
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -129,7 +137,7 @@ class StoreWriter:
                 pass
             else:
                 for item, result in zip(group, results, strict=True):
-                    item.future.set_result(result)
+                    _committed(item, result)
                 return
         for item in group:
             self._run_one(item)
@@ -153,5 +161,14 @@ class StoreWriter:
                 item.future.set_exception(exc)
                 return
             else:
-                item.future.set_result(result)
+                _committed(item, result)
                 return
+
+
+def _committed(item: _Item, result: Any) -> None:
+    if item.after is not None:
+        try:
+            item.after(result)
+        except Exception as exc:  # the writer thread must never die; the work is committed
+            log.error("after a commit: %s", exc)
+    item.future.set_result(result)
