@@ -4,21 +4,26 @@ subscriber, isolation between subscribers, retries, expiry, restart, spill."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.fakes import FakeClock, FakeNotifier
 from vimha.domain.alarms import EventType, FaultEvent, Severity
 from vimha.domain.delivery import DeliveryStatus, RetryPolicy
+from vimha.domain.errors import StoreUnavailable
 from vimha.domain.subscriptions import Subscription, SubscriptionFilter
 from vimha.drivers.sqlstore import SqlStore
 from vimha.engine.dispatch import Dispatcher
 from vimha.engine.faults import FaultService, SubscriptionCache
+from vimha.engine.takeover import readopt_own
+from vimha.engine.writer import StoreWriter
 
 FAST = RetryPolicy(initial=0.01, maximum=0.05, give_up_after=60, jitter=0.5)
 
@@ -279,3 +284,60 @@ async def test_every_event_of_concurrent_requests_is_notified(rig: Rig) -> None:
     assert len(got) == threads * each
     await rig.dispatcher.flush()
     assert rig.store.pending_deliveries(10_000, None, 0, None) == []  # recorded delivered
+
+
+class AckLostStore(SqlStore):
+    """Commits, then fails as a database gone at that moment does: the commit landed, but
+    its caller is told the store is unavailable (once, when `lose` is set)."""
+
+    lose = False
+
+    @contextlib.contextmanager
+    def unit_of_work(self) -> Iterator[Any]:
+        with super().unit_of_work() as uow:
+            yield uow
+        if self.lose:
+            self.lose = False
+            raise StoreUnavailable("server closed the connection unexpectedly")
+
+
+async def test_a_commit_whose_acknowledgement_was_lost_is_still_notified(
+    tmp_path: Path,
+) -> None:
+    """The writer retries the event; the retry finds the alarm raised (a repetition: no
+    notification). The first commit's delivery is in the store, handed to no dispatcher
+    until the controller looks again at its own pending ones (`readopt_own`)."""
+    store = AckLostStore(f"sqlite:///{tmp_path / 's.db'}")
+    store.upgrade()
+    store.owner = "me"
+    clock, notifier = FakeClock(), FakeNotifier()
+    subs = SubscriptionCache(store)
+    subs.reload()
+    dispatcher = Dispatcher(store, notifier, subs, clock, FAST, "http://vim", 0.01, owner="me")
+    loop = asyncio.get_running_loop()
+    wanted, stop = asyncio.Event(), asyncio.Event()
+    writer = StoreWriter(store, lambda: loop.call_soon_threadsafe(wanted.set))
+    faults = FaultService(store, clock, subs, "vim", "http://vim", dispatcher.submit, writer)
+    tasks = [
+        loop.create_task(dispatcher.run()),
+        loop.create_task(readopt_own(store, "me", dispatcher, wanted, stop, settle=0.05)),
+    ]
+    rig = Rig(store, clock, notifier, subs, dispatcher, faults, tasks[0])
+    try:
+        rig.subscribe("http://a/cb")
+        await asyncio.to_thread(rig.raise_alarms, 1, 0)
+        store.lose = True
+        changes = await asyncio.to_thread(
+            faults.ingest,
+            [FaultEvent("h1", "F", "c", Severity.MAJOR, EventType.EQUIPMENT_ALARM, clock.now())],
+        )
+        assert [c.reason for c in changes] == ["F on h1 repeated"]  # the retry
+        await asyncio.to_thread(rig.raise_alarms, 1, 2)
+        await rig.until(lambda: len(objects(notifier.received["http://a/cb"])) == 3)
+        assert sorted(objects(notifier.received["http://a/cb"])) == ["h0", "h1", "h2"]
+    finally:
+        stop.set()
+        await dispatcher.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        writer.stop()
+        store.close()

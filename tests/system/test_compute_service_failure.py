@@ -4,7 +4,10 @@ it answers). The services' state is visible through the API and `vimha services`
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +19,7 @@ import pytest
 from tests.conftest import free_port
 from tests.system.conftest import TOKEN, ControllerProcess, vimha
 from tests.system.test_host_health import KEYS, listening, reporting_agent, wait
-from vimha.cloud.procs import AgentProcess
+from vimha.cloud.procs import AgentProcess, find_processes
 
 
 @pytest.fixture
@@ -32,6 +35,7 @@ def node(tmp_path: Path) -> Iterator[tuple[ControllerProcess, AgentProcess, Path
     ctl.migrate()
     ctl.start()
     check = f"import os, sys; sys.exit(0 if os.path.exists({str(flag)!r}) else 1)"
+    marker = f"vimha-test-svc-{tmp_path.name}"  # the service outlives a given-up agent
     agent = reporting_agent(
         tmp_path,
         "cmp-1",
@@ -41,7 +45,7 @@ def node(tmp_path: Path) -> Iterator[tuple[ControllerProcess, AgentProcess, Path
             {
                 "name": "nova-compute",
                 "kind": "compute",
-                "command": [sys.executable, "-c", "import time; time.sleep(3600)"],
+                "command": [sys.executable, "-c", "import time; time.sleep(3600)", marker],
                 "check": "command",
                 "check_command": [sys.executable, "-c", check],
                 "interval": 0.2,
@@ -56,6 +60,9 @@ def node(tmp_path: Path) -> Iterator[tuple[ControllerProcess, AgentProcess, Path
     finally:
         agent.stop()
         ctl.stop()
+        for pid in find_processes(marker):  # a service is the node's: it outlives its agent
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def services(ctl: ControllerProcess) -> dict[str, dict[str, Any]]:

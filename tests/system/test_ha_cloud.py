@@ -76,9 +76,20 @@ def diagnose(c: Cloud, outcomes: list[tuple[str, int]]) -> str:
         hosts = {k: v["healthStatus"] for k, v in c.hosts().items()}
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         members, hosts = [], {"error": repr(exc)}
-    logs = c.data / "nodes"
-    tails = {p.parent.name: p.read_text()[-600:] for p in sorted(logs.glob("ctl-*/controller.log"))}
-    return f"last outcomes {outcomes[-15:]}; db {members}; hosts {hosts}; controllers {tails}"
+    return f"last outcomes {outcomes[-15:]}; db {members}; hosts {hosts}; logs in {kept_logs(c)}"
+
+
+def kept_logs(c: Cloud) -> Path:
+    """A copy of the cloud's logs (agents, controllers, etcd), which go with the cloud."""
+    kept = Path(tempfile.mkdtemp(prefix="vimha-ha-failed-"))
+    for name in ("logs", "vimha.log"):
+        with contextlib.suppress(OSError):
+            (shutil.copytree if name == "logs" else shutil.copy)(c.data / name, kept / name)
+    for log in (c.data / "nodes").glob("*/*.log"):  # the controllers' own
+        with contextlib.suppress(OSError):
+            (kept / log.parent.name).mkdir(exist_ok=True)
+            shutil.copy(log, kept / log.parent.name / log.name)
+    return kept
 
 
 def db_with(c: Cloud, pred: Callable[[list[str]], bool]) -> dict[str, Any] | None:
@@ -195,17 +206,9 @@ def undelivered(
         obj: len(c.get("/vimfm/v1/alarms", filter=f"(eq,managedObjectId,{obj})"))
         for _, obj in missing[:5]
     }
-    kept = Path(tempfile.mkdtemp(prefix="vimha-ha-failed-"))  # the cloud is removed after
-    for name in ("logs", "vimha.log"):
-        with contextlib.suppress(OSError):
-            (shutil.copytree if name == "logs" else shutil.copy)(c.data / name, kept / name)
-    for log in (c.data / "nodes").glob("*/*.log"):  # the controllers' own
-        with contextlib.suppress(OSError):
-            (kept / log.parent.name).mkdir(exist_ok=True)
-            shutil.copy(log, kept / log.parent.name / log.name)
     return (
         f"{len(missing)} not notified (index, id), power-off at {fault_at}: {missing[:10]}; "
-        f"alarms stored: {stored}; the cloud's logs: {kept}"
+        f"alarms stored: {stored}; the cloud's logs: {kept_logs(c)}"
     )
 
 

@@ -27,7 +27,7 @@ from vimha.engine.faults import FaultService, SubscriptionCache
 from vimha.engine.groups import GroupWatcher
 from vimha.engine.health import HealthMonitor
 from vimha.engine.services import ServiceRegistry
-from vimha.engine.takeover import Presence, adopt_orphans
+from vimha.engine.takeover import Presence, adopt_orphans, readopt_own
 from vimha.engine.writer import StoreWriter
 from vimha.ports.notifier import Notifier
 from vimha.ports.store import AttemptRecord, Store
@@ -52,7 +52,10 @@ class Runtime:
         base_url = config.api.base_url
         self.subscriptions = SubscriptionCache(store)
         # The one writer of this process: ingest, acknowledgements and delivery outcomes.
-        self.writer = StoreWriter(store, self.subscriptions.reload)
+        self.writer = StoreWriter(store, self._store_retried)
+        # set when a unit of work may have committed unbeknown (`readopt_own`)
+        self.readopt = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.dispatcher: Dispatcher | DispatcherProcess
         if config.delivery.process:
             self.dispatcher = DispatcherProcess(config, self.subscriptions, self.writer)
@@ -118,7 +121,15 @@ class Runtime:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
+    def _store_retried(self) -> None:
+        """The writer retries a unit of work (its thread): look again at our own pending
+        deliveries once the store answers, and at the subscriptions."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.readopt.set)
+        self.subscriptions.reload()
+
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.subscriptions.reload)
         self._spawn("dispatcher", self.dispatcher.run())
         self._spawn("election", self.elector.run(self._stop))
@@ -134,6 +145,10 @@ class Runtime:
                 self.holds_singleton,
                 self._stop,
             ),
+        )
+        self._spawn(
+            "readopt",
+            readopt_own(self.store, self.me, self.dispatcher, self.readopt, self._stop),
         )
         self._spawn(
             "ageing",

@@ -124,3 +124,41 @@ def _adopter(owners: Sequence[str | None], me: str) -> Callable[[UnitOfWork], li
         return uow.adopt_deliveries(owners, me, ADOPT_BATCH)
 
     return adopt
+
+
+async def readopt_own(
+    store: Store,
+    owner: str,
+    dispatcher: Adopter,
+    wanted: asyncio.Event,
+    stop: asyncio.Event,
+    settle: float = 0.5,
+) -> None:
+    """When `wanted` is set (a unit of work failed with the database gone: its commit may
+    have landed all the same, then be retried and found done), hand the dispatcher every
+    pending delivery of this controller again: one of such a commit reached no dispatcher,
+    and nobody else sends it (the retry finds its alarm already raised and notifies nothing).
+    The dispatcher skips what it holds; what it delivered but had not written back yet, in
+    the `settle` it is given once the store answers, may go twice (at-least-once)."""
+    while not stop.is_set():
+        waiting = asyncio.ensure_future(wanted.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        stopping.cancel()
+        if stop.is_set():
+            return
+        wanted.clear()
+        try:
+            await asyncio.to_thread(store.pending_deliveries, 1, None, 0, owner)  # back?
+            await asyncio.sleep(settle)  # outcomes of the outage written back first
+            jobs = await asyncio.to_thread(store.pending_deliveries, ADOPT_BATCH, None, 0, owner)
+        except VimhaError as exc:
+            log.info("own pending notifications not looked at yet: %s", exc)
+            wanted.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settle)
+            continue
+        if jobs:
+            dispatcher.adopt(jobs)
+            log.info("own pending notifications handed to the dispatcher again: %d", len(jobs))

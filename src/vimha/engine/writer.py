@@ -38,6 +38,8 @@ class _Item:
 
 class StoreWriter:
     def __init__(self, store: Store, on_retry: Callable[[], None] = lambda: None) -> None:
+        """`on_retry` runs (in the writer thread) before a unit of work that failed with the
+        store unavailable is retried: the failed one may have committed all the same."""
         self.store = store
         self.on_retry = on_retry
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
@@ -128,11 +130,19 @@ class StoreWriter:
         except Exception as exc:  # the next one will do; the WAL only grows meanwhile
             log.warning("store checkpoint failed: %s", exc)
 
+    def _retrying(self) -> None:
+        try:
+            self.on_retry()
+        except Exception as exc:  # the writer thread must never die
+            log.warning("before a retry: %s", exc)
+
     def _run_group(self, group: list[_Item]) -> None:
         if len(group) > 1:
             try:
                 with self.store.unit_of_work() as uow:
                     results = [item.work(uow) for item in group]
+            except Temporary:
+                self._retrying()  # its commit may have landed: each piece is retried alone
             except BaseException:
                 pass
             else:
@@ -153,10 +163,7 @@ class StoreWriter:
                     return
                 log.warning("unit of work retried (%d): %s", attempt, exc.detail)
                 time.sleep(min(0.05 * 2**attempt, 0.5))  # a database switching over
-                try:
-                    self.on_retry()
-                except Exception as retry_exc:  # the writer thread must never die
-                    log.warning("before a retry: %s", retry_exc)
+                self._retrying()
             except BaseException as exc:
                 item.future.set_exception(exc)
                 return
