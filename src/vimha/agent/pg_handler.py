@@ -25,6 +25,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
@@ -42,6 +43,14 @@ from vimha.groupspec import PostgresHandlerConfig, groups_prefix
 from vimha.ports.coordination import Coordination
 
 WAS_PRIMARY = "vimha.was_primary"
+STARTING = 30.0  # a server started this recently that does not answer yet is starting (s)
+# what a client is told by a server that is starting: no socket yet, or not consistent yet
+STARTING_UP = (
+    "Connection refused",
+    "No such file or directory",
+    "the database system is starting up",
+    "the database system is not yet accepting connections",
+)
 
 
 def pg_bin(configured: str | None) -> Path:
@@ -81,6 +90,7 @@ class PostgresHandler:
         self.coord = coord
         self.prefix = f"{groups_prefix(vim)}{group}/"
         self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0  # time.monotonic() of the server's start
         self.conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self.root = os.geteuid() == 0
         self.user = cfg.os_user if self.root else pwd.getpwuid(os.geteuid()).pw_name
@@ -152,6 +162,7 @@ class PostgresHandler:
             options += ["-c", "synchronous_standby_names=ANY 1 (*)"]
         argv = [str(bins / "postgres"), "-D", str(self.data), *options]
         self.process = spawn_member(argv, self.user if self.root else None)
+        self.started_at = time.monotonic()
 
     async def stop(self) -> None:
         await self._close()
@@ -194,7 +205,12 @@ class PostgresHandler:
             )
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self._close()
-            return Health(False, f"postgres: {str(exc).strip()[:120]}")
+            # a server still starting (its socket not open yet, or replaying WAL up to a
+            # consistent state) is left to start: restarted for that on a busy host, it only
+            # began again, and a standby could turn over like that for good
+            young = time.monotonic() - self.started_at < STARTING
+            starting = young and any(s in str(exc) for s in STARTING_UP)
+            return Health(False, f"postgres: {str(exc).strip()[:120]}", recovering=starting)
         if standby:
             # what it received (flushed) counts, not what it replayed: a commit is acknowledged
             # once a standby flushed it, and a promotion replays everything received first
