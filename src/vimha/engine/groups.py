@@ -8,6 +8,7 @@ instead of waiting for a lease to lapse.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -24,6 +25,7 @@ from vimha.ports.coordination import Coordination
 
 log = logging.getLogger("vimha.groups")
 FORMING = 15.0
+FREE_RETRY = 0.2  # s: between tries to free a fenced host's roles in the backend
 
 
 def _policy(spec: dict[str, Any]) -> GroupPolicy | None:
@@ -59,6 +61,9 @@ class GroupWatcher:
         self.holders: dict[str, dict[str, Any]] = {}
         self.first_seen: dict[str, float] = {}
         self.formed: set[str] = set()
+        # fenced hosts whose roles are not freed yet (the backend failed: an etcd election
+        # after the fenced host's member, the leader, went with it), and their marks
+        self.unfreed: dict[str, dict[str, Any]] = {}
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -228,6 +233,7 @@ class GroupWatcher:
 
     async def run(self, stop: asyncio.Event, settle: float = 0.05) -> None:
         task = asyncio.create_task(self.mirror.run(stop, self.common))
+        freeing = asyncio.create_task(self._keep_freeing(stop))
         try:
             await self.mirror.ready.wait()
             while not stop.is_set():
@@ -242,13 +248,22 @@ class GroupWatcher:
                 stopper.cancel()
         finally:
             task.cancel()
+            freeing.cancel()
 
     # --- fencing ----------------------------------------------------------------------------
 
     async def host_fenced(self, host: str, failed_at: float | None = None) -> None:
         """The host is powered off (confirmed): its members' roles are free to take now.
-        `failed_at`: when the host was found failed (the switch-over's start)."""
-        mark = {"t": self.clock.now().timestamp(), "failedAt": failed_at}
+        `failed_at`: when the host was found failed (the switch-over's start). Until the
+        backend has taken it, it is tried again every FREE_RETRY seconds: a standby may
+        take the roles only then (given up once, no switch-over ever happened)."""
+        self.unfreed[host] = {"t": self.clock.now().timestamp(), "failedAt": failed_at}
+        await self._free(host)
+
+    async def _free(self, host: str) -> None:
+        mark = self.unfreed.get(host)
+        if mark is None:
+            return
         try:
             await self.coord.put(self.fenced + host, json.dumps(mark))
             _, entries = await self.coord.list(self.prefix)
@@ -259,12 +274,21 @@ class GroupWatcher:
             }
             for lease in leases:
                 await self.coord.revoke(lease)
-            if leases:
-                log.warning("host %s fenced: revoked %d member leases", host, len(leases))
         except Temporary as exc:
-            log.error("could not free the roles of fenced host %s: %s", host, exc)
+            log.error("could not free the roles of fenced host %s yet: %s", host, exc)
+            return
+        if self.unfreed.pop(host, None) is not None and leases:
+            log.warning("host %s fenced: revoked %d member leases", host, len(leases))
+
+    async def _keep_freeing(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FREE_RETRY)
+            for host in list(self.unfreed):
+                await self._free(host)
 
     async def host_back(self, host: str) -> None:
+        self.unfreed.pop(host, None)
         if self.fenced + host in self.mirror.keys:
             try:
                 await self.coord.delete(self.fenced + host)
