@@ -3,6 +3,9 @@ detects, alarms and recovers; `vimha down` leaves no process behind."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +39,41 @@ class Cloud:
 
     def hosts(self) -> dict[str, dict[str, Any]]:
         return {h["id"]: h for h in self.get("/vim/v1/hosts")}
+
+    def keep_logs(self) -> Path:
+        """A copy of every log of the cloud (agents, controllers, servers), which goes with
+        the cloud: for a failure that is rare (a test's message names it)."""
+        kept = Path(tempfile.mkdtemp(prefix="vimha-cloud-logs-"))
+        for log in self.data.rglob("*.log"):
+            with contextlib.suppress(OSError):
+                if log.is_file() and log.stat().st_size < 20_000_000:
+                    target = kept / log.relative_to(self.data)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(log, target)
+        return kept
+
+    def unsettled(self) -> str:
+        """The groups that are not OK, with their members, and where the logs were kept."""
+        try:
+            groups = self.get("/vim/v1/service-groups")
+        except httpx.HTTPError as exc:
+            return f"groups unknown: {exc}; logs in {self.keep_logs()}"
+        bad = {
+            g["name"]: [
+                (m["member"], m["role"], m["healthy"], str(m.get("detail"))[:80])
+                for m in g["members"]
+            ]
+            for g in groups
+            if g["health"] != "OK"
+        }
+        return f"groups not OK: {bad}; logs in {self.keep_logs()}"
+
+    def groups_ok(self, timeout: float) -> None:
+        """Every service group OK within `timeout`; else fails saying which were not."""
+        deadline = time.monotonic() + timeout
+        while not all(g["health"] == "OK" for g in self.get("/vim/v1/service-groups")):
+            assert time.monotonic() < deadline, self.unsettled()
+            time.sleep(0.2)
 
     def chaos(self, *args: str) -> str:
         r = vimha("chaos", *args, "--data-dir", str(self.data))

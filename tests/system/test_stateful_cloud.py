@@ -48,7 +48,7 @@ def cloud() -> Iterator[Cloud]:
     base.chmod(0o755)  # the servers run as mysql and rabbitmq: they reach their data
     try:
         with running_cloud(base, "--netns", "--stateful") as c:
-            until(lambda: all(g["health"] == "OK" for g in c.get("/vim/v1/service-groups")), 240)
+            c.groups_ok(240)
             yield c
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -119,10 +119,7 @@ def test_the_primarys_node_cut_off_is_fenced_then_replaced_nothing_acknowledged_
         out = cloud.chaos("heal", node)
         assert "powered on" in out
         until(lambda: cloud.hosts()[node]["healthStatus"] == "UP", 90)
-        until(
-            lambda: all(g["health"] == "OK" for g in cloud.get("/vim/v1/service-groups")),
-            240,
-        )
+        cloud.groups_ok(240)
         assert writable(addresses) == [new["address"]]  # the old primary is a replica now
         for client in (primary, galera, mq):
             client.more(20)

@@ -221,17 +221,25 @@ class RabbitmqHandler:
 
     async def _started(self) -> None:
         """Once the broker has started. `await_startup` fails at once while the Erlang node
-        is not up yet (the VM still loading): asked again until `start_timeout`."""
+        is not up yet, and each call is a whole Erlang VM (about a second of CPU): the node's
+        distribution port is watched first (a TCP connect), then it is asked, again after a
+        pause should it still fail, until `start_timeout`."""
         deadline = time.monotonic() + self.cfg.start_timeout
         while True:
-            left = deadline - time.monotonic()
+            if process_failure(self.process, "rabbitmq-server") is not None:
+                raise HandlerFailed("rabbitmq-server exited while starting")
+            if time.monotonic() > deadline:
+                raise HandlerFailed(f"not started within {self.cfg.start_timeout:g} s")
+            if not await _answers(self.cfg.bind, self.cfg.dist_port, self.cfg.timeout):
+                await asyncio.sleep(0.2)
+                continue
             try:
-                await self._tool("rabbitmqctl", "await_startup", limit=max(left, 1))
+                limit = max(deadline - time.monotonic(), 1)
+                await self._tool("rabbitmqctl", "await_startup", limit=limit)
                 return
-            except HandlerFailed:
-                if left <= 0 or process_failure(self.process, "rabbitmq-server") is not None:
-                    raise
-            await asyncio.sleep(0.5)
+            except HandlerFailed as exc:
+                log.info("%s: not started yet: %s", self.group, str(exc)[:120])
+            await asyncio.sleep(2)
 
     @property
     def _status_limit(self) -> float:
@@ -271,15 +279,7 @@ class RabbitmqHandler:
         await kill_member(proc)
 
     async def _amqp_answers(self) -> bool:
-        try:
-            async with asyncio.timeout(self.cfg.timeout):
-                _, writer = await asyncio.open_connection(self.cfg.bind, self.cfg.port)
-        except (OSError, TimeoutError):
-            return False
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True
+        return await _answers(self.cfg.bind, self.cfg.port, self.cfg.timeout)
 
     async def monitor(self) -> Health:
         if (failed := process_failure(self.process, "rabbitmq-server")) is not None:
@@ -321,6 +321,19 @@ class RabbitmqHandler:
 
     async def demote(self, active: str | None) -> None:
         return None
+
+
+async def _answers(host: str, port: int, within: float) -> bool:
+    """Something accepts TCP connections there."""
+    try:
+        async with asyncio.timeout(within):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def _ids(user: str) -> tuple[int, int]:
