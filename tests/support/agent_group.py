@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 import yaml
 
 from tests.conftest import free_port
-from tests.support.procs import stop_all
+from tests.support.procs import keep_logs, stop_all
 from vimha.cloud import netns
 from vimha.cloud.netns import Netns
 from vimha.drivers.clock import SystemClock
@@ -114,13 +113,7 @@ class AgentGroup:
     def keep_logs(self) -> Path:
         """A copy of the agents' and their servers' logs, kept after the group is removed:
         for a failure that is rare (a test's message names it)."""
-        kept = Path(tempfile.mkdtemp(prefix="vimha-kept-"))
-        for log in self.base.rglob("*.log"):
-            if log.is_file() and log.stat().st_size < 50_000_000:
-                target = kept / log.relative_to(self.base)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(log, target)
-        return kept
+        return keep_logs(self.base)
 
     def create_network(self) -> None:
         if self.net is not None:

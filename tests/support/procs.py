@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,3 +30,16 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")
+
+
+def keep_logs(base: Path, prefix: str = "vimha-kept-") -> Path:
+    """A copy of every log under `base` (agents, controllers, servers), kept after the test
+    removes it: for a failure that is rare (the test's message names the copy)."""
+    kept = Path(tempfile.mkdtemp(prefix=prefix))
+    for log in base.rglob("*.log"):
+        with contextlib.suppress(OSError):
+            if log.is_file() and log.stat().st_size < 50_000_000:
+                target = kept / log.relative_to(base)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(log, target)
+    return kept

@@ -3,9 +3,6 @@ detects, alarms and recovers; `vimha down` leaves no process behind."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +14,7 @@ import pytest
 
 from tests.conftest import cloud_port
 from tests.support.consumer import ConsumerProcess
+from tests.support.procs import keep_logs
 from tests.system.conftest import vimha
 from vimha.cloud import chaos
 
@@ -43,14 +41,7 @@ class Cloud:
     def keep_logs(self) -> Path:
         """A copy of every log of the cloud (agents, controllers, servers), which goes with
         the cloud: for a failure that is rare (a test's message names it)."""
-        kept = Path(tempfile.mkdtemp(prefix="vimha-cloud-logs-"))
-        for log in self.data.rglob("*.log"):
-            with contextlib.suppress(OSError):
-                if log.is_file() and log.stat().st_size < 20_000_000:
-                    target = kept / log.relative_to(self.data)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(log, target)
-        return kept
+        return keep_logs(self.data, "vimha-cloud-logs-")
 
     def unsettled(self) -> str:
         """The groups that are not OK, with their members, and where the logs were kept."""
