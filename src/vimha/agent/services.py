@@ -110,18 +110,30 @@ class SupervisedProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(5)
 
-    async def check(self) -> tuple[bool, str]:
+    def _process_problem(self) -> str | None:
+        """What is wrong with the process itself (gone, zombie, stopped), None if it runs."""
         proc = self.proc
         if proc is None:
-            return False, "not started"
+            return "not started"
         proc.poll()  # reap it if it exited, so that it does not linger as a zombie
         state = process_state(proc.pid) if proc.returncode is None else None
         if state is None:
-            return False, f"process exited ({proc.returncode})"
+            return f"process exited ({proc.returncode})"
         if state in ("Z", "X"):
-            return False, "process is a zombie"
+            return "process is a zombie"
         if state in ("T", "t"):
-            return False, "process is stopped (SIGSTOP)"
+            return "process is stopped (SIGSTOP)"
+        return None
+
+    async def check(self) -> tuple[bool, str]:
+        if (problem := self._process_problem()) is not None:
+            return False, problem
+        ok, detail = await self._probe()
+        if not ok and (problem := self._process_problem()) is not None:
+            return False, problem  # stopped or gone while it was probed: that is the news
+        return ok, detail
+
+    async def _probe(self) -> tuple[bool, str]:
         if self.cfg.check == "tcp" and self.cfg.target:
             host, _, port = self.cfg.target.rpartition(":")
             try:
