@@ -298,6 +298,9 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = sum(r.get(key, 0) for r in rounds)
     if any("max_masters" in r for r in rounds):
         out["max_masters"] = max(r["max_masters"] for r in rounds)
+    errors = [e for r in rounds for e in r.get("errors", [])]
+    if errors:
+        out["errors"] = errors[:10]
     return out
 
 

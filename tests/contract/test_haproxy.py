@@ -85,3 +85,37 @@ async def test_backends_follow_the_group_without_a_reload(
             }
     finally:
         s2.close()
+
+
+async def test_a_request_in_flight_outlives_its_server_being_marked_down(
+    haproxy: tuple[HaproxyAdmin, Frontend],
+) -> None:
+    """http: the server that hangs fails its checks while a client's request waits on it; the
+    request is not cut when the server is marked down (it would fail the client), it is
+    answered (here: late, by the hung server itself)."""
+    admin, front = haproxy
+    port, hung = free_port(), asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if hung.is_set():
+            await asyncio.sleep(1.5)  # the checks (timeout 200 ms) fail meanwhile
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nlate")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", port)
+    try:
+        want = {"m1": Server(f"127.0.0.1:{port}", True)}
+        for cmd in commands(front.backend, {}, want, front.server_options(), shutdown=False):
+            await admin.run(cmd)
+        async with httpx.AsyncClient(timeout=5) as client:
+            assert (await client.get(f"http://{front.bind}/")).status_code == 200
+            hung.set()
+            reply = await client.get(f"http://{front.bind}/")
+        assert reply.status_code == 200 and reply.text == "late"
+        state = await admin.run(f"show servers state {front.backend}")
+        rows = [f for f in map(str.split, state.splitlines()) if len(f) >= 19 and f[0].isdigit()]
+        assert rows[0][5] == "0"  # srv_op_state: it was marked down meanwhile
+    finally:
+        server.close()

@@ -42,12 +42,12 @@ class Frontend:
         return f"be_{self.label}"
 
     def server_options(self) -> str:
-        # a server found dead by the check loses its sessions at once: its clients reconnect
-        # to another (a member cut off would otherwise hold them until their own timeouts)
-        return (
-            f"check inter {self.inter_ms} fall {self.fall} rise {self.rise} "
-            "on-marked-down shutdown-sessions"
-        )
+        # tcp: a server found dead by the check loses its sessions at once, so that its clients
+        # reconnect to another (a member cut off would otherwise hold them until their own
+        # timeouts). http: a request in flight is left to finish, or to time out and be retried
+        # on another server; cutting it would fail the client's request (bench/switchover.py)
+        check = f"check inter {self.inter_ms} fall {self.fall} rise {self.rise}"
+        return check + " on-marked-down shutdown-sessions" if self.mode == "tcp" else check
 
 
 def render(frontends: list[Frontend], socket: Path, connect_timeout_ms: int = 200) -> str:
