@@ -56,6 +56,7 @@ from tests.support.cluster_clients import (
     busy_member,
     drained,
     mysql_query,
+    stalls,
     stored_ids,
 )
 
@@ -228,6 +229,7 @@ def stateful_round(
         "fault_to_serving_ms": round(resumed * 1000, 1),
         "client_outage_ms": round(stall * 1000, 1),
         "failed_requests": client.failures - failed,
+        "stalls_ms": [(round(a * 1000), round(b * 1000)) for a, b in stalls(client.acked_at, t0)],
     }
     if group == "sql":  # the switch-over's own share (the agents' timeline)
         out["fault_to_new_active_ms"] = round(

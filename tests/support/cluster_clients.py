@@ -92,6 +92,15 @@ class SteadyClient:
         return end - fault_at, stall
 
 
+def stalls(
+    acked_at: list[float], fault_at: float, least: float = 0.15, window: float = 60
+) -> list[tuple[float, float]]:
+    """Every pause of acknowledgements after the fault at least `least` long, as (its start
+    after the fault, its length), in seconds: where a round's time went."""
+    times = [fault_at] + [t for t in acked_at if fault_at < t <= fault_at + window]
+    return [(a - fault_at, b - a) for a, b in itertools.pairwise(times) if b - a >= least]
+
+
 def mysql(address: str, timeout: float = 2) -> Any:
     host, _, port = address.rpartition(":")
     return pymysql.connect(

@@ -63,6 +63,24 @@ def all_have(g: AgentGroup, acked: list[int]) -> None:
         assert not lost, f"{node} lacks acknowledged ids {lost[:10]}"
 
 
+def let_go_before_rejoin(g: AgentGroup, node: str) -> bool | None:
+    """In `node`'s server log, after its last eviction of a run: whether its evict list was
+    cleared ("unevicting") before the view that counted three members again (None: it
+    evicted nothing). A list still naming the evicted run held up that view change."""
+    log = g.base / node / "run" / "mariadb-db-run" / "error.log"
+    lines = log.read_text(errors="replace").splitlines()
+    evictions = [i for i, line in enumerate(lines) if "Evicting node" in line]
+    if not evictions:
+        return None
+    after = lines[evictions[-1] :]
+    cleared = next((i for i, line in enumerate(after) if "unevicting" in line), None)
+    full = next(
+        (i for i, line in enumerate(after) if "primary = yes" in line and "memb_num = 3" in line),
+        None,
+    )
+    return cleared is not None and (full is None or cleared < full)
+
+
 def writer_member(g: AgentGroup) -> dict[str, Any]:
     """The member the write frontend sends to: the one answering with its own name."""
     name = mysql_query(g.lb["db-write"], "SELECT @@wsrep_node_name")[0][0]
@@ -84,6 +102,9 @@ def test_member_killed_then_frozen_then_cut_off_writes_go_on(cluster: ClusterHar
         until(lambda: any(evicted in (g.base / f"{n}.log").read_text() for n in NODES), 10)
         until(lambda: g.healthy() == list(NODES), 120)  # back by IST, restarted by its agent
         assert g.members()[first["member"]]["pid"] != first["pid"]
+        survivors = [n for n in NODES if n != first["member"]]
+        seen = {n: let_go_before_rejoin(g, n) for n in survivors}
+        assert True in seen.values() and False not in seen.values(), seen
 
         frozen = writer_member(g)
         os.kill(int(frozen["pid"]), signal.SIGSTOP)
