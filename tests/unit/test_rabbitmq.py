@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vimha.domain.rabbitmq import Act, Member, parse_status, plan
+from vimha.domain.rabbitmq import Act, ClusterStatus, Member, earlier_life, parse_status, plan
 
 DECLARED = ("a", "b", "c")
 
@@ -71,3 +71,14 @@ def test_a_status_that_is_not_one_is_refused() -> None:
         parse_status("[]")
     with pytest.raises(ValueError):
         parse_status("Error: nope")
+
+
+def test_a_wiped_node_waits_while_the_cluster_counts_its_earlier_life_running() -> None:
+    me = "rabbit@a"
+    remembered = ClusterStatus(
+        ("rabbit@b", "rabbit@c"), ("rabbit@a", "rabbit@b", "rabbit@c"), (), ()
+    )
+    assert earlier_life(remembered, me) is None  # a member gone: forgotten, then joined
+    unseen = ClusterStatus(remembered.members, remembered.members, (), ())
+    assert "still counts rabbit@a" in str(earlier_life(unseen, me))
+    assert earlier_life(ClusterStatus(("rabbit@b",), ("rabbit@b",), (), ()), me) is None

@@ -13,7 +13,9 @@ is `domain/rabbitmq.py`'s plan; each member publishes, under
   cluster from `rabbitmq-diagnostics cluster_status` (every `status_interval`, in the
   background): running members, partitions, resource alarms.
 - A member that joins after losing its data is first forgotten by the cluster, then joins,
-  then its quorum queues grow back onto it (`rabbitmq-queues grow`).
+  then its quorum queues grow back onto it (`rabbitmq-queues grow`). It never joins while
+  the cluster remembers it (still running, or a forget that failed): under its old name it
+  would answer for quorum-queue members whose logs it lost (`domain/rabbitmq.earlier_life`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ from vimha.agent.handlers import (
     run_tool,
     spawn_member,
 )
-from vimha.domain.rabbitmq import Act, ClusterStatus, Member, parse_status, plan
+from vimha.domain.rabbitmq import (
+    Act,
+    ClusterStatus,
+    Member,
+    earlier_life,
+    parse_status,
+    plan,
+)
 from vimha.drivers.coord_mirror import Mirror, load_json
 from vimha.groupspec import RabbitmqHandlerConfig, groups_prefix
 from vimha.ports.coordination import Coordination
@@ -201,11 +210,18 @@ class RabbitmqHandler:
         try:
             await self._started()
             await self._tool("rabbitmqctl", "stop_app")
+            out = await self._tool(
+                "rabbitmq-diagnostics", "-q", "cluster_status", "--formatter", "json", node=peer
+            )
             try:
+                known = parse_status(out[out.find("{") :])
+            except ValueError as exc:
+                raise HandlerFailed(f"{peer}'s cluster status: {exc}") from exc
+            if (why := earlier_life(known, self.nodename)) is not None:
+                raise HandlerFailed(why)
+            if self.nodename in known.members:  # a failed forget fails the join: tried again
                 await self._tool("rabbitmqctl", "forget_cluster_node", self.nodename, node=peer)
                 log.warning("%s: %s forgot this node's earlier life", self.group, peer)
-            except HandlerFailed as exc:  # it was never a member
-                log.warning("%s: %s did not forget this node: %s", self.group, peer, exc)
             await self._tool("rabbitmqctl", "join_cluster", peer)
             self._write_files(listen=True)  # its next boots
             listener = f'[{{"{self.cfg.bind}", {self.cfg.port}}}]'

@@ -91,3 +91,14 @@ def parse_status(text: str) -> ClusterStatus:
         tuple(sorted(n for n, seen in partitions.items() if seen)),
         tuple(str(a) for a in doc.get("alarms") or ()),
     )
+
+
+def earlier_life(status: ClusterStatus, nodename: str) -> str | None:
+    """Why a node about to join with empty data must not yet (None: it may, once forgotten
+    if the cluster remembers it). A cluster that still counts the node's earlier life as
+    running has not seen it go: joining now would let the fresh node answer for a member
+    of the quorum queues whose log it lost (a fresh vote can elect a follower that lacks
+    confirmed messages)."""
+    if nodename in status.running:
+        return f"the cluster still counts {nodename}'s earlier life as running"
+    return None
