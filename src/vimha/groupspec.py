@@ -235,7 +235,14 @@ class HaproxyHandlerConfig(_Model):
     type: Literal["haproxy"] = "haproxy"
     binary: str = "haproxy"
     frontends: tuple[FrontendConfig, ...] = Field(min_length=1)
-    connect_timeout: float = Field(0.2, gt=0, description="Before a retry on another server")
+    connect_timeout: float = Field(
+        0.05,
+        gt=0,
+        description="Before a retry on another server; also HAProxy's pause before it retries "
+        "a backend with a single ready server (min(this, 1 s)): an active-standby group's "
+        "clients wait it out once at every switch-over",
+    )
+    check_timeout: float = Field(0.2, gt=0, description="A health check's answer, at most")
 
     @model_validator(mode="after")
     def _names(self) -> HaproxyHandlerConfig:

@@ -119,3 +119,10 @@ async def test_a_request_in_flight_outlives_its_server_being_marked_down(
         assert rows[0][5] == "0"  # srv_op_state: it was marked down meanwhile
     finally:
         server.close()
+
+
+def test_connect_and_check_timeouts_are_set_apart() -> None:
+    """The connect timeout is short (it is also the pause before a retry on a backend with a
+    single ready server); a health check may take longer to answer."""
+    text = render([Frontend("kv", "127.0.0.1:1")], Path("/tmp/x.sock"), 50, 200)
+    assert "timeout connect 50ms" in text and "timeout check 200ms" in text

@@ -106,7 +106,12 @@ class HaproxyHandler:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = self.run_dir / f"haproxy-{self.group}.cfg"
         config.write_text(
-            render(self.frontends, self.socket, round(self.cfg.connect_timeout * 1000))
+            render(
+                self.frontends,
+                self.socket,
+                round(self.cfg.connect_timeout * 1000),
+                round(self.cfg.check_timeout * 1000),
+            )
         )
         self.socket.unlink(missing_ok=True)
         if self.socket.parent != self.run_dir:
