@@ -141,7 +141,11 @@ class AgentGroup:
     def start_all(self, timeout: float = 120) -> None:
         for node in self.procs_to_start():
             self.start(node)
-        until(lambda: sum(m.get("healthy", False) for m in self.members().values()) == 3, timeout)
+        until(
+            lambda: sum(m.get("healthy", False) for m in self.members().values()) == 3,
+            timeout,
+            lambda: (self.members(), f"logs kept in {self.keep_logs()}"),
+        )
 
     def healthy(self) -> list[str]:
         return sorted(n for n, m in self.members().items() if m.get("healthy"))
