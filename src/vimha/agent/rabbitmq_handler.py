@@ -210,11 +210,8 @@ class RabbitmqHandler:
         try:
             await self._started()
             await self._tool("rabbitmqctl", "stop_app")
-            out = await self._tool(
-                "rabbitmq-diagnostics", "-q", "cluster_status", "--formatter", "json", node=peer
-            )
             try:
-                known = parse_status(out[out.find("{") :])
+                known = await self._cluster_status(peer)
             except ValueError as exc:
                 raise HandlerFailed(f"{peer}'s cluster status: {exc}") from exc
             if (why := earlier_life(known, self.nodename)) is not None:
@@ -261,17 +258,22 @@ class RabbitmqHandler:
     def _status_limit(self) -> float:
         return max(10.0, self.cfg.status_interval * 2)
 
+    async def _cluster_status(self, node: str = "", limit: float = 60) -> ClusterStatus:
+        """`node`'s view of the cluster (default: this member's); ValueError when the tool
+        answers something else than its JSON."""
+        out = await self._tool(
+            "rabbitmq-diagnostics", "-q", "cluster_status", "--formatter", "json",
+            node=node, limit=limit,
+        )  # fmt: skip
+        return parse_status(out[out.find("{") :])
+
     async def _watch_status(self) -> None:
         majority = len(self.declared) // 2 + 1
         while self.process is not None:
             self.ask.clear()
             asked = time.monotonic()
             try:
-                out = await self._tool(
-                    "rabbitmq-diagnostics", "-q", "cluster_status", "--formatter", "json",
-                    limit=self._status_limit,
-                )  # fmt: skip
-                status = self.status = parse_status(out[out.find("{") :])
+                status = self.status = await self._cluster_status(limit=self._status_limit)
                 self.cut_off = bool(status.partitions) or len(status.running) < majority
                 self.status_at = asked
             except HandlerFailed as exc:
