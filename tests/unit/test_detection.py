@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from vimha.domain.detection import DetectionPolicy, PlaneState, PlaneStatus
+from vimha.domain.detection import DetectionPolicy, PlaneState, PlaneStatus, fell_silent_together
 from vimha.domain.errors import InvalidInput
 
 P = DetectionPolicy(interval=0.1, misses=3, up_after=3)
@@ -124,3 +124,13 @@ def test_phi_policy_is_validated() -> None:
         DetectionPolicy(detector="phi", phi_threshold=0)
     with pytest.raises(InvalidInput):
         DetectionPolicy(detector="phi", phi_min_std=-1)
+
+
+def test_planes_that_fell_silent_in_the_same_round_are_not_a_link_fault() -> None:
+    policy = DetectionPolicy(interval=0.1, misses=3)
+    down = [PlaneState(PlaneStatus.DOWN, last_heard=10.0)]
+    # an agent killed between its two heartbeats: the other plane is one round ahead
+    assert fell_silent_together(down, [PlaneState(PlaneStatus.UP, last_heard=10.1)], policy)
+    # a lost link: the other plane went on beating until the lost one timed out
+    assert not fell_silent_together(down, [PlaneState(PlaneStatus.UP, last_heard=10.28)], policy)
+    assert not fell_silent_together([], [PlaneState(PlaneStatus.UP, last_heard=10.0)], policy)

@@ -119,3 +119,19 @@ class PlaneState:
         ):
             return replace(self, status=PlaneStatus.DOWN, streak=0, changed_at=now)
         return replace(self, streak=0) if self.streak else self
+
+
+def fell_silent_together(
+    down: list[PlaneState], up: list[PlaneState], policy: DetectionPolicy
+) -> bool:
+    """Whether the planes now DOWN may just be the first of a host's planes to time out, all
+    silent since the same moment: no plane still UP was heard more than 1.5 heartbeat
+    intervals after the DOWN ones' last heartbeat. An agent killed between its heartbeat on
+    one plane and on the other leaves one plane a round older: judged at once, the host was
+    DEGRADED (a link fault) for that round before DOWN. A lost link leaves the other plane
+    beating: by the time the lost one times out, that plane is well ahead."""
+    last_down = max((s.last_heard for s in down if s.last_heard is not None), default=None)
+    last_up = max((s.last_heard for s in up if s.last_heard is not None), default=None)
+    if last_down is None or last_up is None:
+        return False
+    return last_up - last_down <= 1.5 * policy.interval

@@ -29,7 +29,7 @@ from vimha.domain.classification import (
     classify_all,
 )
 from vimha.domain.clock import Clock, iso
-from vimha.domain.detection import PlaneState, PlaneStatus
+from vimha.domain.detection import PlaneState, PlaneStatus, fell_silent_together
 from vimha.domain.errors import InvalidInput, Temporary
 from vimha.domain.events import location_from
 from vimha.domain.hardware import (
@@ -352,6 +352,11 @@ class HealthMonitor:
                     continue  # healthy and unchanged: nothing to judge (most hosts, most steps)
             elif any(st is PlaneStatus.UP for st in statuses):
                 self.seen_up.add(host)
+                states = [self.states[(host, p)] for p in planes]
+                silent = [st for st in states if st.status is PlaneStatus.DOWN]
+                beating = [st for st in states if st.status is PlaneStatus.UP]
+                if fell_silent_together(silent, beating, self.policy):
+                    continue  # the other planes time out within the round, or speak again
             elif in_grace and host not in self.seen_up:
                 # Starting up (the controller or the node): a plane heard once and then
                 # silent while everything starts is no failure yet.
