@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _pytest.reports import TestReport
 
 from tests.support.consumer import ConsumerProcess
 from tests.support.etcd import EtcdCluster, find_etcd
 from tests.support.postgres import PostgresServer, find_pg_bin
+from tests.support.procs import digest
 from vimha.cloud.nodes import check_ports
 from vimha.domain.errors import Permanent
 
@@ -26,6 +28,20 @@ def require_system(ok: bool, reason: str) -> None:
     if os.environ.get("VIMHA_REQUIRE_SYSTEM"):
         pytest.fail(f"required system component missing: {reason}")
     pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> TestReport:
+    """A test that fails while a cloud or an agent group is up keeps their logs (before the
+    fixture's teardown removes them): the report names the copy. Rare failures need them."""
+    report: TestReport = yield
+    if report.failed and call.when == "call":
+        for value in getattr(item, "funcargs", {}).values():
+            keep = getattr(value, "keep_logs", None)
+            if callable(keep):
+                kept = keep()
+                report.sections.append(("kept logs", f"logs kept in {kept}\n{digest(kept)}"))
+    return report
 
 
 def free_port() -> int:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
+
+import pytest
 
 from vimha.domain.heartbeat import Heartbeat
 from vimha.drivers.heartbeat_udp import HeartbeatListener, HeartbeatSender, PlaneRoute
@@ -62,3 +65,23 @@ async def test_heartbeats_flow_per_plane_and_forgeries_are_dropped() -> None:
         await task
         listener.close()
     assert sender.sent >= 10 and sender.errors == 0
+
+
+async def test_a_blocked_loop_is_said_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """The controller sees silence while the agent's loop is blocked: the agent says so."""
+    listener = HeartbeatListener({"cmp-1": KEY}, lambda hb, t: None)
+    host, port = await listener.start("127.0.0.1", 0)
+    sender = HeartbeatSender("cmp-1", KEY, [PlaneRoute("mgmt", "127.0.0.2", (host, port))], 0.02)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender.run(stop))
+    try:
+        await asyncio.sleep(0.1)
+        assert sender.late == 0
+        time.sleep(0.2)  # blocks the loop: ten rounds due
+        await asyncio.sleep(0.1)
+        assert sender.late >= 1 and sender.worst_late >= 0.15
+        assert "heartbeats" in caplog.text and "ms late" in caplog.text
+    finally:
+        stop.set()
+        await task
+        listener.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 import tempfile
@@ -43,3 +44,24 @@ def keep_logs(base: Path, prefix: str = "vimha-kept-") -> Path:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(log, target)
     return kept
+
+
+NOTABLE = re.compile(r"resign|fenc|lease|late|promot|active in slot|ERROR|Traceback")
+ROUTINE = re.compile(r"could not start the member")  # a member waiting for its cluster
+
+
+def digest(kept: Path, per_log: int = 12) -> str:
+    """The notable lines (roles taken and given up, fencing, leases, stalls, errors) of the
+    vimha logs kept in `kept`, the last `per_log` of each: what CI prints of a failure
+    whose logs stay on its machine."""
+    out = []
+    for log in sorted(kept.rglob("*.log")):
+        if log.parent not in (kept, kept / "logs"):
+            continue  # the servers' own logs: too long to print
+        with contextlib.suppress(OSError):
+            lines = [line for line in log.read_text(errors="replace").splitlines()
+                     if NOTABLE.search(line) and not ROUTINE.search(line)]  # fmt: skip
+            if lines:
+                out.append(f"--- {log.relative_to(kept)}")
+                out += [line[:240] for line in lines[-per_log:]]
+    return "\n".join(out)

@@ -120,8 +120,8 @@ def test_kv_active_member_failure_switches_over_without_losing_writes(
     until(lambda: healthy_again(cloud, "kv"), 60)
     roles = {m["member"]: m["role"] for m in group(cloud, "kv")["members"]}
     assert roles[old] == "standby"
-    history = alarm_history(cloud, "SERVICE_GROUP_SWITCHOVER", "group/kv")
-    assert "CLEARED" in history, history
+    # raised and cleared, however fast it was (the controller judges a burst once)
+    until(lambda: "CLEARED" in alarm_history(cloud, "SERVICE_GROUP_SWITCHOVER", "group/kv"), 10)
 
 
 def test_a_frozen_agent_is_fenced_before_its_standby_takes_over(cloud: Cloud) -> None:

@@ -200,6 +200,29 @@ def test_group_alarms_are_raised_once_and_cleared() -> None:
     assert events[0].managed_object_id == "group/kv"
 
 
+def test_a_switch_over_between_two_judgements_is_raised_and_cleared_at_once() -> None:
+    where = Location((("group", "kv"),))
+    full = [Peer("a", "h", True), Peer("b", "h", True, slot=0), Peer("c", "h", True)]
+    now = snapshot("kv", AS, full)
+    said = "slot 0: a -> b (epoch 7)"
+    events, raised = decide_group_alarms(now, frozenset(), where, NOW, switched=said)
+    assert [(e.fault_type, e.perceived_severity) for e in events] == [
+        (SWITCHOVER.fault_type, Severity.MAJOR),
+        (SWITCHOVER.fault_type, Severity.CLEARED),
+    ]
+    assert said in events[0].fault_details[0] and raised == frozenset()
+    # seen while it happened: raised then, cleared by the usual rule, not twice
+    lost = snapshot("kv", AS, [Peer("b", "h", True), Peer("c", "h", True)])
+    _, raised = decide_group_alarms(lost, frozenset(), where, NOW)
+    events, raised = decide_group_alarms(now, raised, where, NOW, switched=said)
+    assert {(e.fault_type, e.perceived_severity) for e in events} == {
+        (SWITCHOVER.fault_type, Severity.CLEARED),
+        (REDUNDANCY.fault_type, Severity.CLEARED),
+    }
+    # no switch-over: nothing
+    assert decide_group_alarms(now, frozenset(), where, NOW) == ([], frozenset())
+
+
 def test_postgres_positions_are_wal_lsns() -> None:
     from vimha.agent.pg_handler import lsn
 

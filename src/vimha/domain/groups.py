@@ -256,14 +256,25 @@ def decide_group_alarms(
     raised: frozenset[GroupAlarm],
     location: Location,
     now: datetime,
+    switched: str | None = None,
 ) -> tuple[list[FaultEvent], frozenset[GroupAlarm]]:
-    """Raise what the group deserves and is not raised, clear what it no longer deserves."""
+    """Raise what the group deserves and is not raised, clear what it no longer deserves.
+    `switched`: a slot changed holder since the last judgement (what happened). A switch-over
+    that began and ended between two judgements (a standby can take a slot within tens of
+    milliseconds) left no vacancy to see: it is raised and cleared at once, so that every
+    switch-over is in the alarm history."""
     wanted = group_conditions(g)
     events = [
         _event(g.name, alarm, severity, reason, location, now)
         for alarm, (severity, reason) in wanted.items()
         if alarm not in raised
     ]
+    if switched and SWITCHOVER not in raised and SWITCHOVER not in wanted:
+        reason = f"{g.name}: {switched}"
+        events += [
+            _event(g.name, SWITCHOVER, Severity.MAJOR, reason, location, now),
+            _event(g.name, SWITCHOVER, Severity.CLEARED, f"{reason}: completed", location, now),
+        ]
     events += [
         _event(g.name, alarm, Severity.CLEARED, f"{g.name}: recovered", location, now)
         for alarm in sorted(raised - wanted.keys(), key=lambda a: a.fault_type)

@@ -20,6 +20,7 @@ from typing import Any
 from vimha.domain.heartbeat import Heartbeat, Last, admit, decode, encode
 
 log = logging.getLogger("vimha.heartbeat")
+LATE_SAY_EVERY = 10.0  # s between two warnings of late heartbeats
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,9 @@ class HeartbeatSender:
         self.seq = 0
         self.sent = 0
         self.errors = 0
+        self.late = 0  # rounds sent more than an interval late (the agent's loop stalled)
+        self.worst_late = 0.0
+        self._said_late = -LATE_SAY_EVERY
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -82,6 +86,7 @@ class HeartbeatSender:
                 next_at += self.interval
                 delay = next_at - loop.time()
                 if delay < 0:  # we stalled; do not burst to catch up
+                    self._stalled(-delay, loop.time())
                     next_at = loop.time()
                     delay = 0
                 with contextlib.suppress(TimeoutError):
@@ -89,6 +94,25 @@ class HeartbeatSender:
         finally:
             for _, transport in transports:
                 transport.close()
+
+
+    def _stalled(self, behind: float, now: float) -> None:
+        """A late round: the controller sees silence as long as the stall lasts. Said in the
+        log (once per LATE_SAY_EVERY seconds), since a starved or blocked agent looks like a
+        failed node."""
+        if behind < self.interval:
+            return
+        self.late += 1
+        self.worst_late = max(self.worst_late, behind)
+        if now - self._said_late >= LATE_SAY_EVERY:
+            self._said_late = now
+            log.warning(
+                "heartbeats %.0f ms late (the agent's loop was blocked or starved; %d late "
+                "rounds so far, worst %.0f ms)",
+                behind * 1000,
+                self.late,
+                self.worst_late * 1000,
+            )
 
 
 class _Protocol(asyncio.DatagramProtocol):

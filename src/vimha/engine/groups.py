@@ -160,11 +160,13 @@ class GroupWatcher:
 
     # --- the switch-over timeline -----------------------------------------------------------
 
-    def _track(self, group: str) -> None:
-        """Note when a slot's holder changes: lost (released or not), fenced, promoted, serving."""
+    def _track(self, group: str) -> str | None:
+        """Note when a slot's holder changes: lost (released or not), fenced, promoted, serving.
+        Returns what changed since the last call, if a holder did."""
         slots = self._under(group, "slots")
         released = self._under(group, "released")
         members = self._under(group, "members")
+        switched = None
         for slot, doc in slots.items():
             key = f"{group}/{slot}"
             before = self.holders.get(key)
@@ -186,6 +188,10 @@ class GroupWatcher:
                 "serving": None,
             }
             self.switchovers[group] = timeline
+            switched = (
+                f"slot {slot}: {before.get('member')} -> {doc.get('member')} "
+                f"(epoch {doc.get('epoch')}): {timeline['reason']}"
+            )
         last = self.switchovers.get(group)
         if last and last["serving"] is None:
             member = members.get(str(last["to"]), {})
@@ -194,12 +200,13 @@ class GroupWatcher:
                 start = last["detected"] or last["fenced"]
                 if start:
                     last["switchoverSeconds"] = round(float(member.get("t", 0)) - start, 3)
+        return switched
 
     # --- alarms -----------------------------------------------------------------------------
 
     async def _judge(self) -> None:
         for group in self.names():
-            self._track(group)
+            switched = self._track(group)
             spec = load_json(self.mirror.keys.get(f"{self.prefix}{group}/spec"))
             policy = _policy(spec)
             if policy is None:
@@ -213,6 +220,7 @@ class GroupWatcher:
                 self.raised.get(group, frozenset()),
                 Location((("group", group),)),
                 self.clock.now(),
+                switched,
             )
             if not self.mine():
                 continue  # the controller holding the singleton role raises group alarms
