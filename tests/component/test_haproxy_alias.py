@@ -5,13 +5,16 @@ start (an HAProxy killed with its agent leaves its socket behind)."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from vimha.agent.balancer import socket_path, sweep_dead_aliases
+from tests.conftest import require_system
+from vimha.agent.balancer import MAX_SOCKET_PATH, socket_path, sweep_dead_aliases
 
 
 def bound(path: Path, listening: bool) -> socket.socket:
@@ -43,3 +46,19 @@ def test_dead_aliases_are_swept_live_and_young_ones_kept(
         assert live.exists() and young.exists() and other.exists()
     finally:
         listener.close()
+
+
+def test_haproxy_takes_the_longest_socket_path_not_aliased(tmp_path: Path) -> None:
+    """98 bytes made HAProxy exit at start ("too long (max 97)"): a pytest temp dir one digit
+    longer broke every balancer of a cloud."""
+    require_system(shutil.which("haproxy") is not None, "haproxy (apt: haproxy)")
+    base = str(tmp_path / "d")
+    for length in (MAX_SOCKET_PATH, MAX_SOCKET_PATH + 1):
+        wanted = Path(base + "x" * (length - len(base) - len("/h.sock")) + "/h.sock")
+        assert len(str(wanted)) == length
+        got = socket_path(wanted)
+        assert (got == wanted) == (length <= MAX_SOCKET_PATH)
+        cfg = tmp_path / "h.cfg"
+        cfg.write_text(f"global\n    stats socket {got} mode 600 level admin\n")
+        check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr

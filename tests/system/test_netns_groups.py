@@ -26,7 +26,7 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
     for tool in ("keepalived", "haproxy"):
         require_system(shutil.which(tool) is not None, f"{tool} (apt: {tool})")
     with running_cloud(tmp_path, "--netns") as c:
-        until(lambda: all(g["health"] == "OK" for g in c.get("/vim/v1/service-groups")), 60)
+        c.groups_ok(60)
         yield c
 
 

@@ -25,7 +25,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     require_system(shutil.which("redis-server") is not None, "redis-server (apt: redis-server)")
     require_system(shutil.which("haproxy") is not None, "haproxy (apt: haproxy)")
     with running_cloud(tmp_path_factory.mktemp("groups")) as c:
-        until(lambda: all(g["health"] == "OK" for g in c.get("/vim/v1/service-groups")), 60)
+        c.groups_ok(60)
         yield c
 
 

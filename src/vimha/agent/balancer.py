@@ -29,9 +29,14 @@ log = logging.getLogger("vimha.agent.balancer")
 ALIAS_PREFIX = "vimha-"
 
 
+# HAProxy refuses a longer admin socket path (it binds `<path>.<pid>.tmp` first, within the
+# 108 bytes of sun_path): "socket path ... too long (max 97)", and exits at once
+MAX_SOCKET_PATH = 97
+
+
 def socket_path(wanted: Path) -> Path:
-    """A UNIX socket's path must fit in 107 bytes: a deep run dir gets a short alias."""
-    if len(str(wanted)) < 100:
+    """A UNIX socket's path must fit: a deep run dir gets a short alias under the temp dir."""
+    if len(str(wanted)) <= MAX_SOCKET_PATH:
         return wanted
     digest = hashlib.sha1(str(wanted).encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"{ALIAS_PREFIX}{digest}.sock"

@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,6 +43,11 @@ class FileCoordination:
         self.path = path
         self.poll = poll
         self.lock = threading.Lock()
+        # Its own thread: the transactions run one at a time anyway (one connection), and
+        # one waiting for another process's lock must not hold a thread of the shared pool
+        # (an agent's tools and waits run there), nor wait behind them: the leases'
+        # renewals go through here.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="coord-file")
         self.db = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
         with self.lock:
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -51,7 +57,8 @@ class FileCoordination:
     # --- one transaction each, in a worker thread -------------------------------------------
 
     async def _tx(self, work: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
-        return await asyncio.to_thread(self._run, work, write)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, work, write)
 
     def _run(self, work: Callable[[sqlite3.Connection], T], write: bool) -> T:
         with self.lock:
@@ -237,3 +244,4 @@ class FileCoordination:
     async def close(self) -> None:
         with self.lock:
             self.db.close()
+        self._executor.shutdown(wait=False)
