@@ -21,3 +21,11 @@ from vimha.agent.mariadb_handler import gtid_position
 )
 def test_position_is_the_sequence_number_of_domain_0(text: str | None, position: int) -> None:
     assert gtid_position(text) == position
+
+
+def test_a_failed_check_says_what_failed_even_without_a_message() -> None:
+    from vimha.agent.handlers import failure
+
+    assert failure(TimeoutError()) == "no answer in time"
+    assert failure(ConnectionRefusedError(111, "refused")) == "[Errno 111] refused"
+    assert failure(OSError()) == "OSError"

@@ -45,7 +45,14 @@ from typing import Any
 import pymysql
 
 from vimha.agent.claims import Claim
-from vimha.agent.handlers import HandlerFailed, Health, process_failure, run_tool, spawn_member
+from vimha.agent.handlers import (
+    HandlerFailed,
+    Health,
+    failure,
+    process_failure,
+    run_tool,
+    spawn_member,
+)
 from vimha.agent.mariadb_handler import MariadbHandler
 from vimha.domain.galera import Act, Member, State, parse_grastate, plan, recovered_position
 from vimha.drivers.coord_mirror import Mirror, load_json
@@ -242,7 +249,7 @@ class GaleraHandler(MariadbHandler):
             rows = await self._query(STATUS, within=self.cfg.timeout)
         except (pymysql.MySQLError, OSError, TimeoutError) as exc:
             # starting, or receiving a full state transfer: it does not answer yet
-            return Health(False, f"mariadb: {str(exc).strip()[:100]}", -1, recovering=young)
+            return Health(False, f"mariadb: {failure(exc)[:100]}", -1, recovering=young)
         status = {str(r["Variable_name"]).lower(): str(r["Value"]) for r in rows}
         seqno = int(status.get("wsrep_last_committed", "-1") or -1)
         local = status.get("wsrep_local_state_comment", "?")

@@ -62,6 +62,15 @@ class Health:
     definite: bool = False
 
 
+def failure(exc: BaseException) -> str:
+    """An exception in a health detail: its message, or its kind when it has none (a
+    timeout says nothing)."""
+    said = str(exc).strip()
+    if said:
+        return said
+    return "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+
+
 def process_failure(proc: subprocess.Popen[bytes] | None, name: str) -> Health | None:
     """Why a member's process is not running (exited, zombie, stopped), None if it runs."""
     if proc is None:

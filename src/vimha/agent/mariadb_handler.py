@@ -43,6 +43,7 @@ import pymysql
 from vimha.agent.handlers import (
     HandlerFailed,
     Health,
+    failure,
     kill_member,
     os_user,
     other_active,
@@ -239,7 +240,7 @@ class MariadbHandler:
             # for that, it would only begin its recovery again
             opening = isinstance(exc, pymysql.OperationalError) and exc.args[:1] in NOT_OPEN
             young = time.monotonic() - self.started_at < STARTING
-            detail = f"mariadb: {str(exc).strip()[:120]}"
+            detail = f"mariadb: {failure(exc)[:120]}"
             return Health(False, detail, recovering=opening and young)
         applied = gtid_position(str(state["pos"]))
         if not state["ro"]:

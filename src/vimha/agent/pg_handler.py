@@ -33,6 +33,7 @@ import psycopg
 from vimha.agent.handlers import (
     HandlerFailed,
     Health,
+    failure,
     other_active,
     own,
     process_failure,
@@ -210,7 +211,7 @@ class PostgresHandler:
             # began again, and a standby could turn over like that for good
             young = time.monotonic() - self.started_at < STARTING
             starting = young and any(s in str(exc) for s in STARTING_UP)
-            return Health(False, f"postgres: {str(exc).strip()[:120]}", recovering=starting)
+            return Health(False, f"postgres: {failure(exc)[:120]}", recovering=starting)
         if standby:
             # what it received (flushed) counts, not what it replayed: a commit is acknowledged
             # once a standby flushed it, and a promotion replays everything received first

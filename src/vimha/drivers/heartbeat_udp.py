@@ -95,7 +95,6 @@ class HeartbeatSender:
             for _, transport in transports:
                 transport.close()
 
-
     def _stalled(self, behind: float, now: float) -> None:
         """A late round: the controller sees silence as long as the stall lasts. Said in the
         log (once per LATE_SAY_EVERY seconds), since a starved or blocked agent looks like a
