@@ -166,3 +166,26 @@ async def test_two_processes_share_a_coordination_file(tmp_path: Path) -> None:
         assert not coord.characteristics.distributed
     finally:
         await coord.close()
+
+
+async def test_a_file_watcher_behind_the_kept_changes_is_told_to_list_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a watcher missed is gone once the changes are trimmed: it must list again (as
+    after etcd's "compacted"), not go on with a view that lacks them."""
+    from vimha.drivers import coord_file
+    from vimha.ports.coordination import CoordinationUnavailable
+
+    monkeypatch.setattr(coord_file, "KEEP_CHANGES", 10)
+    coord = coord_file.FileCoordination(tmp_path / "c.db")
+    try:
+        await coord.put("/k/gone", "v")
+        for i in range(1000):  # revision 1000 trims all but the last 10
+            await coord.put("/k/n", str(i))
+        changes = coord.watch("/k/", 0)
+        with pytest.raises(CoordinationUnavailable, match="compacted"):
+            await anext(changes)
+        recent = coord.watch("/k/", 995)
+        assert (await anext(recent)).revision == 996
+    finally:
+        await coord.close()

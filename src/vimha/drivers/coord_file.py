@@ -211,6 +211,11 @@ class FileCoordination:
         seen = after
 
         def work(db: sqlite3.Connection) -> list[Change]:
+            first = db.execute("SELECT min(revision) FROM changes").fetchone()[0]
+            if first is not None and seen < first - 1:
+                # fell behind the kept changes (a watcher frozen for a long while): what it
+                # missed is gone; the caller lists again, as after etcd's "compacted"
+                raise CoordinationUnavailable(f"changes after revision {seen} compacted")
             rows = db.execute(
                 "SELECT revision, kind, key, value FROM changes WHERE revision > ? "
                 "ORDER BY revision",
