@@ -14,7 +14,7 @@ from tests.support.etcd import EtcdCluster
 from vimha.domain.errors import InvalidInput
 from vimha.drivers.clock import SystemClock
 from vimha.drivers.coordination import open_coordination
-from vimha.ports.coordination import Change, Coordination, LeaseLost
+from vimha.ports.coordination import Change, Coordination, CoordinationUnavailable, LeaseLost
 
 
 def unique(name: str) -> str:
@@ -174,7 +174,6 @@ async def test_a_file_watcher_behind_the_kept_changes_is_told_to_list_again(
     """What a watcher missed is gone once the changes are trimmed: it must list again (as
     after etcd's "compacted"), not go on with a view that lacks them."""
     from vimha.drivers import coord_file
-    from vimha.ports.coordination import CoordinationUnavailable
 
     monkeypatch.setattr(coord_file, "KEEP_CHANGES", 10)
     coord = coord_file.FileCoordination(tmp_path / "c.db")
@@ -187,5 +186,28 @@ async def test_a_file_watcher_behind_the_kept_changes_is_told_to_list_again(
             await anext(changes)
         recent = coord.watch("/k/", 995)
         assert (await anext(recent)).revision == 996
+    finally:
+        await coord.close()
+
+
+async def test_an_etcd_watcher_behind_a_compaction_is_told_to_list_again(
+    etcd: EtcdCluster,
+) -> None:
+    """etcd cancels a watch from a compacted revision and then says nothing more on its
+    stream: a watcher must not wait on it forever with a stale view."""
+    import httpx
+
+    coord = open_coordination(etcd.url, SystemClock())
+    key = unique("compacted")
+    try:
+        first = await coord.put(key, "1")
+        last = await coord.put(key, "2")
+        endpoint = "http://" + etcd.url.removeprefix("etcd://").split(",")[0]
+        async with httpx.AsyncClient() as client:
+            r = await client.post(f"{endpoint}/v3/kv/compaction", json={"revision": last})
+            r.raise_for_status()
+        with pytest.raises(CoordinationUnavailable, match="compact"):
+            async with asyncio.timeout(5):
+                await anext(coord.watch(key, first - 1))
     finally:
         await coord.close()

@@ -196,6 +196,11 @@ class EtcdCoordination:
                     if not line.strip():
                         continue
                     result = json.loads(line).get("result", {})
+                    if result.get("canceled") or int(result.get("compact_revision") or 0):
+                        # asked from a revision etcd compacted away: the stream stays open
+                        # but says nothing more; the caller lists again
+                        why = result.get("cancel_reason") or "compacted"
+                        raise CoordinationUnavailable(f"etcd watch on {member}: {why}")
                     for ev in result.get("events") or []:
                         kv = ev["kv"]
                         yield Change(
