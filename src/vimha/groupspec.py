@@ -297,6 +297,14 @@ class GroupConfig(_Model):
         "answer under load is not a failure); a member whose process exited or is stopped "
         "counts at once",
     )
+    monitor_grace: float = Field(
+        0.0,
+        ge=0,
+        description="Failed checks of a running member (no answer, an error) count only once "
+        "they have also lasted this long (s); a process gone or stopped counts at once. For a "
+        "database or broker, whose switch-over or restart costs a re-seed or a state "
+        "transfer, a member slow to answer under load is not a failed one",
+    )
     restart_backoff: float = Field(1.0, gt=0, description="Between restarts of a failed member")
     lease: LeaseConfig = LeaseConfig()
 

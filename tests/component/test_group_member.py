@@ -118,9 +118,11 @@ async def test_an_unhealthy_holder_resigns_and_says_so(tmp_path: Path) -> None:
         await asyncio.wait_for(task, 10)
 
 
-async def active_member(tmp_path: Path, handler: FakeHandler) -> tuple[Any, Any, Any]:
+async def active_member(
+    tmp_path: Path, handler: FakeHandler, **over: Any
+) -> tuple[Any, Any, Any]:
     coord = LocalCoordination(SystemClock())
-    member = GroupMember("a", "vim", config(), coord, tmp_path, handler=handler)
+    member = GroupMember("a", "vim", config(**over), coord, tmp_path, handler=handler)
     stop = asyncio.Event()
     task = asyncio.create_task(member.run(stop))
     for _ in range(100):
@@ -151,6 +153,33 @@ async def test_one_slow_check_is_not_a_failure_two_in_a_row_are(tmp_path: Path) 
         handler.script = [Health(False, "timed out"), Health(False, "timed out")]
         assert "local monitor failed" in await resigned(coord)
         assert handler.stops > stops
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_failed_checks_count_only_once_they_lasted_the_grace(tmp_path: Path) -> None:
+    """A database slow to answer under load for less than `monitor_grace` keeps its slot;
+    one that does not answer for longer resigns; a process gone counts at once."""
+    handler = FakeHandler()
+    coord, stop, task = await active_member(
+        tmp_path, handler, monitor_interval=0.05, monitor_grace=0.6
+    )
+    try:
+        handler.script = [Health(False, "no answer in time")] * 4  # ~0.2 s, then answers
+        assert await resigned(coord) == ""
+        handler.healthy = False  # no answer from now on
+        assert "local monitor failed" in await resigned(coord)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    handler = FakeHandler()
+    coord, stop, task = await active_member(
+        tmp_path / "b", handler, monitor_interval=0.05, monitor_grace=10
+    )
+    try:
+        handler.script = [Health(False, "exited (-9)", definite=True)]
+        assert "local monitor failed" in await resigned(coord)
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

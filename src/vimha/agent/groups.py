@@ -76,6 +76,7 @@ class GroupMember:
         self._follow_error = ""
         self.health = Health(False, "starting")
         self.failed_checks = 0  # failed checks of a running member, in a row
+        self.failing_since = 0.0  # when the first of them failed
         self.started_at = 0.0
         self.last_decision: Decision | None = None
         self.published: dict[str, Any] = {}
@@ -252,13 +253,20 @@ class GroupMember:
 
     def _judged(self, health: Health) -> Health:
         """A failed check of a running member counts once `monitor_failures` failed in a
-        row; until then the member keeps the health it had (one slow answer is not a
-        failure). A process gone or stopped, or a member recovering, counts at once."""
+        row, for `monitor_grace` seconds at least; until then the member keeps the health it
+        had (one slow answer is not a failure). A process gone or stopped, or a member
+        recovering, counts at once."""
         if health.healthy or health.definite or health.recovering:
             self.failed_checks = 0
             return health
+        now = time.monotonic()
+        if self.failed_checks == 0:
+            self.failing_since = now
         self.failed_checks += 1
-        if self.failed_checks >= self.cfg.monitor_failures or not self.health.healthy:
+        lasted = now - self.failing_since
+        if not self.health.healthy or (
+            self.failed_checks >= self.cfg.monitor_failures and lasted >= self.cfg.monitor_grace
+        ):
             return health
         return self.health
 

@@ -28,6 +28,9 @@ from vimha.cloud.nodes import PLANES, NodePlan
 
 OFFSETS = {"sql": 500, "galera": 510, "gcomm": 520, "ist": 530, "sst": 540, "mq": 550, "dist": 560}
 FRONTENDS = ("sql", "galera-write", "galera-read", "mq")
+# s a member may be slow to answer its checks before it counts as failed: a switch-over of
+# the primary re-seeds the old one, a restarted Galera or RabbitMQ member transfers its state
+GRACE = 2.0
 FRONTEND_OFFSET = 570
 GALERA = "/usr/lib/galera/libgalera_smm.so"
 RABBITMQ = "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -92,6 +95,7 @@ class StatefulPlan:
                 "policy": "active-standby",
                 "members": members,
                 "address": f"{host}:{port('sql')}",
+                "monitor_grace": GRACE,
                 "handler": {"type": "mariadb", "port": port("sql"), "bind": host,
                             "databases": ["app"]},
             },
@@ -101,6 +105,7 @@ class StatefulPlan:
                 "mode": "cluster",
                 "members": members,
                 "address": f"{host}:{port('galera')}",
+                "monitor_grace": GRACE,
                 "restart_backoff": 1.0,
                 "handler": {"type": "mariadb", "port": port("galera"), "bind": host,
                             "galera": galera},
@@ -111,6 +116,7 @@ class StatefulPlan:
                 "mode": "cluster",
                 "members": members,
                 "address": f"{host}:{port('mq')}",
+                "monitor_grace": GRACE,
                 "restart_backoff": 1.0,
                 "handler": {"type": "rabbitmq", "port": port("mq"), "bind": host,
                             "dist_port": port("dist"), "cookie": self.cookie},
