@@ -94,7 +94,7 @@ def create(net: Netns, nodes: Sequence[str]) -> None:
 def destroy(net: Netns, nodes: Sequence[str]) -> None:
     """Remove what `create` made; what is not there is skipped."""
     _run("nft", "delete", "table", "inet", net.table, check=False)
-    for node in nodes:
+    for index, node in enumerate(nodes, start=1):
         # what still runs inside (a daemon a member left behind: Erlang's epmd) goes first
         ns = net.namespace(node)
         deadline = time.monotonic() + 3
@@ -105,7 +105,11 @@ def destroy(net: Netns, nodes: Sequence[str]) -> None:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.05)  # gone once they exited: then the namespace goes with its links
-        _run("ip", "netns", "del", ns, check=False)  # takes its veth peers
+        # a namespace's links go with it only once the kernel has cleaned it up, later (and
+        # never while a process still runs in it): each pair is removed now, from its end here
+        for plane in net.planes:
+            _run("ip", "link", "del", net.veth(index, plane), check=False)
+        _run("ip", "netns", "del", ns, check=False)
     for plane in net.planes:
         _run("ip", "link", "del", net.bridge(plane), check=False)
 
