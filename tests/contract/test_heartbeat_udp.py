@@ -67,20 +67,34 @@ async def test_heartbeats_flow_per_plane_and_forgeries_are_dropped() -> None:
     assert sender.sent >= 10 and sender.errors == 0
 
 
-async def test_a_blocked_loop_is_said_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
-    """The controller sees silence while the agent's loop is blocked: the agent says so."""
-    listener = HeartbeatListener({"cmp-1": KEY}, lambda hb, t: None)
+async def test_a_busy_loop_does_not_silence_the_node_a_hung_one_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The heartbeats go from a thread of their own: while the agent's loop is blocked for
+    less than `stall_limit` they go on (and the stall is logged); blocked for longer, they
+    stop, as a hung agent must look failed."""
+    got: list[Heartbeat] = []
+    listener = HeartbeatListener({"cmp-1": KEY}, lambda hb, t: got.append(hb))
     host, port = await listener.start("127.0.0.1", 0)
-    sender = HeartbeatSender("cmp-1", KEY, [PlaneRoute("mgmt", "127.0.0.2", (host, port))], 0.02)
+    route = PlaneRoute("mgmt", "127.0.0.2", (host, port))
+    sender = HeartbeatSender("cmp-1", KEY, [route], 0.02, stall_limit=0.3)
     stop = asyncio.Event()
     task = asyncio.create_task(sender.run(stop))
     try:
         await asyncio.sleep(0.1)
         assert sender.late == 0
-        time.sleep(0.2)  # blocks the loop: ten rounds due
-        await asyncio.sleep(0.1)
+        began = time.time() * 1000
+        time.sleep(0.25)  # busy: the loop blocked, under stall_limit
+        await asyncio.sleep(0.1)  # what was sent meanwhile is read now
+        during = [hb for hb in got if began + 50 <= hb.sent_ms <= began + 200]
+        assert len(during) >= 3, "the heartbeats stopped while the loop was only busy"
         assert sender.late >= 1 and sender.worst_late >= 0.15
-        assert "heartbeats" in caplog.text and "ms late" in caplog.text
+        assert "loop ran" in caplog.text and "ms late" in caplog.text
+        began = time.time() * 1000
+        time.sleep(0.8)  # hung: blocked well beyond stall_limit
+        await asyncio.sleep(0.1)
+        assert sender.withheld > 0
+        assert not [hb for hb in got if began + 450 <= hb.sent_ms <= began + 750]
     finally:
         stop.set()
         await task

@@ -68,6 +68,12 @@ class AgentConfig(BaseModel):
     node: str = Field(min_length=1)
     key: str = Field(min_length=16)
     interval: float = Field(0.1, gt=0)
+    stall_limit: float = Field(
+        2.0,
+        gt=0,
+        description="The heartbeats (sent from a thread of their own) stop once the agent's "
+        "loop has not run for this long (s): a hung agent must look failed, a busy one not",
+    )
     planes: tuple[PlaneConfig, ...] = Field(min_length=1)
     log_level: str = "info"
     priority: int = Field(
@@ -111,6 +117,11 @@ def _check_reporting(config: AgentConfig) -> None:
     if config.services and not (config.controller_url and config.token):
         raise InvalidInput(
             "agent config: services need controller_url and token to report their alarms"
+        )
+    if config.stall_limit <= config.interval:
+        raise InvalidInput(
+            f"agent config: stall_limit ({config.stall_limit:g}s) must be longer than the "
+            f"heartbeat interval ({config.interval:g}s)"
         )
     names = [s.name for s in config.services]
     if len(set(names)) != len(names):
@@ -183,6 +194,7 @@ async def run_agent(config: AgentConfig) -> int:
         config.interval,
         dropped=dropped,
         on_round=systemd.watchdog,
+        stall_limit=config.stall_limit,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

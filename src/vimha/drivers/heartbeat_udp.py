@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ class PlaneRoute:
 
 
 class HeartbeatSender:
+    """Sends from a thread of its own, so that a busy event loop (a handler's slow step, a
+    burst of work at start) does not silence the node: a round late by 300 ms made the
+    controller see a dead node. The thread sends only while the loop is alive: when the
+    loop has not run for `stall_limit` seconds (a hung agent supervises nothing), the
+    heartbeats stop and the node is found failed, as before."""
+
     def __init__(
         self,
         node: str,
@@ -42,6 +49,7 @@ class HeartbeatSender:
         status: Callable[[], str] = lambda: "ok",
         dropped: Callable[[str], bool] = lambda plane: False,
         on_round: Callable[[], None] = lambda: None,
+        stall_limit: float = 2.0,
     ) -> None:
         self.node = node
         self.key = key
@@ -50,67 +58,90 @@ class HeartbeatSender:
         self.status = status
         self.dropped = dropped
         self.on_round = on_round  # called after each round of heartbeats (watchdog petting)
+        self.stall_limit = stall_limit
         self.boot_id = os.urandom(16)
         self.seq = 0
         self.sent = 0
         self.errors = 0
-        self.late = 0  # rounds sent more than an interval late (the agent's loop stalled)
+        self.late = 0  # times the loop ran more than an interval late (blocked or starved)
         self.worst_late = 0.0
+        self.withheld = 0  # rounds not sent: the loop had stalled beyond stall_limit
         self._said_late = -LATE_SAY_EVERY
+        self._loop_seen = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        transports = []
+        sockets = []
         for route in self.routes:
-            transport, _ = await loop.create_datagram_endpoint(
-                asyncio.DatagramProtocol, local_addr=(route.local, 0), remote_addr=route.remote
-            )
-            transports.append((route, transport))
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((route.local, 0))
+            sock.setblocking(False)  # a full buffer is a failed send, never a stuck thread
+            sockets.append((route, sock))
+        halt = threading.Event()
+        self._loop_seen = time.monotonic()
+        thread = threading.Thread(
+            target=self._send_rounds, args=(sockets, halt), name="heartbeats", daemon=True
+        )
+        thread.start()
+        loop = asyncio.get_running_loop()
         try:
             next_at = loop.time()
             while not stop.is_set():
-                self.seq += 1
-                now_ms = int(time.time() * 1000)
-                for route, transport in transports:
-                    if self.dropped(route.plane):
-                        continue  # fault injection in loopback mode: this plane is "down"
-                    hb = Heartbeat(
-                        self.node, route.plane, self.boot_id, self.seq, now_ms, self.status()
-                    )
-                    try:
-                        transport.sendto(encode(hb, self.key))
-                        self.sent += 1
-                    except OSError:  # the plane's link is down: that is what we report
-                        self.errors += 1
-                self.on_round()
-                next_at += self.interval
-                delay = next_at - loop.time()
-                if delay < 0:  # we stalled; do not burst to catch up
-                    self._stalled(-delay, loop.time())
-                    next_at = loop.time()
-                    delay = 0
+                now = loop.time()
+                self._loop_seen = time.monotonic()
+                if now - next_at >= self.interval:
+                    self._stalled(now - next_at, now)
+                next_at = now + self.interval
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                    await asyncio.wait_for(stop.wait(), self.interval)
         finally:
-            for _, transport in transports:
-                transport.close()
+            halt.set()
+            await asyncio.to_thread(thread.join)
+            for _, sock in sockets:
+                sock.close()
+
+    def _send_rounds(
+        self, sockets: list[tuple[PlaneRoute, socket.socket]], halt: threading.Event
+    ) -> None:
+        next_at = time.monotonic()
+        while not halt.is_set():
+            if time.monotonic() - self._loop_seen <= self.stall_limit:
+                self._send_round(sockets)
+            else:
+                self.withheld += 1  # a hung agent must look failed
+            next_at += self.interval
+            delay = next_at - time.monotonic()
+            if delay < 0:  # this thread was starved: no burst to catch up
+                next_at, delay = time.monotonic(), 0
+            halt.wait(delay)
+
+    def _send_round(self, sockets: list[tuple[PlaneRoute, socket.socket]]) -> None:
+        self.seq += 1
+        now_ms = int(time.time() * 1000)
+        for route, sock in sockets:
+            if self.dropped(route.plane):
+                continue  # fault injection in loopback mode: this plane is "down"
+            hb = Heartbeat(self.node, route.plane, self.boot_id, self.seq, now_ms, self.status())
+            try:
+                sock.sendto(encode(hb, self.key), route.remote)
+                self.sent += 1
+            except OSError:  # the plane's link is down: that is what we report
+                self.errors += 1
+        self.on_round()
 
     def _stalled(self, behind: float, now: float) -> None:
-        """A late round: the controller sees silence as long as the stall lasts. Said in the
-        log (once per LATE_SAY_EVERY seconds), since a starved or blocked agent looks like a
-        failed node."""
-        if behind < self.interval:
-            return
+        """The loop ran late: said in the log (once per LATE_SAY_EVERY seconds). Beyond
+        `stall_limit` the heartbeats stop, and the node looks failed."""
         self.late += 1
         self.worst_late = max(self.worst_late, behind)
         if now - self._said_late >= LATE_SAY_EVERY:
             self._said_late = now
             log.warning(
-                "heartbeats %.0f ms late (the agent's loop was blocked or starved; %d late "
-                "rounds so far, worst %.0f ms)",
+                "the agent's loop ran %.0f ms late (blocked or starved; %d times so far, worst "
+                "%.0f ms; heartbeats stop beyond %.1f s)",
                 behind * 1000,
                 self.late,
                 self.worst_late * 1000,
+                self.stall_limit,
             )
 
 
