@@ -21,7 +21,7 @@ from typing import Any
 from vimha.domain.heartbeat import Heartbeat, Last, admit, decode, encode
 
 log = logging.getLogger("vimha.heartbeat")
-LATE_SAY_EVERY = 10.0  # s between two warnings of late heartbeats
+LATE_SAY_EVERY = 10.0  # s between two warnings that the agent's loop ran late
 
 
 @dataclass(frozen=True, slots=True)
