@@ -70,6 +70,13 @@ class PostgresHandlerConfig(_Model):
     )
     fsync: bool = True
     timeout: float = Field(0.5, gt=0, description="Of a monitoring query (s)")
+    stream_grace: float = Field(
+        10.0,
+        gt=0,
+        description="A standby that has not streamed for this long from an active that "
+        "answers as the primary is unhealthy, and cloned afresh at its restart (s): its "
+        "history diverged, or it cannot reach the active",
+    )
 
 
 class GaleraConfig(_Model):

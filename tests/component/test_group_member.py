@@ -118,9 +118,7 @@ async def test_an_unhealthy_holder_resigns_and_says_so(tmp_path: Path) -> None:
         await asyncio.wait_for(task, 10)
 
 
-async def active_member(
-    tmp_path: Path, handler: FakeHandler, **over: Any
-) -> tuple[Any, Any, Any]:
+async def active_member(tmp_path: Path, handler: FakeHandler, **over: Any) -> tuple[Any, Any, Any]:
     coord = LocalCoordination(SystemClock())
     member = GroupMember("a", "vim", config(**over), coord, tmp_path, handler=handler)
     stop = asyncio.Event()

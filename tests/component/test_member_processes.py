@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_system
-from vimha.agent.handlers import spawn_member
+from vimha.agent.handlers import MEMBER_LOG_LIMIT, HandlerFailed, spawn_member
 from vimha.agent.services import SupervisedProcess
 from vimha.servicespec import ServiceConfig
 
@@ -68,3 +69,26 @@ def test_a_reaped_member_is_not_killed_by_its_old_number(monkeypatch: pytest.Mon
     services.kill_group(live)
     assert killed == [live.pid]
     assert live.wait(5) == -9
+
+
+def test_what_a_member_says_is_kept_in_its_log_set_aside_once_large(tmp_path: Path) -> None:
+    """A member's stdout and stderr are appended to its log (PostgreSQL, HAProxy and
+    keepalived say there why they failed); a log grown beyond the limit is kept as `.1`."""
+    log = tmp_path / "db.log"
+    first = spawn_member(["sh", "-c", "echo out; echo err >&2"], log=log)
+    assert first.wait(5) == 0
+    assert log.read_text().split() == ["out", "err"]
+    again = spawn_member(["sh", "-c", "echo again"], log=log)
+    assert again.wait(5) == 0
+    assert log.read_text().split() == ["out", "err", "again"]
+    log.write_bytes(b"x" * (MEMBER_LOG_LIMIT + 1))
+    third = spawn_member(["sh", "-c", "echo fresh"], log=log)
+    assert third.wait(5) == 0
+    assert log.read_text() == "fresh\n"
+    assert (tmp_path / "db.log.1").stat().st_size == MEMBER_LOG_LIMIT + 1
+
+
+def test_a_member_whose_log_cannot_be_opened_is_not_started(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(HandlerFailed, match="its log"):
+        spawn_member(["true"], log=tmp_path / "file" / "db.log")

@@ -48,20 +48,47 @@ def keep_logs(base: Path, prefix: str = "vimha-kept-") -> Path:
 
 NOTABLE = re.compile(r"resign|fenc|lease|late|promot|active in slot|ERROR|Traceback")
 ROUTINE = re.compile(r"could not start the member")  # a member waiting for its cluster
+# what a member's server (PostgreSQL, MariaDB, HAProxy, keepalived, ...) says of a failure
+MEMBER_NOTABLE = re.compile(
+    r"FATAL|PANIC|ALERT|\[ERROR\]|timeline|could not|Server .* is (DOWN|UP)"
+)
+STAMP = re.compile(r"^\S+ \d\d:\d\d:\d\d[.,]\d+\s+")
+
+
+def _printed(kept: Path, log: Path) -> re.Pattern[str] | None:
+    """Which lines of a kept log the digest prints: vimha's own logs (agents, controllers)
+    and the members' (`run/<group>.log`); the servers' other logs are too long."""
+    if log.name.endswith("-etcd.log"):
+        return None
+    if log.parent in (kept, kept / "logs") or log.name == "controller.log":
+        return NOTABLE
+    if log.parent.name == "run":
+        return MEMBER_NOTABLE
+    return None
 
 
 def digest(kept: Path, per_log: int = 12) -> str:
-    """The notable lines (roles taken and given up, fencing, leases, stalls, errors) of the
-    vimha logs kept in `kept`, the last `per_log` of each: what CI prints of a failure
-    whose logs stay on its machine."""
+    """The notable lines (roles taken and given up, fencing, leases, stalls, errors; what
+    the members' servers said of failures) of the logs kept in `kept`, the last `per_log`
+    distinct ones of each (a repeated line once, with its count): what CI prints of a
+    failure whose logs stay on its machine."""
     out = []
     for log in sorted(kept.rglob("*.log")):
-        if log.parent not in (kept, kept / "logs"):
-            continue  # the servers' own logs: too long to print
+        pattern = _printed(kept, log)
+        if pattern is None:
+            continue
         with contextlib.suppress(OSError):
-            lines = [line for line in log.read_text(errors="replace").splitlines()
-                     if NOTABLE.search(line) and not ROUTINE.search(line)]  # fmt: skip
-            if lines:
+            counts: dict[str, int] = {}
+            last: dict[str, str] = {}
+            for line in log.read_text(errors="replace").splitlines():
+                if pattern.search(line) and not ROUTINE.search(line):
+                    key = STAMP.sub("", line)
+                    counts[key] = counts.get(key, 0) + 1
+                    last.pop(key, None)  # ordered by their last occurrence
+                    last[key] = line
+            if last:
                 out.append(f"--- {log.relative_to(kept)}")
-                out += [line[:240] for line in lines[-per_log:]]
+                for key, line in list(last.items())[-per_log:]:
+                    times = f" (x{counts[key]})" if counts[key] > 1 else ""
+                    out.append(line[:240] + times)
     return "\n".join(out)

@@ -7,7 +7,6 @@ answers again, notifications still flow, and `vimha down` leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -76,20 +75,7 @@ def diagnose(c: Cloud, outcomes: list[tuple[str, int]]) -> str:
         hosts = {k: v["healthStatus"] for k, v in c.hosts().items()}
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         members, hosts = [], {"error": repr(exc)}
-    return f"last outcomes {outcomes[-15:]}; db {members}; hosts {hosts}; logs in {kept_logs(c)}"
-
-
-def kept_logs(c: Cloud) -> Path:
-    """A copy of the cloud's logs (agents, controllers, etcd), which go with the cloud."""
-    kept = Path(tempfile.mkdtemp(prefix="vimha-ha-failed-"))
-    for name in ("logs", "vimha.log"):
-        with contextlib.suppress(OSError):
-            (shutil.copytree if name == "logs" else shutil.copy)(c.data / name, kept / name)
-    for log in (c.data / "nodes").glob("*/*.log"):  # the controllers' own
-        with contextlib.suppress(OSError):
-            (kept / log.parent.name).mkdir(exist_ok=True)
-            shutil.copy(log, kept / log.parent.name / log.name)
-    return kept
+    return f"last outcomes {outcomes[-15:]}; db {members}; hosts {hosts}; logs in {c.keep_logs()}"
 
 
 def db_with(c: Cloud, pred: Callable[[list[str]], bool]) -> dict[str, Any] | None:
@@ -208,7 +194,7 @@ def undelivered(
     }
     return (
         f"{len(missing)} not notified (index, id), power-off at {fault_at}: {missing[:10]}; "
-        f"alarms stored: {stored}; the cloud's logs: {kept_logs(c)}"
+        f"alarms stored: {stored}; the cloud's logs: {c.keep_logs()}"
     )
 
 

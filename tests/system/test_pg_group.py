@@ -45,18 +45,31 @@ PG = DbClient(
 )
 
 
-@pytest.fixture
-def group() -> Iterator[AgentGroup]:
+def pg_group(**handler: Any) -> Iterator[AgentGroup]:
     require_system(find_pg_bin() is not None, "PostgreSQL server binaries (apt: postgresql)")
     base = Path(tempfile.mkdtemp(prefix="vimha-pg-"))
     os.chmod(base, 0o755)  # the postgres user reaches its data dirs below
-    g = AgentGroup(base, NODES, lambda port: {"type": "postgresql", "port": port, "fsync": False})
+    g = AgentGroup(
+        base, NODES, lambda port: {"type": "postgresql", "port": port, "fsync": False, **handler}
+    )
     try:
         g.start_all()
         yield g
     finally:
         g.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def group() -> Iterator[AgentGroup]:
+    yield from pg_group()
+
+
+@pytest.fixture
+def slow_group() -> Iterator[AgentGroup]:
+    """Standbys given 20 s to stream before they count as unable to follow: time for a test
+    to set a fork up."""
+    yield from pg_group(stream_grace=20.0)
 
 
 def test_primary_killed_then_frozen_nothing_acknowledged_is_lost(group: AgentGroup) -> None:
@@ -125,3 +138,50 @@ def test_the_standby_that_received_most_is_promoted_not_the_one_that_replayed_mo
     finally:
         os.kill(agent, signal.SIGCONT)
     until(group.settled, 120)  # `first` follows the new primary, the old one is cloned afresh
+
+
+def streaming_standbys(address: str) -> int:
+    return int(
+        on(address, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")[0][0]
+    )
+
+
+def test_standbys_whose_history_forked_off_are_cloned_afresh(slow_group: AgentGroup) -> None:
+    """A standby that received WAL the new active never had (the one promoted was behind it:
+    the others were cut off at the time) cannot follow it: PostgreSQL refuses the new
+    timeline, the standby streams nothing, and every commit that waits for a standby waits
+    for ever, while the standby looked healthy. It is found out (it does not stream from an
+    active that answers) and cloned afresh; nothing acknowledged is lost."""
+    group = slow_group
+    until(group.settled, 120)
+    old = until(group.active)
+    ahead, promoted = sorted(n for n in NODES if n != old["member"])
+    addr = {n: f"{group.hosts[n]}:{group.ports[n]}" for n in NODES}
+    acked = list(range(1, 21))
+    on(old["address"], *PG.prepare, *(PG.insert % i for i in acked))  # both standbys have them
+    # `promoted` receives nothing more; `ahead` and the old primary get WAL it never will
+    on(addr[promoted], "ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()")
+    until(lambda: streaming_standbys(old["address"]) == 1, 30)
+    on(old["address"], "SET synchronous_commit = local", *(PG.insert % i for i in range(100, 150)))
+    (lsn,) = on(old["address"], "SELECT pg_current_wal_lsn()::text")[0]
+    until(lambda: on(addr[ahead], f"SELECT pg_last_wal_receive_lsn() >= '{lsn}'")[0][0], 30)
+    # `ahead` is out of the running (its agent frozen), the old primary is killed and its
+    # agent frozen once it has released the slot: `promoted` is the only candidate
+    frozen = [int(group.members()[ahead]["agentPid"])]
+    os.kill(frozen[0], signal.SIGSTOP)
+    try:
+        until(lambda: ahead not in group.members(), 10)
+        os.kill(int(old["pid"]), signal.SIGKILL)
+        until(lambda: group.members()[old["member"]].get("slot") is None, 10)
+        frozen.append(int(group.members()[old["member"]]["agentPid"]))
+        os.kill(frozen[1], signal.SIGSTOP)
+        new = until(lambda: (a := group.active()) and a, 60, group.members)
+        assert new["member"] == promoted, new
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    # both others forked off after the new timeline began: cloned afresh, they stream again
+    until(lambda: streaming_standbys(new["address"]) == 2, 120, group.members)
+    until(group.settled, 60, group.members)
+    PG.check_nothing_lost(acked, new, "t")
+    assert PG.writable(group) == 1

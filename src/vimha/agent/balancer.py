@@ -122,7 +122,11 @@ class HaproxyHandler:
         if self.socket.parent != self.run_dir:
             sweep_dead_aliases()
         # the clients' path: as timely as the agent's own heartbeats
-        self.process = spawn_member([self.cfg.binary, "-f", str(config), "-db"], keep_priority=True)
+        self.process = spawn_member(
+            [self.cfg.binary, "-f", str(config), "-db"],
+            keep_priority=True,
+            log=self.run_dir / f"{self.group}.log",  # its warnings and alerts
+        )
         self.stopping = asyncio.Event()
         if self.watch_task is None and not self.mirror.running:
             self.mirror.running = True

@@ -236,7 +236,7 @@ class GaleraHandler(MariadbHandler):
         self.recovered = None  # the data changes from here on
         self.evict_list_clear = False  # a new run: what it learns on joining is cleared too
         self.started_at = time.monotonic()
-        self.process = spawn_member(argv, self.user)
+        self.process = spawn_member(argv, self.user, log=self.log)
 
     async def monitor(self) -> Health:
         if (failed := process_failure(self.process, "mariadbd")) is not None:

@@ -11,13 +11,14 @@ a service group (issue 4). The interface is small, for operators to add their ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from vimha.agent.services import (
     SupervisedProcess,
@@ -199,26 +200,48 @@ def own(path: Path, user: str | None) -> None:
             raise HandlerFailed(why)
 
 
+MEMBER_LOG_LIMIT = 8 * 1024 * 1024  # a member's log is set aside (`.1`) beyond this, at start
+
+
+def open_member_log(path: Path) -> BinaryIO:
+    """Where a member's server writes what it says (stdout and stderr): appended to, the
+    previous one kept as `<name>.1` once it grew beyond MEMBER_LOG_LIMIT."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        if path.stat().st_size > MEMBER_LOG_LIMIT:
+            path.replace(path.with_name(path.name + ".1"))
+    return path.open("ab")
+
+
 def spawn_member(
     argv: list[str],
     user: str | None = None,
     env: dict[str, str] | None = None,
     keep_priority: bool = False,
+    log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Started from the event loop's thread: the death signal follows the thread that forked.
-    HandlerFailed if it cannot be started."""
+    What it says goes to `log` (see open_member_log), else nowhere. HandlerFailed if it
+    cannot be started."""
+    try:
+        out = open_member_log(log) if log is not None else None
+    except OSError as exc:
+        raise HandlerFailed(f"{argv[0]}: its log {log}: {exc.strerror}") from exc
     try:
         return subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=out or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if out else subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=lambda: as_user(user, True, keep_priority),
             env=env,
         )
     except OSError as exc:
         raise HandlerFailed(f"{argv[0]}: {exc.strerror}") from exc
+    finally:
+        if out is not None:
+            out.close()
 
 
 async def run_tool(

@@ -89,6 +89,7 @@ class MariadbHandler:
         self.node = node
         self.cfg = cfg
         self.data = Path(cfg.data_dir) if cfg.data_dir else run_dir / f"mariadb-{group}"
+        self.log = run_dir / f"{group}.log"  # what the server says
         self.home = self.data.parent / f"mariadb-{group}-run"
         self.user = os_user(cfg.os_user)
         self.process: subprocess.Popen[bytes] | None = None
@@ -178,7 +179,7 @@ class MariadbHandler:
                 "--rpl-semi-sync-slave-kill-conn-timeout=1",  # a STOP SLAVE waits no longer
             ]  # fmt: skip
         self.started_at = time.monotonic()
-        self.process = spawn_member(argv, self.user)
+        self.process = spawn_member(argv, self.user, log=self.log)
 
     async def stop(self) -> None:
         self._executor.submit(self._close)

@@ -10,6 +10,10 @@ with streaming replication, every member run by its agent (it dies with it).
 - demote: a standby follows the new active (primary_conninfo, reloaded). A former primary
   is never put back in place: its history may have diverged, so it is stopped and cloned
   afresh from the new active when it starts again.
+- A standby that has not streamed for `stream_grace` from an active that answers as the
+  primary cannot follow it (a standby whose history forked off after the new active's: it
+  received WAL the new active never had): it is unhealthy (no redundancy, no candidate;
+  commits that wait for a standby would wait for ever) and cloned afresh at its restart.
 As root, the server runs as the `postgres` OS user (PostgreSQL refuses root): its data dir
 and every folder above it must be reachable by that user.
 """
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import glob
 import json
+import logging
 import os
 import pwd
 import shutil
@@ -42,6 +47,8 @@ from vimha.agent.handlers import (
 )
 from vimha.groupspec import PostgresHandlerConfig, groups_prefix
 from vimha.ports.coordination import Coordination
+
+log = logging.getLogger("vimha.agent.pg")
 
 WAS_PRIMARY = "vimha.was_primary"
 STARTING = 30.0  # a server started this recently that does not answer yet is starting (s)
@@ -88,6 +95,7 @@ class PostgresHandler:
         self.cfg = cfg
         self.data = Path(cfg.data_dir) if cfg.data_dir else run_dir / f"pg-{group}"
         self.sockets = run_dir / f"pg-{group}-sockets"
+        self.log = run_dir / f"{group}.log"  # what the server says
         self.coord = coord
         self.prefix = f"{groups_prefix(vim)}{group}/"
         self.process: subprocess.Popen[bytes] | None = None
@@ -95,6 +103,10 @@ class PostgresHandler:
         self.conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self.root = os.geteuid() == 0
         self.user = cfg.os_user if self.root else pwd.getpwuid(os.geteuid()).pw_name
+        self.upstream: str | None = None  # the active (host:port) this standby follows
+        self.unstreamed_since: float | None = None  # since when it has not streamed from it
+        self.reclone = False  # the data cannot follow the active: cloned afresh at start
+        self.upstream_asked = (0.0, False)  # when the upstream was last asked, its answer
 
     @property
     def pid(self) -> int | None:
@@ -120,14 +132,15 @@ class PostgresHandler:
             # a former primary: its WAL may hold writes the new active never had
             shutil.rmtree(self.data)
             has_data = False
+        self.upstream, self.unstreamed_since = None, None
+        if has_data and self.reclone and active:
+            await self._clone_afresh(active)  # raises, the data kept, if it cannot be done
+            self.upstream = active
+        self.reclone = False
         if not has_data:
             if active:
-                host, _, port = active.rpartition(":")
-                self._own(self.data)
-                await self._tool(
-                    str(bins / "pg_basebackup"), "-D", str(self.data), "-h", host, "-p", port,
-                    "-U", "postgres", "-X", "stream", "-c", "fast", "-R",
-                )  # fmt: skip
+                await self._clone(self.data, active)
+                self.upstream = active
             elif await self.coord.create(self.prefix + "initialize", self.node):
                 self._own(self.data)
                 nosync = [] if self.cfg.fsync else ["--no-sync"]
@@ -162,8 +175,33 @@ class PostgresHandler:
             # the primary's loss (the freshest standby, which has it, is promoted)
             options += ["-c", "synchronous_standby_names=ANY 1 (*)"]
         argv = [str(bins / "postgres"), "-D", str(self.data), *options]
-        self.process = spawn_member(argv, self.user if self.root else None)
+        self.process = spawn_member(argv, self.user if self.root else None, log=self.log)
         self.started_at = time.monotonic()
+
+    async def _clone(self, target: Path, active: str) -> None:
+        host, _, port = active.rpartition(":")
+        self._own(target)
+        await self._tool(
+            str(pg_bin(self.cfg.bin_dir) / "pg_basebackup"), "-D", str(target), "-h", host,
+            "-p", port, "-U", "postgres", "-X", "stream", "-c", "fast", "-R",
+        )  # fmt: skip
+
+    async def _clone_afresh(self, active: str) -> None:
+        """A standby that could not follow the active (its history diverged, see monitor):
+        its data replaced by a clone of the active, made beside it first (the old data stays
+        if the clone fails)."""
+        fresh = self.data.with_name(self.data.name + ".clone")
+        shutil.rmtree(fresh, ignore_errors=True)
+        try:
+            await self._clone(fresh, active)
+        except HandlerFailed:
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise
+        shutil.rmtree(self.data)
+        fresh.rename(self.data)
+        log.warning(
+            "%s: standby data cloned afresh from %s: it could not follow it", self.group, active
+        )
 
     async def stop(self) -> None:
         await self._close()
@@ -199,10 +237,11 @@ class PostgresHandler:
         if (failed := process_failure(self.process, "postgres")) is not None:
             return failed
         try:
-            standby, replayed, received, written = await self._query(
+            standby, replayed, received, written, streaming = await self._query(
                 "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
                 "pg_last_wal_receive_lsn()::text, "
-                "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END"
+                "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, "
+                "EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')"
             )
         except (psycopg.Error, OSError, TimeoutError) as exc:
             await self._close()
@@ -218,8 +257,38 @@ class PostgresHandler:
             position = max(
                 lsn(str(replayed) if replayed else None), lsn(str(received) if received else None)
             )
-            return Health(True, "standby", position)
+            return await self._standby_health(bool(streaming), position)
+        self.upstream = self.unstreamed_since = None
         return Health(True, "primary", lsn(str(written)))
+
+    async def _upstream_answers(self, now: float) -> bool:
+        """answers_as_primary(upstream), asked at most once a second (an active that does
+        not answer would hold every monitor round for the connection's timeout)."""
+        if now - self.upstream_asked[0] >= 1.0:
+            assert self.upstream is not None
+            self.upstream_asked = (now, await answers_as_primary(self.upstream))
+        return self.upstream_asked[1]
+
+    async def _standby_health(self, streaming: bool, position: int) -> Health:
+        """A standby is healthy while it streams from the active it follows, or while that
+        active does not answer as the primary (the group's failover is for that). One that
+        has not streamed for `stream_grace` from an active that answers cannot follow it
+        (its history forked off after the active's, or its link is down): unhealthy, so it
+        is neither counted as redundancy nor promoted, and cloned afresh at its restart."""
+        if streaming or self.upstream is None:
+            self.unstreamed_since = None
+            return Health(True, f"standby of {self.upstream}" if streaming else "standby", position)
+        now = time.monotonic()
+        since = self.unstreamed_since = self.unstreamed_since or now
+        if now - since < self.cfg.stream_grace or not await self._upstream_answers(now):
+            return Health(True, f"standby, not streaming from {self.upstream}", position)
+        self.reclone = True
+        return Health(
+            False,
+            f"standby not streaming from {self.upstream} for {now - since:.0f} s, which answers "
+            "as the primary: cloned afresh at restart",
+            position,
+        )
 
     async def promote(self, epoch: int) -> None:
         try:
@@ -257,3 +326,22 @@ class PostgresHandler:
             await self._query("SELECT pg_reload_conf()")
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise HandlerFailed(f"demote: {exc}") from exc
+        if active != self.upstream:
+            self.upstream, self.unstreamed_since = active, None
+
+
+async def answers_as_primary(address: str, within: float = 1.0) -> bool:
+    """Whether the server at `address` (host:port) answers, as a primary, within `within`."""
+    host, _, port = address.rpartition(":")
+    try:
+        async with asyncio.timeout(within):
+            conn = await psycopg.AsyncConnection.connect(
+                host=host, port=int(port), user="postgres", dbname="postgres", autocommit=True,
+                connect_timeout=max(1, round(within)),
+            )  # fmt: skip
+            async with conn:
+                cur = await conn.execute("SELECT pg_is_in_recovery()")
+                row = await cur.fetchone()
+    except (psycopg.Error, OSError, TimeoutError, ValueError):
+        return False
+    return row is not None and row[0] is False

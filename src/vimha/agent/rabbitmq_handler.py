@@ -77,6 +77,7 @@ class RabbitmqHandler:
         self.mirror = mirror or Mirror(coord, (self.prefix,))
         self.claim = Claim(coord, self.mirror, self.prefix + "formed", node)
         self.data = Path(cfg.data_dir) if cfg.data_dir else run_dir / f"rabbitmq-{group}"
+        self.log = run_dir / f"{group}.log"  # what the server says on its console
         self.home = self.data.parent / f"rabbitmq-{group}-run"
         self.nodename = f"{group}-{node}@{cfg.bind}"
         self.user = os_user(cfg.os_user)
@@ -198,7 +199,9 @@ class RabbitmqHandler:
         self.status, self.join_failed, self.cut_off = None, "", False
         self.status_at, self.amqp_down_since = 0.0, None
         self.started_at = time.monotonic()
-        self.process = spawn_member([str(self.bin / "rabbitmq-server")], self.user, self._env())
+        self.process = spawn_member(
+            [str(self.bin / "rabbitmq-server")], self.user, self._env(), log=self.log
+        )
         if decided.act is Act.JOIN:
             self.joining = asyncio.create_task(self._join(decided.peer))
         if self.status_task is None or self.status_task.done():

@@ -15,6 +15,16 @@ log = logging.getLogger("vimha.agent.status")
 RETRY = 0.5  # seconds, while the controller does not answer
 
 
+def why(r: httpx.Response) -> str:
+    """A controller's answer in a line: a ProblemDetails' detail, else the status line (a
+    load balancer's 503 page says no more)."""
+    with contextlib.suppress(ValueError, AttributeError):
+        detail = r.json().get("detail")
+        if detail:
+            return f"{r.status_code}: {str(detail)[:200]}"
+    return f"{r.status_code} {r.reason_phrase}"
+
+
 class StatusBoard:
     def __init__(self, url: str | None, token: str | None, node: str, refresh: float = 5.0):
         self.url = url.rstrip("/") if url else None
@@ -23,6 +33,13 @@ class StatusBoard:
         self.refresh = refresh
         self.services: dict[str, dict[str, Any]] = {}
         self.changed = asyncio.Event()
+        self.last_said = ""  # why the controller is away, said once until it is back
+
+    def _say(self, what: str) -> None:
+        """Why the controller did not take the status: said once, not at every retry."""
+        if what != self.last_said:
+            log.warning("%s", what)
+            self.last_said = what
 
     def update(self, name: str, status: dict[str, Any]) -> None:
         """Record a service's latest status; a change is sent at once."""
@@ -51,9 +68,15 @@ class StatusBoard:
                 wait = RETRY  # until the controller has taken it
                 try:
                     r = await client.put(path, json=body)
-                    if r.status_code < 500:
-                        wait = self.refresh
-                    if r.status_code >= 400:
-                        log.error("controller refused the service status: %s", r.text[:200])
                 except httpx.HTTPError as exc:
-                    log.warning("controller unreachable (%s); status sent again soon", exc)
+                    self._say(f"controller unreachable ({exc}); status sent again soon")
+                    continue
+                if r.status_code >= 500:  # a controller starting, or its database away
+                    self._say(f"controller unavailable ({why(r)}); status sent again soon")
+                    continue
+                wait = self.refresh
+                if r.status_code >= 400:
+                    log.error("controller refused the service status: %s", why(r))
+                elif self.last_said:
+                    log.warning("service status taken by the controller again")
+                self.last_said = ""

@@ -113,7 +113,9 @@ class KeepalivedHandler:
             "--pid", str(self.run_dir / f"keepalived-{self.group}.pid"),
             "--vrrp_pid", str(self.run_dir / f"keepalived-{self.group}-vrrp.pid"),
         ]  # fmt: skip
-        self.process = spawn_member(argv, keep_priority=True)  # adverts as timely as heartbeats
+        # adverts as timely as heartbeats; its state changes in the log
+        log = self.run_dir / f"{self.group}.log"
+        self.process = spawn_member(argv, keep_priority=True, log=log)
 
     async def stop(self) -> None:
         proc, self.process = self.process, None
