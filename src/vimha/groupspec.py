@@ -127,6 +127,13 @@ class MariadbHandlerConfig(_Model):
     fsync: bool = True
     buffer_pool: str = Field("64M", description="innodb_buffer_pool_size")
     timeout: float = Field(0.5, gt=0, description="Of a monitoring query (s)")
+    stream_grace: float = Field(
+        10.0,
+        gt=0,
+        description="A replica that has received nothing for this long from an active that "
+        "answers as the primary is unhealthy, and replays the history afresh at its restart "
+        "(s): its history diverged, or it cannot reach the active",
+    )
     databases: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")], ...] = Field(
         (), description="Databases the group serves: created at promotion when missing"
     )

@@ -62,7 +62,7 @@ def _printed(kept: Path, log: Path) -> re.Pattern[str] | None:
         return None
     if log.parent in (kept, kept / "logs") or log.name == "controller.log":
         return NOTABLE
-    if log.parent.name == "run":
+    if log.parent.name == "run" or log.name == "error.log":  # MariaDB's is its own
         return MEMBER_NOTABLE
     return None
 

@@ -44,17 +44,30 @@ MY = DbClient(
 )
 
 
-@pytest.fixture
-def group() -> Iterator[AgentGroup]:
+def my_group(**handler: Any) -> Iterator[AgentGroup]:
     require_system(shutil.which("mariadbd") is not None, "MariaDB (apt: mariadb-server)")
     base = Path(tempfile.mkdtemp(prefix="vimha-my-"))
-    g = AgentGroup(base, NODES, lambda port: {"type": "mariadb", "port": port, "fsync": False})
+    g = AgentGroup(
+        base, NODES, lambda port: {"type": "mariadb", "port": port, "fsync": False, **handler}
+    )
     try:
         g.start_all()
         yield g
     finally:
         g.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def group() -> Iterator[AgentGroup]:
+    yield from my_group()
+
+
+@pytest.fixture
+def slow_group() -> Iterator[AgentGroup]:
+    """Replicas given 20 s to receive before they count as unable to follow: time for a test
+    to set a fork up."""
+    yield from my_group(stream_grace=20.0)
 
 
 def replicas_refuse_writes(g: AgentGroup) -> None:
@@ -131,6 +144,14 @@ def rows(address: str) -> int:
         conn.close()
 
 
+def rows_if_up(address: str) -> int | None:
+    """rows(), or None while the member does not answer (restarting, say)."""
+    try:
+        return rows(address)
+    except MY.errors:
+        return None
+
+
 def slave_status(address: str) -> dict[str, Any]:
     conn = connect(address)
     try:
@@ -179,3 +200,54 @@ def test_a_replica_that_asks_a_promoted_primary_too_early_asks_again(group: Agen
     until(lambda: rows(addr[behind]) == 200, 30)
     assert slave_status(addr[behind])["Slave_IO_Running"] == "Yes"
     until(group.settled, 120)
+
+
+def test_replicas_whose_history_forked_off_replay_it_afresh(slow_group: AgentGroup) -> None:
+    """A replica that received transactions the new primary never had (the one promoted was
+    behind it: the others were out of the running at the time) cannot follow it: it asks for
+    what comes after its last GTID, the primary has no such thing (error 1236, for ever), and
+    the primary's semi-synchronous commits wait for a replica that never comes, while the
+    replica looked healthy. It is found out (it receives nothing from a primary that
+    answers), wiped and replays the primary's history; nothing acknowledged is lost."""
+    group = slow_group
+    until(group.settled, 120)
+    replicas_refuse_writes(group)
+    old = until(group.active)
+    ahead, promoted = sorted(n for n in NODES if n != old["member"])
+    addr = {n: f"127.0.0.1:{group.ports[n]}" for n in NODES}
+    acked = list(range(1, 21))
+    primary = connect(old["address"])
+    try:
+        for sql in MY.prepare:
+            MY.run(primary, sql)
+        for i in acked:
+            MY.run(primary, MY.insert, i)  # both replicas receive these
+        until(lambda: rows(addr[promoted]) == 20, 30)
+        conn = connect(addr[promoted])
+        MY.run(conn, "STOP SLAVE IO_THREAD")  # `promoted` receives no more
+        conn.close()
+        for i in range(100, 150):
+            MY.run(primary, MY.insert, i)  # only `ahead` and the old primary have these
+    finally:
+        primary.close()
+    until(lambda: rows(addr[ahead]) == 70, 30)
+    # `ahead` is out of the running (its agent frozen), the old primary is killed and its
+    # agent frozen once it has released the slot: `promoted` is the only candidate
+    frozen = [int(group.members()[ahead]["agentPid"])]
+    os.kill(frozen[0], signal.SIGSTOP)
+    try:
+        until(lambda: ahead not in group.members(), 10)
+        os.kill(int(old["pid"]), signal.SIGKILL)
+        until(lambda: group.members()[old["member"]].get("slot") is None, 10)
+        frozen.append(int(group.members()[old["member"]]["agentPid"]))
+        os.kill(frozen[1], signal.SIGSTOP)
+        new = until(lambda: (a := group.active()) and a, 60, group.members)
+        assert new["member"] == promoted, new
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    for node in (ahead, old["member"]):  # both forked off: they replay the history afresh
+        until(lambda n=node: rows_if_up(addr[n]) == 20, 120, group.members)
+    until(group.settled, 60, group.members)
+    MY.check_nothing_lost(acked, new, "app.t")
+    assert MY.writable(group) == 1

@@ -22,8 +22,12 @@ and replicas with GTID replication, every member run by its agent (it dies with 
   wiped and re-initialised and it replays the history from the active. A killed primary
   that restarts before anyone took its place keeps its data: it has every acknowledged
   write and may well be the freshest, promoted again.
-- Replicas never wipe themselves: a replication error (an old active's port now serving
-  another history, say) only lasts until they are pointed at the new active.
+- A replication error (an old active's port now serving another history, say) only lasts
+  until a replica is pointed at the new active. A replica that has received nothing for
+  `stream_grace` from the active it follows, while that active answers as the primary,
+  cannot follow it (it received transactions the active never had: its history diverged):
+  it is unhealthy (semi-synchronous commits would wait for it for ever) and, at its restart,
+  wiped and re-initialised like a former primary (`agent/following.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any
 
 import pymysql
 
+from vimha.agent.following import Following
 from vimha.agent.handlers import (
     HandlerFailed,
     Health,
@@ -97,6 +102,7 @@ class MariadbHandler:
         self.server_id = zlib.crc32(node.encode()) % 4_000_000_000 + 1
         self._epoch_task: asyncio.Task[None] | None = None
         self._asked_at = 0.0  # a refused receiver was last asked to try again
+        self.following = Following(cfg.stream_grace, self._answers_as_primary)
         self.started_at = 0.0  # time.monotonic() of the server's start
         # The member's queries run one at a time in a thread of their own: a server that
         # hangs (a STOP SLAVE waiting on a frozen primary) must not take the agent's shared
@@ -159,10 +165,11 @@ class MariadbHandler:
         return argv
 
     async def start(self) -> None:
-        if (self.data / WAS_PRIMARY).exists() and await other_active(
-            self.coord, self.prefix, self.node
-        ):
+        stale = (self.data / WAS_PRIMARY).exists() or self.following.replace
+        if stale and await other_active(self.coord, self.prefix, self.node):
             shutil.rmtree(self.data)  # replays the history from the active
+        self.following.replace = False
+        self.following.follows(None)
         await self._prepare()
         argv = [
             *self._argv(durable_now=False), "--log-slave-updates", "--gtid-strict-mode=ON",
@@ -245,6 +252,7 @@ class MariadbHandler:
             return Health(False, detail, recovering=opening and young)
         applied = gtid_position(str(state["pos"]))
         if not state["ro"]:
+            self.following.follows(None)
             return Health(True, "primary", applied)
         if not replica:
             return Health(True, "replica, no active yet", applied)
@@ -252,13 +260,17 @@ class MariadbHandler:
         # acknowledged once a replica received it)
         received = gtid_position(str(replica[0].get("Gtid_IO_Pos") or ""))
         position = max(applied, received)
-        if replica[0].get("Slave_IO_Running") == "Yes":
+        receiving = replica[0].get("Slave_IO_Running") == "Yes"
+        if receiving:
+            await self.following.judge(receiving)
             if (backlog := position - applied) >= BACKLOG:
                 return Health(True, f"replica, {backlog} transactions to apply", position)
             return Health(True, "replica", position)
         error = replica[0].get("Last_IO_Error") or replica[0].get("Last_SQL_Error") or ""
         if int(replica[0].get("Last_IO_Errno") or 0) == NOT_IN_BINLOG:
             await self._ask_again()
+        if (cannot := await self.following.judge(receiving)) is not None:
+            return Health(False, f"replica: {cannot} ({str(error)[:80]})", position)
         return Health(True, f"replica, link to active down {str(error)[:80]}".strip(), position)
 
     async def _ask_again(self) -> None:
@@ -376,3 +388,26 @@ class MariadbHandler:
             )
         except (pymysql.MySQLError, OSError, TimeoutError) as exc:
             raise HandlerFailed(f"demote: {type(exc).__name__} {exc}") from exc
+        self.following.follows(active)
+
+    async def _answers_as_primary(self, address: str) -> bool:
+        """Whether the server at `address` (host:port) answers as a writable primary."""
+        host, _, port = address.rpartition(":")
+
+        def ask() -> bool:
+            conn = pymysql.connect(
+                host=host, port=int(port), user=self.cfg.user, connect_timeout=1,
+                read_timeout=1, write_timeout=1,
+            )  # fmt: skip
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT @@read_only")
+                    row = cur.fetchone()
+            finally:
+                conn.close()
+            return row is not None and int(row[0]) == 0
+
+        try:
+            return await asyncio.to_thread(ask)
+        except (pymysql.MySQLError, OSError, ValueError):
+            return False

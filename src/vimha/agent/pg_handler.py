@@ -35,6 +35,7 @@ from pathlib import Path
 
 import psycopg
 
+from vimha.agent.following import Following
 from vimha.agent.handlers import (
     HandlerFailed,
     Health,
@@ -103,10 +104,7 @@ class PostgresHandler:
         self.conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self.root = os.geteuid() == 0
         self.user = cfg.os_user if self.root else pwd.getpwuid(os.geteuid()).pw_name
-        self.upstream: str | None = None  # the active (host:port) this standby follows
-        self.unstreamed_since: float | None = None  # since when it has not streamed from it
-        self.reclone = False  # the data cannot follow the active: cloned afresh at start
-        self.upstream_asked = (0.0, False)  # when the upstream was last asked, its answer
+        self.following = Following(cfg.stream_grace, answers_as_primary)
 
     @property
     def pid(self) -> int | None:
@@ -132,15 +130,15 @@ class PostgresHandler:
             # a former primary: its WAL may hold writes the new active never had
             shutil.rmtree(self.data)
             has_data = False
-        self.upstream, self.unstreamed_since = None, None
-        if has_data and self.reclone and active:
+        self.following.follows(None)
+        if has_data and self.following.replace and active:
             await self._clone_afresh(active)  # raises, the data kept, if it cannot be done
-            self.upstream = active
-        self.reclone = False
+            self.following.follows(active)
+        self.following.replace = False
         if not has_data:
             if active:
                 await self._clone(self.data, active)
-                self.upstream = active
+                self.following.follows(active)
             elif await self.coord.create(self.prefix + "initialize", self.node):
                 self._own(self.data)
                 nosync = [] if self.cfg.fsync else ["--no-sync"]
@@ -257,38 +255,14 @@ class PostgresHandler:
             position = max(
                 lsn(str(replayed) if replayed else None), lsn(str(received) if received else None)
             )
-            return await self._standby_health(bool(streaming), position)
-        self.upstream = self.unstreamed_since = None
+            if (cannot := await self.following.judge(bool(streaming))) is not None:
+                return Health(False, f"standby: {cannot}", position)
+            upstream = self.following.upstream
+            if streaming or upstream is None:
+                return Health(True, f"standby of {upstream}" if upstream else "standby", position)
+            return Health(True, f"standby, not streaming from {upstream}", position)
+        self.following.follows(None)
         return Health(True, "primary", lsn(str(written)))
-
-    async def _upstream_answers(self, now: float) -> bool:
-        """answers_as_primary(upstream), asked at most once a second (an active that does
-        not answer would hold every monitor round for the connection's timeout)."""
-        if now - self.upstream_asked[0] >= 1.0:
-            assert self.upstream is not None
-            self.upstream_asked = (now, await answers_as_primary(self.upstream))
-        return self.upstream_asked[1]
-
-    async def _standby_health(self, streaming: bool, position: int) -> Health:
-        """A standby is healthy while it streams from the active it follows, or while that
-        active does not answer as the primary (the group's failover is for that). One that
-        has not streamed for `stream_grace` from an active that answers cannot follow it
-        (its history forked off after the active's, or its link is down): unhealthy, so it
-        is neither counted as redundancy nor promoted, and cloned afresh at its restart."""
-        if streaming or self.upstream is None:
-            self.unstreamed_since = None
-            return Health(True, f"standby of {self.upstream}" if streaming else "standby", position)
-        now = time.monotonic()
-        since = self.unstreamed_since = self.unstreamed_since or now
-        if now - since < self.cfg.stream_grace or not await self._upstream_answers(now):
-            return Health(True, f"standby, not streaming from {self.upstream}", position)
-        self.reclone = True
-        return Health(
-            False,
-            f"standby not streaming from {self.upstream} for {now - since:.0f} s, which answers "
-            "as the primary: cloned afresh at restart",
-            position,
-        )
 
     async def promote(self, epoch: int) -> None:
         try:
@@ -326,8 +300,7 @@ class PostgresHandler:
             await self._query("SELECT pg_reload_conf()")
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise HandlerFailed(f"demote: {exc}") from exc
-        if active != self.upstream:
-            self.upstream, self.unstreamed_since = active, None
+        self.following.follows(active)
 
 
 async def answers_as_primary(address: str, within: float = 1.0) -> bool:
