@@ -204,3 +204,40 @@ def test_agent_config_errors_are_sentences(tmp_path: Path) -> None:
     assert r.returncode == 2 and "key" in r.stderr and "Traceback" not in r.stderr
     r = vimha("agent", "--config", str(tmp_path / "none.yaml"))
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_a_run_dir_too_deep_for_a_servers_socket_is_refused_at_load(tmp_path: Path) -> None:
+    """A UNIX socket's path holds 107 bytes: PostgreSQL and MariaDB refuse to start on a
+    longer one, member after member, the group never up. Said once, at load."""
+    deep = "/var/lib/" + "/".join(["vimha-cloud-members"] * 4)
+    config: dict[str, Any] = {
+        "node": "ctl-1",
+        "key": "k" * 16,
+        "planes": [{"name": "mgmt", "local": "127.0.0.1", "controller": "127.0.0.1:9"}],
+        "coordination_url": f"local:///{tmp_path}/coord.db",
+        "run_dir": deep,
+        "groups": [
+            {
+                "name": "db",
+                "policy": "active-standby",
+                "members": ["ctl-1"],
+                "address": "127.0.0.1:5432",
+                "handler": {"type": "postgresql", "port": 5432},
+            }
+        ],
+    }
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config))
+    r = vimha("agent", "--config", str(path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "group db" in r.stderr and ".s.PGSQL.5432" in r.stderr and "run_dir" in r.stderr
+    config["groups"][0]["handler"] = {"type": "mariadb", "port": 3306}
+    path.write_text(yaml.safe_dump(config))
+    r = vimha("agent", "--config", str(path))
+    assert r.returncode == 2 and "mysqld.sock" in r.stderr and "data_dir" in r.stderr, r.stderr
+    r = vimha("check-config", "--agent", str(path))  # which says it too
+    assert r.returncode != 0 and "mysqld.sock" in r.stdout + r.stderr, r.stdout + r.stderr
+    config["run_dir"] = str(tmp_path / "run")  # short enough: the same config loads
+    path.write_text(yaml.safe_dump(config))
+    r = vimha("check-config", "--agent", str(path))
+    assert "socket" not in r.stdout + r.stderr, r.stdout + r.stderr

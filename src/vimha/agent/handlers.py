@@ -348,6 +348,37 @@ class RedisHandler:
             raise HandlerFailed(f"demote: {exc}") from exc
 
 
+MAX_UNIX_SOCKET_PATH = 107  # bytes: sun_path holds 108, with the final NUL
+
+
+def unix_sockets(spec: GroupConfig, run_dir: Path) -> list[Path]:
+    """The UNIX sockets a member's server binds (HAProxy's admin socket is aliased when too
+    long: not among them)."""
+    cfg = spec.handler
+    if isinstance(cfg, PostgresHandlerConfig):
+        from vimha.agent.pg_handler import socket_file
+
+        return [socket_file(spec.name, cfg, run_dir)]
+    if isinstance(cfg, MariadbHandlerConfig):
+        from vimha.agent.mariadb_handler import server_home
+
+        return [server_home(spec.name, cfg, run_dir) / "mysqld.sock"]
+    return []
+
+
+def too_long_sockets(spec: GroupConfig, run_dir: Path) -> str | None:
+    """Why the member's server could not bind its UNIX socket (a path over 107 bytes: the
+    server refuses to start), or None."""
+    for path in unix_sockets(spec, run_dir):
+        if (size := len(str(path).encode())) > MAX_UNIX_SOCKET_PATH:
+            where = "run_dir or handler.data_dir" if spec.handler.type == "mariadb" else "run_dir"
+            return (
+                f"its server's socket {path} would be {size} bytes, more than a UNIX socket "
+                f"path holds ({MAX_UNIX_SOCKET_PATH}): choose a shorter {where}"
+            )
+    return None
+
+
 def make_handler(
     spec: GroupConfig,
     node: str,

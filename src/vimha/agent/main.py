@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vimha.agent.catalog import Supervisors, sync_declared
 from vimha.agent.groups import GroupMember, group_mirror
+from vimha.agent.handlers import too_long_sockets
 from vimha.agent.hardware import HardwareConfig, watch_hardware
 from vimha.agent.sdnotify import Notifier
 from vimha.agent.services import Reporter
@@ -113,6 +114,13 @@ class AgentConfig(BaseModel):
     )
 
 
+def run_dir_of(config: AgentConfig) -> Path:
+    """Where the node's members keep their data: `run_dir`, else a folder of the temp dir."""
+    if config.run_dir:
+        return Path(config.run_dir)
+    return Path(tempfile.gettempdir()) / f"vimha-{config.node}"
+
+
 def _check_reporting(config: AgentConfig) -> None:
     if config.services and not (config.controller_url and config.token):
         raise InvalidInput(
@@ -132,6 +140,8 @@ def _check_reporting(config: AgentConfig) -> None:
     for group in config.groups:
         if config.node not in group.members:
             raise InvalidInput(f"agent config: group {group.name}: {config.node} is not a member")
+        if (why := too_long_sockets(group, run_dir_of(config))) is not None:
+            raise InvalidInput(f"agent config: group {group.name}: {why}")
         track = getattr(group.handler, "track", None)
         if track is not None and (track not in groups or track == group.name):
             raise InvalidInput(
@@ -236,11 +246,7 @@ async def run_agent(config: AgentConfig) -> int:
     watching: asyncio.Task[None] | None = None
     if config.groups and config.coordination_url:
         coord = open_coordination(config.coordination_url, SystemClock())
-        run_dir = (
-            Path(config.run_dir)
-            if config.run_dir
-            else Path(tempfile.gettempdir()) / f"vimha-{config.node}"
-        )
+        run_dir = run_dir_of(config)
         mirror = group_mirror(coord, config.vim)  # one watch for all the node's groups
         mirror.running = True
         watching = asyncio.create_task(mirror.run(stop, f"/vimha/{config.vim}/"))

@@ -69,6 +69,15 @@ NOT_OPEN = {(2002,), (2003,)}  # the client found no server at the socket or por
 STARTING = 30.0  # a server started this recently that does not answer yet is starting (s)
 
 
+def data_dir(group: str, cfg: MariadbHandlerConfig, run_dir: Path) -> Path:
+    return Path(cfg.data_dir) if cfg.data_dir else run_dir / f"mariadb-{group}"
+
+
+def server_home(group: str, cfg: MariadbHandlerConfig, run_dir: Path) -> Path:
+    """The server's own files beside its data: socket, pid file, error log, temp dir."""
+    return data_dir(group, cfg, run_dir).parent / f"mariadb-{group}-run"
+
+
 def gtid_position(text: str | None) -> int:
     """The sequence number of domain 0's last GTID in a `domain-server-seq,...` list."""
     for gtid in (text or "").split(","):
@@ -93,9 +102,9 @@ class MariadbHandler:
         self.prefix = f"{groups_prefix(vim)}{group}/"
         self.node = node
         self.cfg = cfg
-        self.data = Path(cfg.data_dir) if cfg.data_dir else run_dir / f"mariadb-{group}"
+        self.data = data_dir(group, cfg, run_dir)
         self.log = run_dir / f"{group}.log"  # what the server says
-        self.home = self.data.parent / f"mariadb-{group}-run"
+        self.home = server_home(group, cfg, run_dir)
         self.user = os_user(cfg.os_user)
         self.process: subprocess.Popen[bytes] | None = None
         self.conn: Any = None

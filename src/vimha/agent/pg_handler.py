@@ -74,6 +74,15 @@ def pg_bin(configured: str | None) -> Path:
     raise HandlerFailed("PostgreSQL server binaries not found (apt: postgresql)")
 
 
+def sockets_dir(group: str, run_dir: Path) -> Path:
+    return run_dir / f"pg-{group}-sockets"
+
+
+def socket_file(group: str, cfg: PostgresHandlerConfig, run_dir: Path) -> Path:
+    """The server's UNIX socket (PostgreSQL names it after the port)."""
+    return sockets_dir(group, run_dir) / f".s.PGSQL.{cfg.port}"
+
+
 def lsn(text: str | None) -> int:
     if not text:
         return -1
@@ -95,7 +104,7 @@ class PostgresHandler:
         self.node = node
         self.cfg = cfg
         self.data = Path(cfg.data_dir) if cfg.data_dir else run_dir / f"pg-{group}"
-        self.sockets = run_dir / f"pg-{group}-sockets"
+        self.sockets = sockets_dir(group, run_dir)
         self.log = run_dir / f"{group}.log"  # what the server says
         self.coord = coord
         self.prefix = f"{groups_prefix(vim)}{group}/"
