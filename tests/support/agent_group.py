@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -173,10 +174,46 @@ class AgentGroup:
         ]
         return found[0] if found else None
 
+    def promote_the_one_behind(
+        self, old: dict[str, Any], ahead: str, behind: str
+    ) -> dict[str, Any]:
+        """A fork: `behind` promoted although `ahead` received more. `ahead` is out of the
+        running (its agent frozen), the old active's server is killed and its agent frozen
+        once it has released the slot: `behind` is the only candidate. The new active."""
+        frozen = [int(self.members()[ahead]["agentPid"])]
+        os.kill(frozen[0], signal.SIGSTOP)
+        try:
+            until(lambda: ahead not in self.members(), 10)
+            os.kill(int(old["pid"]), signal.SIGKILL)
+            until(lambda: self.members()[old["member"]].get("slot") is None, 10)
+            frozen.append(int(self.members()[old["member"]]["agentPid"]))
+            os.kill(frozen[1], signal.SIGSTOP)
+            new: dict[str, Any] = until(lambda: (a := self.active()) and a, 60, self.members)
+            assert new["member"] == behind, new
+            return new
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+
     def settled(self) -> bool:
         members = self.members().values()
         roles = sorted(str(m.get("role")) for m in members)
         return all(m.get("healthy") for m in members) and roles == ["active", "standby", "standby"]
+
+
+def running_group(
+    prefix: str, nodes: tuple[str, ...], handler: Callable[[int], dict[str, Any]]
+) -> Iterator[AgentGroup]:
+    """A group of real agents in a temp dir (`prefix`), every member healthy; stopped and
+    removed afterwards: the body of a fixture."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))  # /tmp: the servers' OS users get in
+    g = AgentGroup(base, nodes, handler)
+    try:
+        g.start_all()
+        yield g
+    finally:
+        g.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @dataclass(frozen=True)

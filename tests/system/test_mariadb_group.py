@@ -9,16 +9,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pymysql
 import pytest
 
 from tests.conftest import require_system
-from tests.support.agent_group import AgentGroup, DbClient, until
+from tests.support.agent_group import AgentGroup, DbClient, running_group, until
 
 NODES = ("my-1", "my-2", "my-3")
 
@@ -46,16 +44,11 @@ MY = DbClient(
 
 def my_group(**handler: Any) -> Iterator[AgentGroup]:
     require_system(shutil.which("mariadbd") is not None, "MariaDB (apt: mariadb-server)")
-    base = Path(tempfile.mkdtemp(prefix="vimha-my-"))
-    g = AgentGroup(
-        base, NODES, lambda port: {"type": "mariadb", "port": port, "fsync": False, **handler}
+    yield from running_group(
+        "vimha-my-",
+        NODES,
+        lambda port: {"type": "mariadb", "port": port, "fsync": False, **handler},
     )
-    try:
-        g.start_all()
-        yield g
-    finally:
-        g.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -231,21 +224,7 @@ def test_replicas_whose_history_forked_off_replay_it_afresh(slow_group: AgentGro
     finally:
         primary.close()
     until(lambda: rows(addr[ahead]) == 70, 30)
-    # `ahead` is out of the running (its agent frozen), the old primary is killed and its
-    # agent frozen once it has released the slot: `promoted` is the only candidate
-    frozen = [int(group.members()[ahead]["agentPid"])]
-    os.kill(frozen[0], signal.SIGSTOP)
-    try:
-        until(lambda: ahead not in group.members(), 10)
-        os.kill(int(old["pid"]), signal.SIGKILL)
-        until(lambda: group.members()[old["member"]].get("slot") is None, 10)
-        frozen.append(int(group.members()[old["member"]]["agentPid"]))
-        os.kill(frozen[1], signal.SIGSTOP)
-        new = until(lambda: (a := group.active()) and a, 60, group.members)
-        assert new["member"] == promoted, new
-    finally:
-        for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
+    new = group.promote_the_one_behind(old, ahead, promoted)
     for node in (ahead, old["member"]):  # both forked off: they replay the history afresh
         until(lambda n=node: rows_if_up(addr[n]) == 20, 120, group.members)
     until(group.settled, 60, group.members)

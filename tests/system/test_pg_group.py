@@ -7,18 +7,15 @@ the failed members come back as standbys cloned from the new primary."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from tests.conftest import require_system
-from tests.support.agent_group import AgentGroup, DbClient, until
+from tests.support.agent_group import AgentGroup, DbClient, running_group, until
 from tests.support.postgres import find_pg_bin
 
 NODES = ("pg-1", "pg-2", "pg-3")
@@ -47,17 +44,11 @@ PG = DbClient(
 
 def pg_group(**handler: Any) -> Iterator[AgentGroup]:
     require_system(find_pg_bin() is not None, "PostgreSQL server binaries (apt: postgresql)")
-    base = Path(tempfile.mkdtemp(prefix="vimha-pg-"))
-    os.chmod(base, 0o755)  # the postgres user reaches its data dirs below
-    g = AgentGroup(
-        base, NODES, lambda port: {"type": "postgresql", "port": port, "fsync": False, **handler}
+    yield from running_group(
+        "vimha-pg-",
+        NODES,
+        lambda port: {"type": "postgresql", "port": port, "fsync": False, **handler},
     )
-    try:
-        g.start_all()
-        yield g
-    finally:
-        g.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -165,21 +156,7 @@ def test_standbys_whose_history_forked_off_are_cloned_afresh(slow_group: AgentGr
     on(old["address"], "SET synchronous_commit = local", *(PG.insert % i for i in range(100, 150)))
     (lsn,) = on(old["address"], "SELECT pg_current_wal_lsn()::text")[0]
     until(lambda: on(addr[ahead], f"SELECT pg_last_wal_receive_lsn() >= '{lsn}'")[0][0], 30)
-    # `ahead` is out of the running (its agent frozen), the old primary is killed and its
-    # agent frozen once it has released the slot: `promoted` is the only candidate
-    frozen = [int(group.members()[ahead]["agentPid"])]
-    os.kill(frozen[0], signal.SIGSTOP)
-    try:
-        until(lambda: ahead not in group.members(), 10)
-        os.kill(int(old["pid"]), signal.SIGKILL)
-        until(lambda: group.members()[old["member"]].get("slot") is None, 10)
-        frozen.append(int(group.members()[old["member"]]["agentPid"]))
-        os.kill(frozen[1], signal.SIGSTOP)
-        new = until(lambda: (a := group.active()) and a, 60, group.members)
-        assert new["member"] == promoted, new
-    finally:
-        for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
+    new = group.promote_the_one_behind(old, ahead, promoted)
     # both others forked off after the new timeline began: cloned afresh, they stream again
     until(lambda: streaming_standbys(new["address"]) == 2, 120, group.members)
     until(group.settled, 60, group.members)
