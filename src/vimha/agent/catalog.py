@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from vimha.agent.services import EARLIER_ALARMS, Reporter, service_event, supervise
 from vimha.agent.status import StatusBoard
+from vimha.drivers.tls import client_tls
 from vimha.servicespec import ServiceConfig
 
 log = logging.getLogger("vimha.agent.catalog")
@@ -70,7 +71,9 @@ async def sync_declared(
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     path = f"/vim/v1/hosts/{node}/services/declared"
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=5) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, timeout=5, verify=client_tls()
+    ) as client:
         while not stop.is_set():
             declared: dict[str, ServiceConfig] = {}
             try:

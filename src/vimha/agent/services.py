@@ -31,6 +31,7 @@ from vimha.domain.supervision import (
     decide,
 )
 from vimha.drivers.http1 import Http1Client
+from vimha.drivers.tls import client_tls
 from vimha.servicespec import ServiceConfig
 
 log = logging.getLogger("vimha.agent.services")
@@ -195,7 +196,9 @@ class Reporter:
         if self.url is None:
             return
         headers = {"Authorization": f"Bearer {self.token}"}
-        async with httpx.AsyncClient(base_url=self.url, headers=headers, timeout=5) as client:
+        async with httpx.AsyncClient(
+            base_url=self.url, headers=headers, timeout=5, verify=client_tls()
+        ) as client:
             while True:
                 event = await self.queue.get()
                 delay = 0.1

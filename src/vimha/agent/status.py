@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from vimha.drivers.tls import client_tls
+
 log = logging.getLogger("vimha.agent.status")
 RETRY = 0.5  # seconds, while the controller does not answer
 
@@ -58,7 +60,9 @@ class StatusBoard:
             return
         headers = {"Authorization": f"Bearer {self.token}"}
         path = f"/vim/v1/hosts/{self.node}/services"
-        async with httpx.AsyncClient(base_url=self.url, headers=headers, timeout=5) as client:
+        async with httpx.AsyncClient(
+            base_url=self.url, headers=headers, timeout=5, verify=client_tls()
+        ) as client:
             wait = self.refresh
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):

@@ -15,6 +15,11 @@ from vimha.cloud.netns import Netns
 
 GROUPS = ("api", "kv", "workers")
 OFFSETS = {"api": 300, "kv": 310, "workers": 320}
+# s a database or broker member may be slow to answer its checks before it counts as failed:
+# a switch-over of the primary re-seeds the old one, a restarted Galera or RabbitMQ member
+# transfers its state; and a standby passed over for a slow answer may be the freshest, with
+# commits acknowledged by it alone
+GRACE = 2.0
 CONTROL = ("ctl-1", "ctl-2", "ctl-3")
 BALANCERS = ("ctl-1", "ctl-2")  # the load-balancer pair
 VIP_INDEX = 250  # the balancers' virtual IP: .250 of the mgmt plane (netns mode)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vimha.cloud.demo_groups import BALANCERS, CONTROL
+from vimha.cloud.demo_groups import BALANCERS, CONTROL, GRACE
 from vimha.cloud.etcd import member_argv
 from vimha.cloud.nodes import EMBEDDED_VIM, PLANES, NodePlan, host_inventory
 from vimha.domain.errors import Permanent
@@ -168,6 +168,7 @@ class HaPlan:
                 "name": "db",
                 "policy": "active-standby",
                 "members": list(CONTROL),
+                "monitor_grace": GRACE,
                 "address": f"{host}:{db_port}",
                 "handler": {
                     "type": "postgresql",

@@ -23,14 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vimha.cloud.demo_groups import BALANCERS, CONTROL
+from vimha.cloud.demo_groups import BALANCERS, CONTROL, GRACE
 from vimha.cloud.nodes import PLANES, NodePlan
 
 OFFSETS = {"sql": 500, "galera": 510, "gcomm": 520, "ist": 530, "sst": 540, "mq": 550, "dist": 560}
 FRONTENDS = ("sql", "galera-write", "galera-read", "mq")
-# s a member may be slow to answer its checks before it counts as failed: a switch-over of
-# the primary re-seeds the old one, a restarted Galera or RabbitMQ member transfers its state
-GRACE = 2.0
 FRONTEND_OFFSET = 570
 GALERA = "/usr/lib/galera/libgalera_smm.so"
 RABBITMQ = "/usr/lib/rabbitmq/bin/rabbitmq-server"

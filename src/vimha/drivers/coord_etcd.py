@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from vimha.domain.errors import InvalidInput
+from vimha.drivers.tls import client_tls
 from vimha.ports.coordination import (
     Change,
     Characteristics,
@@ -58,7 +59,7 @@ class EtcdCoordination:
     def __init__(self, url: str, timeout: float = 1.0) -> None:
         self.members = endpoints(url)
         self.current = 0
-        self.http = httpx.AsyncClient(timeout=timeout)
+        self.http = httpx.AsyncClient(timeout=timeout, verify=client_tls())
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """Each member in turn; when members answered but had no leader (an election under
@@ -189,7 +190,7 @@ class EtcdCoordination:
         member = self.members[self.current]
         try:
             async with (
-                httpx.AsyncClient(timeout=None) as client,
+                httpx.AsyncClient(timeout=None, verify=client_tls()) as client,
                 client.stream("POST", f"{member}/v3/watch", json=body) as r,
             ):
                 async for line in r.aiter_lines():

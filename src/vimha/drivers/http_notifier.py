@@ -18,12 +18,13 @@ import httpx
 from vimha.domain.errors import DeliveryFailed
 from vimha.domain.subscriptions import Authentication, AuthType
 from vimha.drivers.http1 import Http1Client
+from vimha.drivers.tls import client_tls
 
 
 class HttpNotifier:
     def __init__(self, timeout: float = 5.0, test_timeout: float = 5.0) -> None:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        self._client = httpx.AsyncClient(timeout=timeout, limits=limits)
+        self._client = httpx.AsyncClient(timeout=timeout, limits=limits, verify=client_tls())
         self._fast = Http1Client(timeout)
         self._test_timeout = test_timeout
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
