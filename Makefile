@@ -9,20 +9,26 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# The dashboard's assets come from the npm registry at install time (never from git).
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
+	bash scripts/build-ui-assets.sh
 
+# System packages first: pip builds the libvirt binding against libvirt-dev.
 install-test: $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
 	bash scripts/install-system-deps.sh
+	$(BIN)/pip install -q -e '.[test]'
+	bash scripts/build-ui-assets.sh
 
 ## make up: install what is needed, then run the embedded cloud
 up: install
 	$(BIN)/vimha up
 
-## make test: install what is needed, then run the whole suite (lint, types, layers, tests)
+## make test: install what is needed, then run the whole suite (lint, types, layers, tests;
+## scripts/run-tests.sh: what runs in parallel and what not). `make test PYTEST_ARGS=...`
+## runs pytest with those arguments instead.
 test: install-test lint
-	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	bash scripts/run-tests.sh $(PYTEST_ARGS)
 
 lint:
 	$(BIN)/ruff check src tests bench

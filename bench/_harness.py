@@ -1,9 +1,10 @@
 """Shared pieces of the benchmarks: a controller process with SQLite in a temp dir, the
-consumer process, process CPU/RSS sampling from /proc."""
+consumer process, process CPU/RSS/PSS sampling from /proc."""
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -45,6 +46,20 @@ def descendants(pid: int) -> list[int]:
     except OSError:
         pass
     return out
+
+
+def own_stats(pid: int) -> tuple[float, float]:
+    """(cpu seconds used so far, RSS in MiB) of the process alone, without its children."""
+    return _one(pid)
+
+
+def pss_mib(pid: int) -> float:
+    """The process's proportional set size in MiB: its RSS with each shared page divided
+    among the processes that map it (what N copies of one program really cost together)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -128,3 +143,25 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+def cloud_port() -> int:
+    """A free block of ports for an embedded cloud (`vimha up --port`)."""
+    from vimha.cloud.nodes import check_ports
+    from vimha.domain.errors import Permanent
+
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        try:
+            check_ports(port)
+        except Permanent:
+            continue
+        return port
+    raise RuntimeError("no free port block")
+
+
+def vimha(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`vimha ARGS` in this Python, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "vimha", *args], capture_output=True, text=True, timeout=timeout
+    )

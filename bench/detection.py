@@ -208,7 +208,7 @@ def main() -> None:
         "one_plane_loss_misclassified": misclassified,
         "false_positives_under_full_cpu": len(false_changes),
         "false_positive_changes": [
-            {k: c[k] for k in ("hostId", "healthStatus", "previousHealthStatus", "reason")}
+            {k: c.get(k) for k in ("hostId", "healthStatus", "previousHealthStatus", "reason")}
             for c in false_changes
         ],
         "soak_seconds": round(soak, 1),

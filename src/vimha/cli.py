@@ -90,35 +90,88 @@ def up(
             "mariadb-server, galera-4, rsync, rabbitmq-server)",
         ),
     ] = False,
+    sdn: Annotated[
+        str,
+        typer.Option(
+            "--sdn",
+            help="With --netns: the SDN controller's model, centralised (a pair, ctl-1/ctl-2), "
+            "distributed (ctl-1..3, mastership per switch) or off; the compute nodes run Open "
+            "vSwitch (needs openvswitch-switch)",
+        ),
+    ] = "centralised",
+    libvirt: Annotated[
+        bool,
+        typer.Option(
+            "--libvirt",
+            help="The compute nodes' instances as QEMU guests through libvirtd (root; needs "
+            "libvirt-daemon-system and qemu-system-x86; slow to boot under software emulation: "
+            "about a minute for the demo VNFs)",
+        ),
+    ] = False,
 ) -> None:
     """Run the embedded cloud (one controller with SQLite in DATA_DIR, or with --ha three on
     PostgreSQL) in the foreground."""
+    from vimha.admin_token import admin_token_from_file
     from vimha.cloud import embedded
-    from vimha.controller import admin_token_from_file
     from vimha.logs import setup_logging
 
+    openstack = (
+        f"OpenStack APIs (Identity, Compute, Image, Network) with {data_dir.resolve()}/"
+        "clouds.yaml; e.g.\n"
+        f"  export OS_CLIENT_CONFIG_FILE={data_dir.resolve()}/clouds.yaml\n"
+        "  openstack --os-cloud vimha server list"
+    )
     if detach:
-        pid = embedded.detach(data_dir, port, netns=netns, ha=ha, stateful=stateful)
+        pid = embedded.detach(
+            data_dir, port, netns=netns, ha=ha, stateful=stateful, sdn=sdn, libvirt=libvirt
+        )
         out.print(
             f"vimha is running in the background (pid {pid}); log: {data_dir}/vimha.log; "
-            "stop it with `vimha down`"
+            f"stop it with `vimha down`\ndashboard: http://127.0.0.1:{port}/ui (log in with "
+            f"`vimha token --role operator`)\n{openstack}",
+            highlight=False,
         )
         return
     config = embedded.embedded_config(data_dir, port)
     setup_logging(config.log_level)
     token_path = Path(config.auth.token_file or "")
-    token = admin_token_from_file(token_path)
+    admin_token_from_file(token_path)  # made now, the controller and `vimha chaos` read it
     out.print(
         f"vimha embedded cloud: API http://127.0.0.1:{port}  data: {data_dir.resolve()}\n"
         f"admin token in {token_path} (or `vimha token`); e.g.\n"
         f'  curl -H "Authorization: Bearer $(vimha token)" http://127.0.0.1:{port}/vimfm/v1/alarms\n'
         "8 nodes (ctl-1..3, cmp-1..4, sto-1): `vimha hosts`; faults: `vimha chaos --help`.\n"
+        f"dashboard: http://127.0.0.1:{port}/ui (log in with `vimha token --role operator`)\n"
+        f"{openstack}\n"
         "Ctrl-C stops it.",
         highlight=False,
     )
     cloud_config, launcher = embedded.prepare_cloud(
-        data_dir, port, token, netns=netns, ha=ha, stateful=stateful
+        data_dir, port, netns=netns, ha=ha, stateful=stateful, sdn=sdn, libvirt=libvirt
     )
+    if libvirt:
+        out.print(
+            "--libvirt: the instances of cmp-1..4 are QEMU guests (libvirt:///system), on the "
+            "bridges of vnf-a and vnf-b (10.96.0.0/16, 10.97.0.0/16); they boot in about a "
+            "minute under software emulation (`vimha instances`).",
+            highlight=False,
+        )
+    if netns:
+        out.print(
+            "--netns: each instance of cmp-1..4 runs in a network namespace of its own, its "
+            "ports veths on its node's bridge for vnf-a (10.64.0.0/16) or vnf-b (10.65.0.0/16).",
+            highlight=False,
+        )
+    if netns and sdn != "off":
+        from vimha.cloud import sdn as cloud_sdn
+
+        missing_ovs = cloud_sdn.available()
+        out.print(
+            f"SDN: off ({missing_ovs})" if missing_ovs else
+            f"SDN: the {sdn} model; Open vSwitch on cmp-1..4, stand-in VNF endpoints "
+            "vh<port>-a1..a4, -b1, -b3 (`vimha sdn status`)",
+            highlight=False,
+        )  # fmt: skip
     if stateful:
         out.print(
             "--stateful: MariaDB (group sql, primary and replicas), Galera (galera) and "
@@ -128,7 +181,9 @@ def up(
     if ha:
         out.print(
             "--ha: etcd, PostgreSQL (group `db`) and the controllers (group `vimha`) on "
-            "ctl-1..3, behind the HAProxy pair; the API answers once a controller is up.",
+            "ctl-1..3, behind the HAProxy pair; the API answers once a controller is up. "
+            "etcd's authentication is on: each agent and controller has a user of its own "
+            f"(passwords in {data_dir.resolve() / 'etcd-auth'}).",
             highlight=False,
         )
         raise typer.Exit(asyncio.run(embedded.run_ha_cloud(launcher)))
@@ -179,9 +234,14 @@ def agent(
 
 
 @app.command()
-def token(data_dir: DataDir = Path(".vimha")) -> None:
-    """Print the embedded cloud's admin token."""
-    path = data_dir / "admin-token"
+def token(
+    data_dir: DataDir = Path(".vimha"),
+    role: Annotated[str, typer.Option(help="admin, operator or reader")] = "admin",
+) -> None:
+    """Print the embedded cloud's admin token (or its operator's or reader's)."""
+    if role not in ("admin", "operator", "reader"):
+        fail(f"no role {role}: admin, operator or reader")
+    path = data_dir / f"{role}-token"
     try:
         sys.stdout.write(path.read_text().strip() + "\n")
     except OSError:
@@ -236,285 +296,58 @@ def check_config(
     out.print(f"timing invariants hold ({len(findings)} warning(s))")
 
 
-# -- alarms -------------------------------------------------------------------------------
-def _alarm_table(alarms: list[dict[str, Any]]) -> Table:
-    table = Table("id", "severity", "object", "fault", "cause", "raised", "ack")
-    for a in alarms:
-        table.add_row(
-            a.get("id", "")[:8],
-            a.get("perceivedSeverity", ""),
-            a.get("managedObjectId", ""),
-            a.get("faultType", ""),
-            a.get("probableCause", ""),
-            a.get("alarmRaisedTime", ""),
-            a.get("ackState", ""),
-        )
-    return table
+hosts_app = typer.Typer(
+    help="Hosts: health, planes, instances; confirm-down, report-fault.",
+    invoke_without_command=True,
+)
+app.add_typer(hosts_app, name="hosts")
 
 
-@alarms_app.command("list")
-def alarms_list(
-    url: Url = None,
-    token: Token = None,
-    as_json: Json = False,
-    filter: Annotated[str | None, typer.Option("--filter", help="SOL 013 filter")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Include cleared alarms")] = False,
-) -> None:
-    """List alarms (active ones unless --all or a filter on perceivedSeverity)."""
-    params = {}
-    if filter:
-        params["filter"] = filter
-    elif all_:
-        params["filter"] = "(neq,perceivedSeverity,NONE)"
-    alarms = client(url, token).paged("/vimfm/v1/alarms", params)
-    emit(alarms, as_json, _alarm_table(alarms))
-
-
-@alarms_app.command("show")
-def alarms_show(alarm_id: str, url: Url = None, token: Token = None) -> None:
-    """Show one alarm and its history."""
-    c = client(url, token)
-    alarm = c.json("GET", f"/vimfm/v1/alarms/{alarm_id}")
-    alarm["history"] = c.json("GET", f"/vimfm/v1/alarms/{alarm_id}/history")
-    emit(alarm, True)
-
-
-@alarms_app.command("ack")
-def alarms_ack(
-    alarm_id: str,
-    url: Url = None,
-    token: Token = None,
-    undo: Annotated[bool, typer.Option("--undo", help="Un-acknowledge")] = False,
-) -> None:
-    """Acknowledge an alarm (or un-acknowledge with --undo)."""
-    state = "UNACKNOWLEDGED" if undo else "ACKNOWLEDGED"
-    client(url, token).json(
-        "PATCH",
-        f"/vimfm/v1/alarms/{alarm_id}",
-        content=json.dumps({"ackState": state}),
-        headers={"Content-Type": "application/merge-patch+json"},
+@hosts_app.command("confirm-down")
+def hosts_confirm_down(host: str, url: Url = None, token: Token = None) -> None:
+    """The operator's word that a failed host, which could not be fenced, is off: its
+    instances (UNKNOWN until now) are recovered."""
+    done = client(url, token).json("POST", f"/vim/v1/hosts/{host}/confirm-down")
+    out.print(
+        f"{host} confirmed off by {done['confirmedBy']}; recovering "
+        f"{len(done['recovering'])} instance(s)"
     )
-    out.print(f"alarm {alarm_id} {state.lower()}")
 
 
-# -- subscriptions ------------------------------------------------------------------------
-@subs_app.command("list")
-def subs_list(url: Url = None, token: Token = None, as_json: Json = False) -> None:
-    subs = client(url, token).paged("/vimfm/v1/subscriptions", {})
-    table = Table("id", "callbackUri", "filter")
-    for s in subs:
-        table.add_row(s["id"], s["callbackUri"], json.dumps(s.get("filter", {})))
-    emit(subs, as_json, table)
-
-
-@subs_app.command("create")
-def subs_create(
-    callback: Annotated[str, typer.Option("--callback", help="Consumer's callback URI")],
+@hosts_app.command("report-fault")
+def hosts_report_fault(
+    host: str,
+    reason: str = typer.Option(..., "--reason", help="What the VNF or VNFM saw"),
+    alarm_only: bool = typer.Option(False, "--alarm-only", help="Alarm, do not fence"),
     url: Url = None,
     token: Token = None,
-    as_json: Json = False,
-    type_: Annotated[list[str] | None, typer.Option("--type", help="Notification type")] = None,
-    severity: Annotated[list[str] | None, typer.Option("--severity")] = None,
-    event_type: Annotated[list[str] | None, typer.Option("--event-type")] = None,
-    obj: Annotated[list[str] | None, typer.Option("--object", help="Managed object id")] = None,
-    location: Annotated[str | None, typer.Option("--location", help="e.g. site1/zone-a")] = None,
-    basic_user: Annotated[str | None, typer.Option("--basic-user")] = None,
-    basic_password: Annotated[str | None, typer.Option("--basic-password")] = None,
 ) -> None:
-    """Subscribe a consumer (its callback must answer GET with 204)."""
-    flt: dict[str, Any] = {}
-    for key, value in (
-        ("notificationTypes", type_),
-        ("perceivedSeverities", severity),
-        ("eventTypes", event_type),
-        ("managedObjectIds", obj),
-    ):
-        if value:
-            flt[key] = value
-    if location:
-        flt["locationPrefix"] = location
-    body: dict[str, Any] = {"callbackUri": callback, "filter": flt}
-    if basic_user:
-        body["authentication"] = {
-            "authType": ["BASIC"],
-            "paramsBasic": {"userName": basic_user, "password": basic_password or ""},
-        }
-    response = client(url, token).call(
-        "POST", "/vimfm/v1/subscriptions", json=body, follow_redirects=False
+    """Report a host as faulty (as a VNFM would): alarmed, and fenced unless --alarm-only."""
+    body = {"reason": reason, "action": "alarm" if alarm_only else "fence"}
+    done = client(url, token).json("POST", f"/vim/v1/hosts/{host}/report-fault", json=body)
+    out.print(
+        f"{host}: {done['alarm']} raised; fencing {'started' if done['fencing'] else 'not started'}"
     )
-    if response.status_code == 303:
-        out.print(f"an identical subscription exists: {response.headers['location']}")
+
+
+@hosts_app.callback()
+def hosts(ctx: typer.Context, url: Url = None, token: Token = None, as_json: Json = False) -> None:
+    """Hosts with their health, failure kind, planes, instances and reason."""
+    if ctx.invoked_subcommand is not None:
         return
-    emit(response.json(), as_json, None) if as_json else out.print(
-        f"subscription {response.json()['id']} created"
-    )
-
-
-@subs_app.command("delete")
-def subs_delete(subscription_id: str, url: Url = None, token: Token = None) -> None:
-    client(url, token).call("DELETE", f"/vimfm/v1/subscriptions/{subscription_id}")
-    out.print(f"subscription {subscription_id} deleted")
-
-
-# -- events -------------------------------------------------------------------------------
-@events_app.command("send")
-def events_send(
-    url: Url = None,
-    token: Token = None,
-    as_json: Json = False,
-    file: Annotated[Path | None, typer.Option("--file", help="JSON file: event or list")] = None,
-    obj: Annotated[str | None, typer.Option("--object", help="Managed object id")] = None,
-    fault_type: Annotated[str | None, typer.Option("--fault-type")] = None,
-    cause: Annotated[str | None, typer.Option("--cause", help="Probable cause")] = None,
-    severity: Annotated[str, typer.Option("--severity")] = "MAJOR",
-    event_type: Annotated[str, typer.Option("--event-type")] = "EQUIPMENT_ALARM",
-    clear: Annotated[bool, typer.Option("--clear", help="Clear instead of raise")] = False,
-) -> None:
-    """Send a native fault event (or a file of them) to raise, update or clear alarms."""
-    body: Any
-    if file is not None:
-        try:
-            body = json.loads(file.read_text())
-        except (OSError, ValueError) as exc:
-            fail(f"{file}: {exc}", 2)
-    else:
-        if not (obj and fault_type):
-            fail("give --file, or at least --object and --fault-type", 2)
-        body = {
-            "managedObjectId": obj,
-            "faultType": fault_type,
-            "probableCause": cause or fault_type,
-            "perceivedSeverity": "CLEARED" if clear else severity.upper(),
-            "eventType": event_type.upper(),
-        }
-    result = client(url, token).json("POST", "/vim/v1/events", json=body)
-    if as_json:
-        emit(result, True)
-    else:
-        for change in result["changes"]:
-            out.print(f"{change['change']:<9} {change['alarmId']}  {change['reason']}")
-        if not result["changes"]:
-            out.print(f"{result['accepted']} event(s) accepted; no alarm changed")
-
-
-@chaos_app.command("kill-active")
-def chaos_kill_active(
-    group: str,
-    how: str = typer.Option(
-        "kill", "--how", help="kill (SIGKILL), stop (SIGSTOP), agent-stop, power-off"
-    ),
-    member: str | None = typer.Option(
-        None, "--member", help="This active member (a node) rather than the first"
-    ),
-    data_dir: DataDir = Path(".vimha"),
-) -> None:
-    """Fail the active member of a service group (api, kv, workers; with --stateful sql,
-    galera, mq): a standby takes over, or the cluster goes on without it."""
-    from vimha.cloud import chaos
-
-    out.print(chaos.kill_active(data_dir, group, how, member))
-
-
-@chaos_app.command("kill-agent")
-def chaos_kill_agent(node: str, data_dir: DataDir = Path(".vimha")) -> None:
-    """SIGKILL a node's agent: the node fails and is fenced (`heal NODE` powers it on)."""
-    from vimha.cloud import chaos
-
-    out.print(chaos.kill_agent(data_dir, node))
-
-
-@chaos_app.command("kill-service")
-def chaos_kill_service(node: str, data_dir: DataDir = Path(".vimha")) -> None:
-    """SIGKILL a node's demo service (its agent's watchdog restarts it)."""
-    from vimha.cloud import chaos
-
-    out.print(chaos.kill_service(data_dir, node))
-
-
-@chaos_app.command("hang-service")
-def chaos_hang_service(node: str, data_dir: DataDir = Path(".vimha")) -> None:
-    """SIGSTOP a node's demo service (a hung service: the watchdog restarts it)."""
-    from vimha.cloud import chaos
-
-    out.print(chaos.hang_service(data_dir, node))
-
-
-@chaos_app.command("plane-down")
-def chaos_plane_down(node: str, plane: str, data_dir: DataDir = Path(".vimha")) -> None:
-    """Take one network plane of a node down (loopback mode: the agent drops its heartbeats)."""
-    from vimha.cloud import chaos
-
-    out.print(chaos.plane_down(data_dir, node, plane))
-
-
-@chaos_app.command("power-off")
-def chaos_power_off(node: str, data_dir: DataDir = Path(".vimha")) -> None:
-    """Power a node off through its BMC (Redfish ForceOff): its processes stop."""
-    from vimha.cloud import chaos
-
-    out.print(chaos.power_off(data_dir, node))
-
-
-@chaos_app.command("power-on")
-def chaos_power_on(node: str, data_dir: DataDir = Path(".vimha")) -> None:
-    """Power a node on through its BMC: its agent and services start."""
-    from vimha.cloud import chaos
-
-    out.print(chaos.power_on(data_dir, node))
-
-
-@chaos_app.command("psu-fail")
-def chaos_psu_fail(node: str, data_dir: DataDir = Path(".vimha")) -> None:
-    """Fail a node's power supply (its BMC reports PSU1 Critical)."""
-    from vimha.cloud import chaos
-
-    out.print(chaos.psu_fail(data_dir, node))
-
-
-@chaos_app.command("overheat")
-def chaos_overheat(node: str, data_dir: DataDir = Path(".vimha")) -> None:
-    """Overheat a node's CPU (its BMC reports 95 C, Critical)."""
-    from vimha.cloud import chaos
-
-    out.print(chaos.overheat(data_dir, node))
-
-
-@chaos_app.command("partition")
-def chaos_partition(
-    rack: str,
-    with_bmc: Annotated[
-        bool, typer.Option("--with-bmc", help="Silence the rack's BMCs too (ToR carries them)")
-    ] = False,
-    data_dir: DataDir = Path(".vimha"),
-) -> None:
-    """Cut a rack's nodes off the controllers (nftables in netns mode; `heal` ends it)."""
-    from vimha.cloud import chaos
-
-    out.print(chaos.partition(data_dir, rack, with_bmc))
-
-
-@chaos_app.command("heal")
-def chaos_heal(node: str | None = typer.Argument(None), data_dir: DataDir = Path(".vimha")) -> None:
-    """Undo every fault on one node or all: planes up, processes continued, sensors
-    normal, powered on."""
-    from vimha.cloud import chaos
-
-    out.print(chaos.heal(data_dir, node))
-
-
-@app.command()
-def hosts(url: Url = None, token: Token = None, as_json: Json = False) -> None:
-    """Hosts with their health, failure kind, planes and reason."""
     data = client(url, token).json("GET", "/vim/v1/hosts")
-    table = Table("host", "health", "failure", "planes", "location", "reason")
+    table = Table("host", "health", "failure", "planes", "location", "instances", "reason")
     for h in data:
         planes = " ".join(f"{p}:{v['status']}" for p, v in h.get("planes", {}).items())
+        compute = h.get("compute") or {}
+        placed = " ".join(f"{i['name']}:{i['status']}" for i in compute.get("instances", []))
         table.add_row(
             h["id"],
             h["healthStatus"],
             h.get("failureKind") or "",
             planes,
             h.get("location", {}).get("path", ""),
+            placed if compute else "",
             h.get("reason", ""),
         )
     emit(data, as_json, table)
@@ -612,6 +445,18 @@ def status(url: Url = None, token: Token = None, as_json: Json = False) -> None:
     emit(data, False, table)
 
 
+# registers the commands of alarms, subscriptions, events, chaos, compute, etcd access,
+# insight, migration and maintenance
+from vimha import (  # noqa: E402, F401
+    cli_chaos,
+    cli_compute,
+    cli_etcd,
+    cli_faults,
+    cli_insight,
+    cli_maintenance,
+)
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)
@@ -636,3 +481,8 @@ def main() -> None:
             sys.exit(code)
         say_error(f"{type(exc).__name__}: {exc}")
         sys.exit(1)
+
+
+from vimha import sdncli  # noqa: E402  (its commands use the helpers above)
+
+app.add_typer(sdncli.sdn_app, name="sdn")

@@ -19,12 +19,16 @@ class ClientError(Exception):
 def resolve(url: str | None, token: str | None, data_dir: str | None = None) -> tuple[str, str]:
     """URL from --url, $VIMHA_URL, else the embedded default; token from --token,
     $VIMHA_TOKEN / $VIMHA_ADMIN_TOKEN, else the embedded default's token file."""
+    folder = Path(data_dir or os.environ.get("VIMHA_DATA_DIR") or DEFAULT_DATA_DIR)
+    if not url and not os.environ.get("VIMHA_URL"):
+        try:  # the embedded cloud of that folder says where its API is
+            url = (folder / "api-url").read_text().strip()
+        except OSError:
+            url = None
     url = url or os.environ.get("VIMHA_URL") or DEFAULT_URL
     token = token or os.environ.get("VIMHA_TOKEN") or os.environ.get("VIMHA_ADMIN_TOKEN")
     if not token:
-        path = (
-            Path(data_dir or os.environ.get("VIMHA_DATA_DIR") or DEFAULT_DATA_DIR) / "admin-token"
-        )
+        path = folder / "admin-token"
         try:
             token = path.read_text().strip()
         except OSError:

@@ -6,38 +6,49 @@ load, so that a bad combination fails at start-up with a sentence, not at 3 a.m.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from vimha.config_base import _Model, _seconds
+from vimha.config_vnf import (
+    CapacityConfig,
+    ComputeConfig,
+    CorrelationConfig,
+    IncidentsConfig,
+    MetricsConfig,
+    MigrationConfig,
+    PlacementConfig,
+)
 from vimha.domain.alarms import Location
+from vimha.domain.compute import Sal
+from vimha.domain.correlation_rules import Rules, parse_rules
 from vimha.domain.delivery import RetryPolicy
 from vimha.domain.detection import DetectionPolicy
 from vimha.domain.election import LeasePolicy
 from vimha.domain.errors import InvalidInput
 from vimha.domain.events import DEFAULT_HIERARCHY, location_from
 from vimha.domain.fencing import FencePolicy
-from vimha.domain.retention import RetentionPolicy, parse_duration
+from vimha.domain.retention import RetentionPolicy
+from vimha.domain.sal import DEFAULT_CLASSES, SalClass
 
-Role = Literal["admin", "operator", "reader"]
-
-
-def _seconds(value: Any) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if value <= 0:
-            raise ValueError("must be positive")
-        return float(value)
-    try:
-        return parse_duration(value).total_seconds()
-    except InvalidInput as exc:
-        raise ValueError(exc.detail) from None
+Role = Literal["admin", "operator", "reader", "agent"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TlsConfig(_Model):
+    cert_file: str = Field(description="PEM certificate chain the API serves")
+    key_file: str = Field(description="PEM private key of the certificate (0600)")
+
+    @model_validator(mode="after")
+    def _readable(self) -> TlsConfig:
+        for what in (self.cert_file, self.key_file):
+            if not os.access(what, os.R_OK):
+                raise ValueError(f"{what}: not readable")
+        return self
 
 
 class ApiConfig(_Model):
@@ -50,10 +61,14 @@ class ApiConfig(_Model):
         None, description="Base URL that links in responses and notifications point at."
     )
     page_size: int = Field(100, ge=1, le=10000)
+    tls: TlsConfig | None = Field(
+        None, description="Serve the API over HTTPS with this certificate (links then say https)"
+    )
 
     @property
     def base_url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        scheme = "https" if self.tls else "http"
+        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
 
 
 class StoreConfig(_Model):
@@ -64,6 +79,17 @@ class TokenConfig(_Model):
     name: str
     token: str = Field(min_length=16)
     role: Role
+    host: str | None = Field(
+        None,
+        description="role agent: the one host this token speaks for (its services' status, "
+        "events about it and its parts, its declared services); nothing else",
+    )
+
+    @model_validator(mode="after")
+    def _scoped(self) -> TokenConfig:
+        if (self.role == "agent") != (self.host is not None):
+            raise ValueError(f"token {self.name}: role agent, and only it, is bound to a host")
+        return self
 
 
 class AuthConfig(_Model):
@@ -71,6 +97,20 @@ class AuthConfig(_Model):
     token_file: str | None = Field(
         None, description="File holding an admin token (created with 0600 if missing)."
     )
+    identity_token_ttl: float = Field(
+        3600.0,
+        ge=60,
+        le=7 * 86400,
+        description="Seconds a token issued by the OpenStack Identity face is valid",
+    )
+    region: str = Field(
+        "RegionOne", min_length=1, max_length=255, description="Region of the service catalog"
+    )
+
+    @field_validator("identity_token_ttl", mode="before")
+    @classmethod
+    def _ttl(cls, value: Any) -> float:
+        return _seconds(value)
 
     @field_validator("tokens")
     @classmethod
@@ -267,6 +307,18 @@ class CoordinationConfig(_Model):
         return LeasePolicy(self.ttl, self.renew, self.demote_after)
 
 
+class JudgingConfig(_Model):
+    split: Literal["off", "on", "auto"] = Field(
+        "auto",
+        description="Split the judging of hosts (heartbeat planes, BMC, fencing, alarms) "
+        "across the live controllers, each host judged by one (domain/ownership.py): on, "
+        "off, or auto (past `auto_above` hosts). Needs coordination.controllers > 1.",
+    )
+    auto_above: int = Field(
+        200, ge=0, description="With split auto: split once more hosts than this are declared"
+    )
+
+
 class BmcConfig(_Model):
     url: str = Field(min_length=1, description="Redfish base URL, e.g. https://10.0.0.5")
     user: str = ""
@@ -276,12 +328,6 @@ class BmcConfig(_Model):
     log_interval: float = Field(
         10.0, gt=0, description="How often its event log (SEL) is read for new events"
     )
-
-
-class CapacityConfig(_Model):
-    vcpus: int = Field(ge=1, description="Virtual CPUs offered to instances")
-    ram_mib: int = Field(ge=1, description="RAM offered to instances, MiB")
-    disk_gib: int = Field(0, ge=0, description="Local disk offered to instances, GiB")
 
 
 class HostConfig(_Model):
@@ -294,6 +340,9 @@ class HostConfig(_Model):
     )
     bmc: BmcConfig | None = None
     capacities: CapacityConfig | None = Field(None, description="For compute nodes")
+    traits: tuple[str, ...] = Field(
+        (), description="Traits offered to placement, e.g. REDUNDANT_PSU (beside the agent's)"
+    )
 
 
 class Config(_Model):
@@ -316,6 +365,13 @@ class Config(_Model):
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     fencing: FencingConfig = FencingConfig()
     coordination: CoordinationConfig = CoordinationConfig()
+    judging: JudgingConfig = JudgingConfig()
+    compute: ComputeConfig = ComputeConfig()
+    placement: PlacementConfig = PlacementConfig()
+    correlation: CorrelationConfig = CorrelationConfig()
+    incidents: IncidentsConfig = IncidentsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    migration: MigrationConfig = MigrationConfig()
     hosts: tuple[HostConfig, ...] = ()
 
     def controller_id(self) -> str:
@@ -355,6 +411,36 @@ class Config(_Model):
         return None
 
     @model_validator(mode="after")
+    def _placement_levels(self) -> Config:
+        for level, cls in self.placement.sal.items():
+            if cls.reserve != "none" and cls.reserve not in self.topology.hierarchy:
+                raise ValueError(
+                    f"placement.sal.{level}.reserve: {cls.reserve!r} is not a level of the "
+                    f"topology ({', '.join(self.topology.hierarchy)}) nor none"
+                )
+        return self
+
+    def sal_classes(self) -> dict[Sal, SalClass]:
+        out = dict(DEFAULT_CLASSES)
+        for level, cls in self.placement.sal.items():
+            out[Sal(level)] = SalClass(
+                Sal(level),
+                frozenset(cls.traits),
+                cls.reserve,
+                cls.on_reserve,
+                frozenset(cls.reserved_hosts),
+            )
+        return out
+
+    @model_validator(mode="after")
+    def _rules(self) -> Config:
+        try:
+            load_rules(self.correlation.rules_file, self.topology.hierarchy)
+        except InvalidInput as exc:
+            raise ValueError(exc.detail) from None
+        return self
+
+    @model_validator(mode="after")
     def _auth_present(self) -> Config:
         if not self.auth.tokens and not self.auth.token_file:
             raise ValueError("auth: configure tokens or a token_file; the API is never open")
@@ -385,6 +471,25 @@ def load(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Co
             for err in exc.errors()
         )
         raise InvalidInput(f"config {where}: {problems}") from None
+
+
+DEFAULT_RULES = Path(__file__).parent / "correlation.yaml"
+
+
+def load_rules(path: str | None, hierarchy: tuple[str, ...]) -> Rules:
+    """The correlation rules of a YAML file (None: the shipped ones), checked against the
+    topology. InvalidInput names the file and the bad field."""
+    where = Path(path) if path else DEFAULT_RULES
+    try:
+        doc = yaml.safe_load(where.read_text())
+    except FileNotFoundError:
+        raise InvalidInput(f"correlation.rules_file {where}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"correlation.rules_file {where}: not valid YAML: {exc}") from None
+    try:
+        return parse_rules(doc, hierarchy)
+    except InvalidInput as exc:
+        raise InvalidInput(f"correlation.rules_file {where}: {exc.detail}") from None
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -11,16 +11,15 @@ import contextlib
 import gc
 import logging
 import os
-import secrets
 import signal
 import socket
-import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
 
+from vimha.admin_token import ADMIN_ENV, admin_token_from_file
 from vimha.api.app import create_app
 from vimha.api.auth import Principal, TokenAuth
 from vimha.config import Config
@@ -31,13 +30,21 @@ from vimha.drivers.sqlstore import SqlStore
 from vimha.engine.runtime import Runtime
 
 log = logging.getLogger("vimha.controller")
-ADMIN_ENV = "VIMHA_ADMIN_TOKEN"
 
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises a captured SIGTERM after serve() returns, which would kill the
     process before the engine drains; vimha owns the signals instead. First signal: stop
-    accepting and drain (bounded); second signal: force exit."""
+    accepting and drain (bounded); second signal: force exit. `closing` is called as the
+    shutdown begins: long-lived responses (the dashboard's event streams) end then, rather
+    than holding the drain until its bound."""
+
+    closing: list[Callable[[], None]]
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for close in getattr(self, "closing", []):
+            close()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -60,26 +67,8 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
-def admin_token_from_file(path: Path) -> str:
-    """Read the admin token file, creating it (0600) with a fresh token, or with
-    $VIMHA_ADMIN_TOKEN when set, if it does not exist."""
-    env = os.environ.get(ADMIN_ENV)
-    if path.exists():
-        token = path.read_text().strip()
-        if env and env != token:
-            return env
-        return token
-    token = env or secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-    log.info("generated an admin token in %s (mode 0600)", path)
-    return token
-
-
 def build_auth(config: Config) -> TokenAuth:
-    tokens = {t.token: Principal(t.name, t.role) for t in config.auth.tokens}
+    tokens = {t.token: Principal(t.name, t.role, t.host) for t in config.auth.tokens}
     if config.auth.token_file:
         tokens[admin_token_from_file(Path(config.auth.token_file))] = Principal("admin", "admin")
     elif os.environ.get(ADMIN_ENV):
@@ -146,8 +135,11 @@ async def serve(config: Config, migrate: bool = False, wait_store: float = 0.0) 
             access_log=False,
             timeout_graceful_shutdown=5,
             lifespan="off",
+            ssl_certfile=config.api.tls.cert_file if config.api.tls else None,
+            ssl_keyfile=config.api.tls.key_file if config.api.tls else None,
         )
     )
+    server.closing = [app.state.ui_feed.close, runtime.host_watch.close]
     await runtime.start()
     # Long-lived state is made at start; fewer young-generation collections cut the cost of
     # the many short-lived objects of each request and notification.

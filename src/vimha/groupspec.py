@@ -13,6 +13,7 @@ member node; each agent runs the groups its node is a member of.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -77,6 +78,34 @@ class PostgresHandlerConfig(_Model):
         "answers as the primary is unhealthy, and cloned afresh at its restart (s): its "
         "history diverged, or it cannot reach the active",
     )
+    password_file: str | None = Field(
+        None,
+        description="A file (0600) holding the password of the `postgres` role: with it, "
+        "pg_hba.conf is written at every start of the member, `trusted` networks connect "
+        "without a password and `networks` (the other members', the clients') with "
+        "scram-sha-256; the agent, pg_basebackup and the standbys' streaming use it",
+    )
+    trusted: tuple[str, ...] = Field(
+        ("127.0.0.0/8",),
+        description="Networks (CIDR) that need no password (with password_file; without it "
+        "only loopback is trusted, as always); [] to require one from everyone",
+    )
+    networks: tuple[str, ...] = Field(
+        (),
+        description="Networks (CIDR) of the other members and of the clients, authenticated "
+        "with scram-sha-256 (needs password_file)",
+    )
+
+    @model_validator(mode="after")
+    def _auth(self) -> PostgresHandlerConfig:
+        for net in (*self.trusted, *self.networks):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network (CIDR, e.g. 10.0.0.0/24)") from None
+        if self.networks and self.password_file is None:
+            raise ValueError("networks are authenticated with a password: set password_file")
+        return self
 
 
 class GaleraConfig(_Model):
@@ -266,6 +295,29 @@ class HaproxyHandlerConfig(_Model):
         return self
 
 
+class SdnHandlerConfig(_Model):
+    """An SDN controller instance (`vimha sdn run`, issue 18): in an active-standby group the
+    centralised model (the active is MASTER of every switch), in an all-active group the
+    distributed one (each switch's master elected, balanced); every role request carries the
+    group's epoch as its generation id."""
+
+    type: Literal["sdn"] = "sdn"
+    listen: str = Field(min_length=3, description="host:port where the switches connect")
+    coordination_url: str = Field(
+        min_length=1, description="The instance's coordination backend (the agent's)"
+    )
+    echo_interval: float = Field(0.1, gt=0, description="OpenFlow echo requests (s)")
+    echo_misses: int = Field(3, ge=1, description="Unanswered echoes: the switch is lost")
+    cut_off_grace: float = Field(
+        0.5, ge=0, description="Switches a peer sees and this one not, for this long: cut off"
+    )
+    lease_ttl: float = Field(1.0, gt=0, description="Distributed model: masterships' lease (s)")
+    timeout: float = Field(0.5, gt=0, description="Of a status request (s)")
+    start_timeout: float = Field(
+        60, gt=0, description="An instance starting (os-ken loads slowly) is left alone this long"
+    )
+
+
 HandlerConfig = Annotated[
     ProcessHandlerConfig
     | RedisHandlerConfig
@@ -274,7 +326,8 @@ HandlerConfig = Annotated[
     | RabbitmqHandlerConfig
     | HaproxyHandlerConfig
     | KeepalivedHandlerConfig
-    | VipHandlerConfig,
+    | VipHandlerConfig
+    | SdnHandlerConfig,
     Field(discriminator="type"),
 ]
 
@@ -320,6 +373,21 @@ class GroupConfig(_Model):
         "transfer, a member slow to answer under load is not a failed one",
     )
     restart_backoff: float = Field(1.0, gt=0, description="Between restarts of a failed member")
+    start_grace: float = Field(
+        0.0,
+        ge=0,
+        description="For this long (s) after its member was (re)started, failed checks of a "
+        "running member (no answer, an error) do not count: on a loaded box a server still "
+        "starting answers slowly, and a holder deposed for it is a switch-over with no fault. "
+        "A process gone or stopped counts at once",
+    )
+    fresher_wait: float = Field(
+        10.0,
+        ge=0,
+        description="A free slot waits this long (s) for a live standby that is fresher than "
+        "every healthy one but unable to serve (a slow check, a restart): the commits only it "
+        "acknowledged would be lost. After that it is passed over, with an alarm",
+    )
     lease: LeaseConfig = LeaseConfig()
 
     @model_validator(mode="after")
@@ -333,13 +401,24 @@ class GroupConfig(_Model):
             raise ValueError(exc.detail) from None
         if self.mode == "cluster" and self.policy is not Policy.N_PLUS_M:
             raise ValueError("mode: cluster is for n-plus-m groups")
+        if self.handler.type == "sdn" and self.policy is Policy.N_PLUS_M:
+            raise ValueError(
+                "an sdn group is active-standby (centralised) or all-active (distributed)"
+            )
         return self
 
     def group_policy(self) -> GroupPolicy:
         if self.policy is Policy.N_PLUS_M and self.mode == "cluster":
             return GroupPolicy(Policy.ALL_ACTIVE, len(self.members), quorum=True)
         active = self.active if self.policy is Policy.N_PLUS_M else 1
-        return GroupPolicy(self.policy, len(self.members), active, self.max_lag, self.on_stale)
+        return GroupPolicy(
+            self.policy,
+            len(self.members),
+            active,
+            self.max_lag,
+            self.on_stale,
+            fresher_wait=self.fresher_wait,
+        )
 
     def published(self) -> dict[str, Any]:
         """What members publish of the group, for the controllers' view."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from vimha.api.app import create_app
 from vimha.config import load
@@ -17,12 +18,14 @@ from vimha.engine.runtime import Runtime
 ADMIN = "admin-token-0123456789"
 OPERATOR = "operator-token-0123456789"
 READER = "reader-token-0123456789"
+AGENT = "agent-cmp-1-token-0123456789"  # role agent, bound to host cmp-1
 
 
 @dataclass
 class Api:
     client: httpx.AsyncClient
     runtime: Runtime
+    app: FastAPI
 
     def headers(self, token: str = ADMIN, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}", **extra}
@@ -61,6 +64,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
                     {"name": "admin", "token": ADMIN, "role": "admin"},
                     {"name": "ops", "token": OPERATOR, "role": "operator"},
                     {"name": "ro", "token": READER, "role": "reader"},
+                    {"name": "agent-cmp-1", "token": AGENT, "role": "agent", "host": "cmp-1"},
                 ]
             },
         },
@@ -71,6 +75,10 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     await runtime.start()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://vim.example") as client:
-        yield Api(client, runtime)
+        yield Api(client, runtime, app)
     await runtime.stop()
     store.close()
+
+
+# The compute cloud of the compute, placement and recovery tests (its own module).
+from tests.component.compute_cloud import cloud  # noqa: E402, F401

@@ -268,6 +268,8 @@ async def test_status_and_metrics(api: Api) -> None:
     await api.raise_alarm("cmp-1")
     r = await api.client.get("/vim/v1/status", headers=api.headers(READER))
     assert r.json()["status"] == "UP" and r.json()["store"]["activeAlarms"] == 1
+    judging = r.json()["judging"]  # one controller: it judges every host it knows
+    assert judging["split"] is False and judging["hosts"] == judging["of"]
     r = await api.client.get("/metrics", headers=api.headers(READER))
     assert r.status_code == 200 and "vimha_fault_events_total" in r.text
 

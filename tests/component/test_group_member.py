@@ -5,15 +5,18 @@ coordination backend failed in the middle of a promotion."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from vimha.agent.groups import GroupMember
 from vimha.agent.handlers import Health
 from vimha.drivers.clock import SystemClock
 from vimha.drivers.coord_local import LocalCoordination
 from vimha.groupspec import GroupConfig
-from vimha.ports.coordination import CoordinationUnavailable
+from vimha.ports.coordination import CoordinationUnavailable, PermissionDenied
 
 
 class FakeHandler:
@@ -57,6 +60,28 @@ class FlakyCoordination(LocalCoordination):
             self.failed = True
             raise CoordinationUnavailable("injected")
         return await super().put(key, value, lease)
+
+
+class DeniedCoordination(LocalCoordination):
+    """An etcd user whose role may not write the group's keys (issue 22): every write is
+    refused, as etcd's RBAC would."""
+
+    def __init__(self) -> None:
+        super().__init__(SystemClock())
+        self.writes = 0
+
+    def _denied(self, key: str) -> PermissionDenied:
+        self.writes += 1
+        return PermissionDenied(f"etcd kv/put {key}: permission denied to etcd user u")
+
+    async def put(self, key: str, value: str, lease: int = 0) -> int:
+        raise self._denied(key)
+
+    async def create(self, key: str, value: str, lease: int = 0) -> bool:
+        raise self._denied(key)
+
+    async def increment(self, key: str) -> int:
+        raise self._denied(key)
 
 
 def config(**over: Any) -> GroupConfig:
@@ -244,3 +269,48 @@ async def test_the_slot_goes_to_the_freshest_even_when_its_position_is_published
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(task, *tasks), 10)
+
+
+async def test_a_member_still_starting_is_not_failed_for_slow_answers(tmp_path: Path) -> None:
+    """Issue 22: on a loaded box, `vimha up --stateful` switched `sql` over during start-up
+    with no fault ("mariadb: no answer in time" for 2.1 s, past `monitor_grace`). Within
+    `start_grace` of its start a member's slow answers do not count; a process gone still
+    counts at once, and slow answers count again once the member has started."""
+    handler = FakeHandler()
+    coord, stop, task = await active_member(
+        tmp_path, handler, monitor_interval=0.05, monitor_grace=0.2, start_grace=1.5
+    )
+    try:
+        handler.script = [Health(False, "mariadb: no answer in time")] * 16  # ~0.8 s
+        assert await resigned(coord) == "", "a member still starting was taken for failed"
+        await asyncio.sleep(1.0)  # started by now
+        handler.script = [Health(False, "mariadb: no answer in time")] * 16
+        assert "local monitor failed" in await resigned(coord)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    handler = FakeHandler()
+    coord, stop, task = await active_member(tmp_path / "b", handler, start_grace=60)
+    try:
+        handler.script = [Health(False, "exited (-9)", definite=True)]
+        assert "local monitor failed" in await resigned(coord)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_a_member_refused_its_groups_keys_stops_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A permission denied is refused again at every step: the member stops (its server
+    too) at the first, not retried ten times a second."""
+    coord = DeniedCoordination()
+    handler = FakeHandler()
+    member = GroupMember("a", "vim", config(), coord, tmp_path, handler=handler)
+    with caplog.at_level(logging.ERROR):
+        await asyncio.wait_for(member.run(asyncio.Event()), 10)  # returns by itself
+    assert coord.writes <= 2  # its spec, then its first step
+    assert handler.stops >= 1
+    assert member.role != "active" and handler.promoted == []
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("permission denied to etcd user u" in m and "member stops" in m for m in said)

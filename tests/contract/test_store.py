@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tests.support.postgres import PostgresServer
 from vimha.domain.alarms import (
     AckState,
     AlarmChange,
@@ -40,14 +39,6 @@ from vimha.ports.store import Attempt, AttemptRecord, FenceRecord
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
 LOC = Location((("site", "s1"), ("rack", "r1"), ("host", "cmp-1")))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return server.new_database()
 
 
 @pytest.fixture
@@ -131,6 +122,26 @@ def test_update_clear_and_history(store: SqlStore) -> None:
     assert again.kind is ChangeKind.RAISED and again.alarm.id != first.alarm.id
     with pytest.raises(NotFound):
         store.alarm_history("nope")
+
+
+def test_the_dashboards_reads_latest_alarms_counts_and_marker(store: SqlStore) -> None:
+    assert store.alarms_marker() == 0 and store.active_alarm_counts() == {}
+    first = raise_alarm(store, event("cmp-1"))
+    marker = store.alarms_marker()
+    assert marker > 0
+    second = raise_alarm(store, event("cmp-2", Severity.CRITICAL))
+    third = raise_alarm(store, event("cmp-3"))
+    assert store.alarms_marker() > marker
+    assert [a.id for a in store.latest_alarms(True, 2)] == [third.alarm.id, second.alarm.id]
+    assert store.active_alarm_counts() == {"MAJOR": 2, "CRITICAL": 1}
+    marker = store.alarms_marker()
+    with store.unit_of_work() as uow:
+        alarm = uow.alarm_for_update(first.alarm.id)
+        uow.save(apply_ack(alarm, AckState.ACKNOWLEDGED, T0), T0)
+    assert store.alarms_marker() > marker  # an acknowledgement moves it too
+    raise_alarm(store, event("cmp-1", Severity.CLEARED))
+    assert [a.id for a in store.latest_alarms(False, 10)] == [first.alarm.id]
+    assert store.active_alarm_counts() == {"MAJOR": 1, "CRITICAL": 1}
 
 
 def test_iter_alarms_in_order_across_batches(store: SqlStore) -> None:

@@ -202,12 +202,15 @@ class AgentGroup:
 
 
 def running_group(
-    prefix: str, nodes: tuple[str, ...], handler: Callable[[int], dict[str, Any]]
+    prefix: str,
+    nodes: tuple[str, ...],
+    handler: Callable[[int], dict[str, Any]],
+    policy: dict[str, Any] | None = None,
 ) -> Iterator[AgentGroup]:
     """A group of real agents in a temp dir (`prefix`), every member healthy; stopped and
     removed afterwards: the body of a fixture."""
     base = Path(tempfile.mkdtemp(prefix=prefix))  # /tmp: the servers' OS users get in
-    g = AgentGroup(base, nodes, handler)
+    g = AgentGroup(base, nodes, handler, policy=policy)
     try:
         g.start_all()
         yield g

@@ -42,14 +42,17 @@ class ControllerProcess:
             "auth": {"tokens": [{"name": "admin", "token": TOKEN, "role": "admin"}]},
             "delivery": {"initial_backoff": 0.05, "max_backoff": 0.5, "timeout": 2},
         }
-        cfg.update(overrides)
+        api = {**cfg["api"], **overrides.pop("api", {})}
+        cfg.update(overrides, api=api)
+        self.scheme = "https" if api.get("tls") else "http"
+        self.ca: str | None = api["tls"]["cert_file"] if api.get("tls") else None
         self.config.write_text(yaml.safe_dump(cfg))
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = base / "controller.log"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def migrate(self) -> None:
         result = vimha("db", "upgrade", "--config", str(self.config))
@@ -67,10 +70,12 @@ class ControllerProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"controller exited: {self.log.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/vimfm/api_versions", timeout=0.5).status_code == 200:
+                r = httpx.get(f"{self.url}/vimfm/api_versions", timeout=0.5, verify=self.ca or True)
+                if r.status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.05)
+        self.kill()  # not left running: the fixture's teardown never sees a failed start
         raise AssertionError("controller did not start")
 
     def kill(self) -> None:
@@ -90,7 +95,10 @@ class ControllerProcess:
 
     def client(self) -> httpx.Client:
         return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+            verify=self.ca or True,
         )
 
 

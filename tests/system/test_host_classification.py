@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.system.conftest import ControllerProcess
+from tests.system.test_embedded_cloud import until
 from tests.system.test_host_health import KEYS, Agent, listening, wait
 from vimha.cloud.procs import spawn_module
 
@@ -118,9 +119,13 @@ def test_fencing_waits_for_a_confirmed_power_off(tmp_path: Path) -> None:
         assert host["healthStatus"] == "DOWN" and host["failureKind"] == "HOST_UNREACHABLE"
         assert host["fencing"]["recoverable"] is False
         assert "ForceOff failed" in host["fencing"]["detail"]
-        with ctl.client() as c:
-            alarms = c.get("/vimfm/v1/alarms", params={"filter": "(eq,managedObjectId,cmp-1)"})
-        assert {a["faultType"] for a in alarms.json()} == {"HOST_UNREACHABLE", "FENCING_FAILED"}
+        with ctl.client() as c:  # the alarm follows the fencing record by a moment
+
+            def raised() -> set[str]:
+                filt = {"filter": "(eq,managedObjectId,cmp-1)"}
+                return {a["faultType"] for a in c.get("/vimfm/v1/alarms", params=filt).json()}
+
+            until(lambda: raised() == {"HOST_UNREACHABLE", "FENCING_FAILED"}, 10)
 
         bmc_proc = spawn_module("vimha.cloud.bmc_sim", port, "--user", "admin", "--password", "pw")
         host = wait(ctl, lambda h: h["cmp-1"]["healthStatus"] == "FENCED")["cmp-1"]

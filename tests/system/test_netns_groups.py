@@ -25,7 +25,7 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
     require_system(netns.available() is None, f"netns mode: {netns.available()}")
     for tool in ("keepalived", "haproxy"):
         require_system(shutil.which(tool) is not None, f"{tool} (apt: {tool})")
-    with running_cloud(tmp_path, "--netns") as c:
+    with running_cloud(tmp_path, "--netns", "--sdn", "off") as c:
         c.groups_ok(60)
         yield c
 

@@ -97,6 +97,56 @@ def test_the_freshest_standby_takes_over() -> None:
     assert d.act is Act.TAKE
 
 
+KEY = str(Vacancy(0, "a", "h-a", released=True, position=120).key)
+
+
+@pytest.mark.parametrize(
+    ("peer", "vacant_for", "act", "passed"),
+    [
+        # alive, ahead of me, unable to serve for a moment: wait for it
+        (Peer("c", "h-c", False, position=100), 0.0, Act.WAIT, ()),
+        (Peer("c", "h-c", False, position=100), 9.9, Act.WAIT, ()),
+        # still unable to serve after fresher_wait: passed over, and said so
+        (Peer("c", "h-c", False, position=100), 10.0, Act.TAKE, (("c", 100),)),
+        # not ahead of me, measured since the slot was freed: nothing to wait for
+        (Peer("c", "h-c", False, position=90, seen=frozenset({KEY})), 0.0, Act.TAKE, ()),
+        (Peer("c", "h-c", False, position=-1, seen=frozenset({KEY})), 0.0, Act.TAKE, ()),
+        # behind me as last published, but measured before the slot was freed: it may have
+        # acknowledged the last commits and frozen before saying so; waited for, then
+        # passed over, and said so
+        (Peer("c", "h-c", False, position=90), 0.0, Act.WAIT, ()),
+        (Peer("c", "h-c", False, position=-1), 9.9, Act.WAIT, ()),
+        (Peer("c", "h-c", False, position=90), 10.0, Act.TAKE, (("c", 90),)),
+        # able to serve: a candidate itself (the late measurement is waited for elsewhere)
+        (Peer("c", "h-c", True, position=90, seen=frozenset({KEY})), 0.0, Act.TAKE, ()),
+        # the last holder itself (a former active): what it had beyond me was never
+        # acknowledged (commits wait for a standby)
+        (Peer("a", "h-a", False, position=120), 0.0, Act.TAKE, ()),
+        # a holder of another slot is no candidate
+        (Peer("c", "h-c", False, position=100, slot=1), 0.0, Act.TAKE, ()),
+    ],
+)
+def test_a_fresher_standby_unable_to_serve_is_waited_for_then_passed_over_with_a_reason(
+    peer: Peer, vacant_for: float, act: Act, passed: tuple[tuple[str, int], ...]
+) -> None:
+    """Issue 22: only healthy standbys were candidates, so a fresher one unable to serve for
+    a moment (a slow check under load) was passed over at once, and the commits only it had
+    acknowledged were lost."""
+    free = (Vacancy(0, "a", "h-a", released=True, position=120),)
+    v = MemberView("b", True, 90, None, (peer,), free, vacant_for=vacant_for)
+    d = decide_member(v, AS)
+    assert (d.act, d.passed_over) == (act, passed), d.reason
+    known = peer.position > 90
+    how = "c is fresher (10 ahead)" if known else "c may be fresher (its position not measured"
+    if act is Act.WAIT:
+        assert how in d.reason and "up to 10s" in d.reason
+    if passed:
+        assert "c passed over" in d.reason and how in d.reason and "lost" in d.reason
+    patient = GroupPolicy(Policy.ACTIVE_STANDBY, 3, fresher_wait=30.0)
+    if passed:
+        assert decide_member(v, patient).act is Act.WAIT
+
+
 def test_a_free_slot_waits_for_positions_measured_after_it_was_safe_to_take() -> None:
     released = Vacancy(0, "a", "h-a", released=True, epoch=7)
     key = released.key

@@ -103,6 +103,17 @@ def agent(tmp_path: Path, **over: Any) -> Path:
             },
             "track: lb is not another group of this node",
         ),
+        (
+            {
+                "groups": [group()],
+                "coordination_url": "etcd://h:2379?user=u&password_file=/nonexistent/pw",
+            },
+            "agent config: coordination url: password_file /nonexistent/pw of etcd user u",
+        ),
+        (
+            {"groups": [group()], "coordination_url": "etcd://h:2379?user=u&password=x"},
+            "unknown parameter password",
+        ),
     ],
 )
 def test_agent_configs_with_bad_groups_are_refused(

@@ -66,6 +66,12 @@ def test_cluster_status(
     assert status.running == running and status.partitions == partitions
 
 
+def test_what_the_tool_prints_after_its_answer_is_not_part_of_it() -> None:
+    doc = {"running_nodes": ["a", "b"], "partitions": {}}
+    text = json.dumps(doc, indent=1) + "\n" + json.dumps({"alarms": []}) + "\nWarning: busy\n"
+    assert parse_status(text).running == ("a", "b")
+
+
 def test_a_status_that_is_not_one_is_refused() -> None:
     with pytest.raises(ValueError):
         parse_status("[]")

@@ -194,4 +194,5 @@ class HaproxyHandler:
                 await asyncio.sleep(0.05)
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self.changed.wait()

@@ -21,8 +21,10 @@ communication identity of its last run, which the others evict at once.)
 - monitor: healthy while in the primary component and synced. Joining (a state transfer),
   donating, or cut off in a non-primary component, it is unhealthy but left alone
   (`recovering`): it catches up or merges back on its own, and a restart would only start
-  the transfer again. When no member is in a primary component and this one is the one the
-  plan picks, it turns its component into the primary (`pc.bootstrap`).
+  the transfer again; except a donor left desynced, or a joiner that never answers, with no
+  transfer running (Galera leaves them so when a partition cut their transfer): restarted.
+  When no member is in a primary component and this one is the one the plan picks, it
+  turns its component into the primary (`pc.bootstrap`).
 - the others: a member whose agent says its server is gone (exited, or frozen and about to
   be killed) is evicted from the primary component at once (`evs.evict`) instead of after
   `suspect_timeout` of silence, during which no member can commit: a kill -9 or SIGSTOP
@@ -62,6 +64,14 @@ from vimha.ports.coordination import Coordination
 log = logging.getLogger("vimha.agent.galera")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 NON_PRIMARY_GRACE = 3.0  # a member cut off is given this long to merge back by itself (s)
+# a donor with no state transfer script running is stuck after this long (s): Galera leaves
+# a donor desynced for good when its group partitioned during the transfer ("sst sent
+# called when not SST donor"); only a restart (then IST) brings it back
+DONOR_STUCK_AFTER = 5.0
+# the same for a joiner: a server still not answering this long after its start, or after
+# its last transfer script ended, with none running, will never answer (seen in CI: JOINER
+# -> OPEN -> PRIMARY after a partition, never synced)
+JOINER_STUCK_AFTER = 45.0
 STATUS = (
     "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_cluster_status', "
     "'wsrep_local_state_comment', 'wsrep_last_committed', 'wsrep_cluster_size', "
@@ -74,6 +84,25 @@ def answered(exc: pymysql.MySQLError) -> bool:
     (pymysql's and the client library's own errors are numbered from 2000)."""
     code = exc.args[0] if exc.args else None
     return isinstance(code, int) and 0 < code < 2000
+
+
+def transferring(pid: int) -> bool:
+    """Whether a state transfer script (`wsrep_sst_*`) of the server `pid` runs: the server
+    runs in a session of its own, which its scripts share."""
+    if pid <= 0:
+        return False
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or proc.name == str(pid):
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        comm, _, rest = stat.partition(" (")[2].rpartition(") ")
+        fields = rest.split()
+        if len(fields) > 3 and fields[3] == str(pid) and comm.startswith("wsrep_sst"):
+            return True
+    return False
 
 
 class GaleraHandler(MariadbHandler):
@@ -103,6 +132,8 @@ class GaleraHandler(MariadbHandler):
         self.said: dict[str, Any] = {}
         self.started_at = 0.0
         self.cut_off_since = 0.0
+        self.donor_idle_since = 0.0  # donor/desynced with no transfer script running
+        self.transfer_seen_at = 0.0  # a transfer script of the server last seen running
         self.last_plan = ""
 
     # --- what the members say --------------------------------------------------------------
@@ -249,6 +280,8 @@ class GaleraHandler(MariadbHandler):
             rows = await self._query(STATUS, within=self.cfg.timeout)
         except (pymysql.MySQLError, OSError, TimeoutError) as exc:
             # starting, or receiving a full state transfer: it does not answer yet
+            if (stuck := self._stuck_joiner()) is not None:
+                return Health(False, stuck, -1, definite=True)
             return Health(False, f"mariadb: {failure(exc)[:100]}", -1, recovering=young)
         status = {str(r["Variable_name"]).lower(): str(r["Value"]) for r in rows}
         seqno = int(status.get("wsrep_last_committed", "-1") or -1)
@@ -262,7 +295,10 @@ class GaleraHandler(MariadbHandler):
             await self._evict_departed()
             await self._forget_evicted(size, status.get("wsrep_evs_evict_list", ""))
             if local == "Synced":
+                self.donor_idle_since = 0.0
                 return Health(True, f"synced, cluster of {size}", seqno)
+            if (stuck := await self._stuck_donor(local)) is not None:
+                return Health(False, stuck, seqno, definite=True)
             return Health(False, f"{local.lower()} (state transfer)", seqno, recovering=young)
         history = status.get("wsrep_local_state_uuid", "")
         size = int(status.get("wsrep_cluster_size", "0") or 0)  # of its component
@@ -270,6 +306,46 @@ class GaleraHandler(MariadbHandler):
         await self._bootstrap_if_picked()
         return Health(
             False, "non-primary component (quorum lost)", seqno, recovering=True, partitioned=True
+        )
+
+    def _stuck_joiner(self) -> str | None:
+        """Why this starting server is stuck (then it is restarted), None while it may
+        still answer: no answer JOINER_STUCK_AFTER seconds after its start or after its last
+        state transfer script ended, and none running."""
+        pid = self.process.pid if self.process is not None else 0
+        now = time.monotonic()
+        if transferring(pid):
+            self.transfer_seen_at = now
+            return None
+        quiet = now - max(self.started_at, self.transfer_seen_at)
+        if not self.started_at or quiet < JOINER_STUCK_AFTER:
+            return None
+        return (
+            f"no answer {quiet:.0f} s after its start or its last state transfer, none"
+            " running (stuck since a partition cut its transfer): restarting"
+        )
+
+    async def _stuck_donor(self, local: str) -> str | None:
+        """Why this donor is stuck (then it is restarted), None while it is not: desynced
+        as a donor for DONOR_STUCK_AFTER seconds with no state transfer script of its own
+        running and no operator's `wsrep_desync` asking for it."""
+        pid = self.process.pid if self.process is not None else 0
+        if not local.startswith("Donor") or transferring(pid):
+            self.donor_idle_since = 0.0
+            return None
+        now = time.monotonic()
+        self.donor_idle_since = self.donor_idle_since or now
+        if now - self.donor_idle_since < DONOR_STUCK_AFTER:
+            return None
+        try:
+            rows = await self._query("SELECT @@wsrep_desync AS d", within=self.cfg.timeout)
+        except (pymysql.MySQLError, OSError, TimeoutError):
+            return None
+        if rows and str(rows[0].get("d", "0")) not in {"0", "OFF"}:
+            return None  # an operator desynced it (a backup): not stuck
+        return (
+            f"donor/desynced for {now - self.donor_idle_since:.0f} s with no state transfer"
+            " running (stuck since a partition cut its transfer): restarting"
         )
 
     def _patience(self) -> float:

@@ -27,12 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vimha.agent.handlers import Handler, HandlerFailed, Health, make_handler
+from vimha.agent.handlers import Handler, HandlerFailed, Health
+from vimha.agent.registry import make_handler
 from vimha.domain.errors import Temporary
 from vimha.domain.groups import Act, Decision, MemberView, Vacancy, decide_member, unmeasured
 from vimha.drivers.coord_mirror import Mirror, load_json
 from vimha.groupspec import GroupConfig, fenced_prefix, groups_prefix, peer_from
-from vimha.ports.coordination import Coordination, LeaseLost
+from vimha.ports.coordination import Coordination, LeaseLost, PermissionDenied
 
 log = logging.getLogger("vimha.agent.groups")
 START_GRACE = 3.0  # a member just (re)started is not restarted again for failing checks
@@ -82,6 +83,10 @@ class GroupMember:
         self.published: dict[str, Any] = {}
         self.vacant_since: dict[int, float] = {}
         self.seen: frozenset[str] = frozenset()  # vacancies seen before the last monitor
+        self.safe_since: dict[str, float] = {}  # vacancy key -> when first seen safe to take
+        # the last position measured: published while a check cannot measure one, for the
+        # others to know what this member has (the commits only it acknowledged)
+        self.known_position = -1
         self.unsettled_said = ""
         self.role = "standby"
         self.unreleased: tuple[int, str] | None = None  # a release not yet written
@@ -107,7 +112,8 @@ class GroupMember:
                 log.warning("%s: lease not renewed (%s)", self.cfg.name, exc)
                 self.changed.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.lease_policy.renew)
+                async with asyncio.timeout(self.lease_policy.renew):
+                    await stop.wait()
 
     def _trusted(self) -> bool:
         return (
@@ -143,6 +149,10 @@ class GroupMember:
                     int(holder.get("epoch") or 0),
                 )
             )
+        now = time.monotonic()
+        safe = {k for v in vacancies if (k := v.key) is not None}
+        self.safe_since = {k: self.safe_since.get(k, now) for k in safe}
+        vacant_for = now - min(self.safe_since.values()) if self.safe_since else 0.0
         return MemberView(
             self.node,
             self.health.healthy,
@@ -151,6 +161,7 @@ class GroupMember:
             tuple(peers),
             tuple(vacancies),
             self.seen,
+            vacant_for,
         )
 
     def _active_address(self) -> str | None:
@@ -160,20 +171,23 @@ class GroupMember:
 
     # --- acting ----------------------------------------------------------------------------
 
-    async def _take(self, slot: int, reason: str) -> None:
+    async def _take(self, slot: int, decision: Decision) -> None:
         if not self._trusted():
             return
         epoch = await self.coord.increment(self.prefix + "epoch")
-        value = json.dumps(
-            {
-                "member": self.node,
-                "host": self.node,
-                "address": self.cfg.address,
-                "epoch": epoch,
-                "t": time.time(),
-                "reason": reason,
-            }
-        )
+        reason = decision.reason
+        doc: dict[str, Any] = {
+            "member": self.node,
+            "host": self.node,
+            "address": self.cfg.address,
+            "epoch": epoch,
+            "t": time.time(),
+            "reason": reason,
+        }
+        if decision.passed_over:  # the controllers raise SERVICE_GROUP_DATA_AT_RISK
+            doc["position"] = self.health.position
+            doc["passedOver"] = [{"member": m, "position": p} for m, p in decision.passed_over]
+        value = json.dumps(doc)
         if not await self.coord.create(self.prefix + f"slots/{slot}", value, self.lease):
             return
         # held from here on: if what follows is interrupted, the next step finishes it (HOLD)
@@ -239,7 +253,11 @@ class GroupMember:
 
     async def _restart_if_due(self) -> None:
         now = time.monotonic()
-        if self.started_at and now - self.started_at < max(START_GRACE, self.cfg.restart_backoff):
+        # a server still starting is left to start (`start_grace`), unless it is gone
+        starting = 0.0 if self.health.definite else self.cfg.start_grace
+        if self.started_at and now - self.started_at < max(
+            START_GRACE, self.cfg.restart_backoff, starting
+        ):
             return
         if self.started_at:
             log.warning("%s: member unhealthy (%s): restarting", self.cfg.name, self.health.detail)
@@ -253,9 +271,10 @@ class GroupMember:
 
     def _judged(self, health: Health) -> Health:
         """A failed check of a running member counts once `monitor_failures` failed in a
-        row, for `monitor_grace` seconds at least; until then the member keeps the health it
-        had (one slow answer is not a failure). A process gone or stopped, or a member
-        recovering, counts at once."""
+        row, for `monitor_grace` seconds at least, and not before the member has had
+        `start_grace` seconds to start; until then the member keeps the health it had (one
+        slow answer is not a failure, nor a server still starting on a loaded box). A process
+        gone or stopped, or a member recovering, counts at once."""
         if health.healthy or health.definite or health.recovering:
             self.failed_checks = 0
             return health
@@ -264,10 +283,17 @@ class GroupMember:
             self.failing_since = now
         self.failed_checks += 1
         lasted = now - self.failing_since
+        starting = bool(self.started_at) and now - self.started_at < self.cfg.start_grace
         if not self.health.healthy or (
-            self.failed_checks >= self.cfg.monitor_failures and lasted >= self.cfg.monitor_grace
+            self.failed_checks >= self.cfg.monitor_failures
+            and lasted >= self.cfg.monitor_grace
+            and not starting
         ):
             return health
+        if starting and self.failed_checks == self.cfg.monitor_failures:
+            log.info(
+                "%s: still starting, slow answers do not count: %s", self.cfg.name, health.detail
+            )
         return self.health
 
     async def _follow(self) -> None:
@@ -292,7 +318,10 @@ class GroupMember:
             "address": self.cfg.address,
             "healthy": self.health.healthy,
             "detail": self.health.detail,
-            "position": self.health.position,
+            # unable to measure (the server down, restarting): what it had when last measured
+            "position": self.health.position
+            if self.health.position >= 0 or self.health.healthy
+            else self.known_position,
             "partitioned": self.health.partitioned,
             "slot": self.holding,
             "epoch": self.epoch if self.holding is not None else None,
@@ -332,6 +361,8 @@ class GroupMember:
         # what is free before the check: a position measured now is as of after that
         before = frozenset(k for v in self._view().vacancies if (k := v.key) is not None)
         self.health = self._judged(await self.handler.monitor())
+        if self.health.position >= 0:
+            self.known_position = self.health.position
         self.seen = before
         await self._say_released()
         if self.holding is not None:
@@ -358,7 +389,7 @@ class GroupMember:
             await self._resign(decision.slot, why)
         elif decision.act is Act.TAKE and decision.slot is not None:
             if self._settled(decision):
-                await self._take(decision.slot, decision.reason)
+                await self._take(decision.slot, decision)
         elif decision.act is Act.HOLD and self.role != "active":
             await self._promote("taken, promotion interrupted: finished now")
         elif decision.act is Act.FOLLOW:
@@ -409,8 +440,18 @@ class GroupMember:
                 except LeaseLost:
                     self.lease = 0
                 self.changed.clear()
+                # a timeout, not wait_for: that wraps the wait in a task, ten times a second
+                # per group (issue 22: agents running groups used 4-5% of a core)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.changed.wait(), self.cfg.monitor_interval)
+                    async with asyncio.timeout(self.cfg.monitor_interval):
+                        await self.changed.wait()
+        except PermissionDenied as exc:  # refused again at every step: not retried
+            log.error(
+                "%s: %s; this member stops: the etcd user of %s may not write the group's keys",
+                self.cfg.name,
+                exc.detail,
+                self.node,
+            )
         finally:
             for task in tasks:
                 task.cancel()

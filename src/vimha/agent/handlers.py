@@ -27,18 +27,9 @@ from vimha.agent.services import (
     ordinary_priority,
     process_state,
 )
-from vimha.drivers.coord_mirror import Mirror, load_json
-from vimha.drivers.resp import Redis, RedisError, info_fields
+from vimha.drivers.coord_mirror import load_json
 from vimha.groupspec import (
-    GroupConfig,
-    HaproxyHandlerConfig,
-    KeepalivedHandlerConfig,
-    MariadbHandlerConfig,
-    PostgresHandlerConfig,
     ProcessHandlerConfig,
-    RabbitmqHandlerConfig,
-    RedisHandlerConfig,
-    VipHandlerConfig,
 )
 from vimha.osuser import reach_hint
 from vimha.ports.coordination import Coordination
@@ -139,7 +130,7 @@ class ProcessHandler:
     async def monitor(self) -> Health:
         if (failed := process_failure(self.proc.proc, self.group)) is not None:
             return failed
-        ok, detail = await self.proc.check()
+        ok, detail = await self.proc.check(running=True)
         return Health(ok, detail)
 
     async def promote(self, epoch: int) -> None:
@@ -279,143 +270,5 @@ async def kill_member(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None:
         return
     kill_group(proc)  # its own session: with what it started
-    await asyncio.to_thread(proc.wait)
-
-
-class RedisHandler:
-    def __init__(self, group: str, cfg: RedisHandlerConfig, run_dir: Path) -> None:
-        self.group = group
-        self.cfg = cfg
-        self.data = Path(cfg.data_dir) if cfg.data_dir else run_dir / f"redis-{group}"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.client = Redis(cfg.bind, cfg.port, cfg.timeout)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    async def start(self) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
-        host, port = UNREACHABLE
-        argv = [
-            self.cfg.server,
-            "--port", str(self.cfg.port), "--bind", self.cfg.bind,
-            "--dir", str(self.data), "--daemonize", "no", "--save", "",
-            "--appendonly", "yes", "--appendfsync", "everysec",
-            "--replicaof", host, str(port), "--replica-read-only", "yes",
-            "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
-            "--repl-ping-replica-period", "1", "--repl-timeout", "5",
-            "--protected-mode", "no", "--logfile", str(self.data / "redis.log"),
-        ]  # fmt: skip
-        self.process = spawn_member(argv)
-
-    async def stop(self) -> None:
-        proc, self.process = self.process, None
-        self.client.close()
-        await kill_member(proc)
-
-    async def monitor(self) -> Health:
-        if (failed := process_failure(self.process, "redis-server")) is not None:
-            return failed
-        try:
-            await self.client.call("PING")
-            info = info_fields(await self.client.call("INFO", "replication"))
-        except RedisError as exc:
-            return Health(False, f"redis: {exc}")
-        role = info.get("role", "?")
-        if role == "slave" and info.get("master_link_status") != "up":
-            # a replica that has no active to follow (yet) is a fit standby, and says so
-            detail = "replica, link to active down"
-        else:
-            detail = "active" if role == "master" else "replica in sync"
-        return Health(True, detail, int(info.get("master_repl_offset", "0")))
-
-    async def promote(self, epoch: int) -> None:
-        try:
-            await self.client.call("REPLICAOF", "NO", "ONE")
-            await self.client.call("SET", "vimha:epoch", epoch)
-        except RedisError as exc:
-            raise HandlerFailed(f"promote: {exc}") from exc
-
-    async def demote(self, active: str | None) -> None:
-        host, port = UNREACHABLE
-        if active:
-            host, _, p = active.rpartition(":")
-            port = int(p)
-        try:
-            await self.client.call("REPLICAOF", host, port)
-        except RedisError as exc:
-            raise HandlerFailed(f"demote: {exc}") from exc
-
-
-MAX_UNIX_SOCKET_PATH = 107  # bytes: sun_path holds 108, with the final NUL
-
-
-def unix_sockets(spec: GroupConfig, run_dir: Path) -> list[Path]:
-    """The UNIX sockets a member's server binds (HAProxy's admin socket is aliased when too
-    long: not among them)."""
-    cfg = spec.handler
-    if isinstance(cfg, PostgresHandlerConfig):
-        from vimha.agent.pg_handler import socket_file
-
-        return [socket_file(spec.name, cfg, run_dir)]
-    if isinstance(cfg, MariadbHandlerConfig):
-        from vimha.agent.mariadb_handler import server_home
-
-        return [server_home(spec.name, cfg, run_dir) / "mysqld.sock"]
-    return []
-
-
-def too_long_sockets(spec: GroupConfig, run_dir: Path) -> str | None:
-    """Why the member's server could not bind its UNIX socket (a path over 107 bytes: the
-    server refuses to start), or None."""
-    for path in unix_sockets(spec, run_dir):
-        if (size := len(str(path).encode())) > MAX_UNIX_SOCKET_PATH:
-            where = "run_dir or handler.data_dir" if spec.handler.type == "mariadb" else "run_dir"
-            return (
-                f"its server's socket {path} would be {size} bytes, more than a UNIX socket "
-                f"path holds ({MAX_UNIX_SOCKET_PATH}): choose a shorter {where}"
-            )
-    return None
-
-
-def make_handler(
-    spec: GroupConfig,
-    node: str,
-    run_dir: Path,
-    coord: Coordination,
-    vim: str,
-    mirror: Mirror | None = None,
-) -> Handler:
-    group, cfg = spec.name, spec.handler
-    if isinstance(cfg, MariadbHandlerConfig) and spec.mode == "cluster":
-        from vimha.agent.galera_handler import GaleraHandler
-
-        return GaleraHandler(group, node, cfg, run_dir, coord, vim, spec.members, mirror)
-    if isinstance(cfg, RedisHandlerConfig):
-        return RedisHandler(group, cfg, run_dir)
-    if isinstance(cfg, PostgresHandlerConfig):
-        from vimha.agent.pg_handler import PostgresHandler
-
-        return PostgresHandler(group, node, cfg, run_dir, coord, vim)
-    if isinstance(cfg, MariadbHandlerConfig):
-        from vimha.agent.mariadb_handler import MariadbHandler
-
-        return MariadbHandler(group, node, cfg, run_dir, coord, vim)
-    if isinstance(cfg, VipHandlerConfig):
-        from vimha.agent.vrrp import VipHandler
-
-        return VipHandler(group, cfg)
-    if isinstance(cfg, KeepalivedHandlerConfig):
-        from vimha.agent.vrrp import KeepalivedHandler
-
-        return KeepalivedHandler(group, node, cfg, run_dir, vim, mirror)
-    if isinstance(cfg, HaproxyHandlerConfig):
-        from vimha.agent.balancer import HaproxyHandler
-
-        return HaproxyHandler(group, cfg, run_dir, coord, vim, mirror)
-    if isinstance(cfg, RabbitmqHandlerConfig):
-        from vimha.agent.rabbitmq_handler import RabbitmqHandler
-
-        return RabbitmqHandler(group, node, cfg, run_dir, coord, vim, spec.members, mirror)
-    return ProcessHandler(group, cfg)
+    if proc.poll() is None:  # one already gone is reaped here, without a thread's round trip
+        await asyncio.to_thread(proc.wait)

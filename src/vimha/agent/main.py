@@ -11,6 +11,7 @@ planes:
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -22,21 +23,28 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vimha.agent.catalog import Supervisors, sync_declared
+from vimha.agent.console_relay import ConsoleRelay
 from vimha.agent.groups import GroupMember, group_mirror
-from vimha.agent.handlers import too_long_sockets
 from vimha.agent.hardware import HardwareConfig, watch_hardware
+from vimha.agent.instances import InstanceManager
+from vimha.agent.registry import too_long_sockets
 from vimha.agent.sdnotify import Notifier
 from vimha.agent.services import Reporter
 from vimha.agent.status import StatusBoard
+from vimha.agent.switch import SwitchConfig, SwitchKeeper, switch_services
 from vimha.cloud.parent import watch_parent
 from vimha.domain.errors import InvalidInput
 from vimha.drivers.clock import SystemClock
+from vimha.drivers.coord_etcd import check_url as check_etcd_url
 from vimha.drivers.coordination import open_coordination
 from vimha.drivers.heartbeat_udp import HeartbeatSender, PlaneRoute
+from vimha.drivers.hypervisors import check_url, open_hypervisor
+from vimha.drivers.tls import client_tls
 from vimha.groupspec import GroupConfig
 from vimha.servicespec import ServiceConfig
 
 log = logging.getLogger("vimha.agent")
+PR_SET_CHILD_SUBREAPER = 36
 
 
 class PlaneConfig(BaseModel):
@@ -62,6 +70,39 @@ class PlaneConfig(BaseModel):
     @property
     def controllers(self) -> tuple[str, ...]:
         return (self.controller,) if isinstance(self.controller, str) else self.controller
+
+
+class HypervisorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str = Field("process://", description="process:// or libvirt:///system")
+    instances_dir: str | None = Field(None, description="Guests' folders (default: run dir)")
+    bridges: dict[str, str] = Field(
+        default_factory=dict,
+        description="VNF network name (or '*': any other) -> this node's bridge for it. A "
+        "port with a bridge is a real interface: the process driver gives its guest a "
+        "network namespace with a veth pair per port (root); without, a loopback address",
+    )
+    report_every: float = Field(5.0, gt=0, description="Seconds between full reports")
+    console_listen: str | None = Field(
+        None, description="host:port of the console relay (port 0: any), on the mgmt plane"
+    )
+    cgroups: bool = Field(True, description="Bound guests' CPU and memory with cgroups")
+    migration_uri: str | None = Field(
+        None,
+        description="How the other nodes' libvirtd reach this node's for a live migration "
+        "(default: the hypervisor URL's own URI)",
+    )
+    migration_address: str | None = Field(
+        None, description="The address QEMU receives a live migration's memory on"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            return check_url(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.detail) from None
 
 
 class AgentConfig(BaseModel):
@@ -106,6 +147,12 @@ class AgentConfig(BaseModel):
     vim: str = Field("vimha", description="The controllers' vim_connection_id")
     groups: tuple[GroupConfig, ...] = Field((), description="Service groups this node is in")
     run_dir: str | None = Field(None, description="Where members keep their data")
+    hypervisor: HypervisorConfig | None = Field(
+        None, description="Run VNF instances on this node (compute nodes)"
+    )
+    switch: SwitchConfig | None = Field(
+        None, description="This node's Open vSwitch (a compute node's VNF networks)"
+    )
     control_dir: str | None = Field(
         None,
         description="Fault injection without root: while <control_dir>/drop-<plane> exists, "
@@ -119,6 +166,13 @@ def run_dir_of(config: AgentConfig) -> Path:
     if config.run_dir:
         return Path(config.run_dir)
     return Path(tempfile.gettempdir()) / f"vimha-{config.node}"
+
+
+def switch_dir(config: AgentConfig) -> Path:
+    """Where the node's Open vSwitch keeps its database, sockets and logs."""
+    if config.switch is not None and config.switch.run_dir:
+        return Path(config.switch.run_dir)
+    return run_dir_of(config) / "ovs"
 
 
 def _check_reporting(config: AgentConfig) -> None:
@@ -148,6 +202,12 @@ def _check_reporting(config: AgentConfig) -> None:
                 f"agent config: group {group.name}: handler.track: {track} is not another "
                 "group of this node"
             )
+    if config.hypervisor is not None and not (config.controller_url and config.token):
+        raise InvalidInput("agent config: hypervisor needs controller_url and token")
+    if config.switch is not None and not config.coordination_url:
+        raise InvalidInput("agent config: switch needs coordination_url (it registers there)")
+    if config.switch is not None and not (config.controller_url and config.token):
+        raise InvalidInput("agent config: switch needs controller_url and token (its alarms)")
     if config.groups and not config.coordination_url:
         raise InvalidInput(
             "agent config: groups need coordination_url (etcd://... or local:///...)"
@@ -157,6 +217,11 @@ def _check_reporting(config: AgentConfig) -> None:
             "agent config: coordination_url local:// is one process's memory; use "
             "local:///path/coord.db (the processes of one host) or etcd://..."
         )
+    if config.coordination_url and config.coordination_url.startswith("etcd://"):
+        try:  # its members, TLS files and credential (password file readable), at load
+            check_etcd_url(config.coordination_url)
+        except InvalidInput as exc:
+            raise InvalidInput(f"agent config: {exc.detail}") from None
 
 
 def load_agent_config(path: Path) -> AgentConfig:
@@ -175,6 +240,52 @@ def load_agent_config(path: Path) -> AgentConfig:
             f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
         )
         raise InvalidInput(f"agent config {path}: {problems}") from None
+
+
+async def run_instances(config: AgentConfig, stop: asyncio.Event) -> None:
+    """The node's VNF instances: the agent is their child subreaper (PID 1 here reaps
+    orphans only after ~2 s; a guest's own children must not linger as zombies)."""
+    hv_cfg = config.hypervisor
+    assert hv_cfg is not None and config.controller_url and config.token
+    become_subreaper()
+    base = Path(hv_cfg.instances_dir) if hv_cfg.instances_dir else run_dir_of(config) / "guests"
+    hypervisor = open_hypervisor(
+        hv_cfg.url,
+        config.node,
+        base,
+        hv_cfg.cgroups,
+        hv_cfg.migration_uri,
+        hv_cfg.migration_address,
+    )
+    relay = None
+    if hv_cfg.console_listen:
+        relay = ConsoleRelay(hypervisor, config.key.encode())
+        await relay.start(hv_cfg.console_listen)
+    manager = InstanceManager(
+        config.node,
+        config.controller_url,
+        config.token,
+        hypervisor,
+        run_dir_of(config) / "instances",
+        hv_cfg.report_every,
+        hv_cfg.bridges,
+        relay.endpoint if relay else None,
+        client_tls(),
+    )
+    try:
+        await manager.run(stop)
+    finally:
+        if relay is not None:
+            await relay.close()
+
+
+def become_subreaper() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.warning("could not become a child subreaper: errno %d", ctypes.get_errno())
+    except OSError as exc:
+        log.warning("could not become a child subreaper: %s", exc)
 
 
 def take_priority(niceness: int) -> None:
@@ -223,6 +334,9 @@ async def run_agent(config: AgentConfig) -> int:
     board = StatusBoard(config.controller_url, config.token, config.node)
     supervisors = Supervisors(config.node, reporter, board)
     local = {svc.name: svc for svc in config.services}
+    if config.switch is not None:
+        switch_home = switch_dir(config)
+        local.update((s.name, s) for s in switch_services(config.switch, switch_home))
     supervisors.apply(local)
     watchdogs = []
     if config.controller_url and config.token:
@@ -244,8 +358,12 @@ async def run_agent(config: AgentConfig) -> int:
         )
     coord = None
     watching: asyncio.Task[None] | None = None
-    if config.groups and config.coordination_url:
+    if config.switch is not None and config.coordination_url:
         coord = open_coordination(config.coordination_url, SystemClock())
+        keeper = SwitchKeeper(config.node, config.switch, switch_dir(config), coord, config.vim)
+        watchdogs.append(asyncio.create_task(keeper.run(stop)))
+    if config.groups and config.coordination_url:
+        coord = coord or open_coordination(config.coordination_url, SystemClock())
         run_dir = run_dir_of(config)
         mirror = group_mirror(coord, config.vim)  # one watch for all the node's groups
         mirror.running = True
@@ -253,6 +371,8 @@ async def run_agent(config: AgentConfig) -> int:
         for group in config.groups:
             member = GroupMember(config.node, config.vim, group, coord, run_dir, mirror=mirror)
             watchdogs.append(asyncio.create_task(member.run(stop)))
+    if config.hypervisor is not None and config.controller_url and config.token:
+        watchdogs.append(asyncio.create_task(run_instances(config, stop)))
     systemd.ready()
     await sender.run(stop)
     systemd.stopping()

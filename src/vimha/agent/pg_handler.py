@@ -16,12 +16,19 @@ with streaming replication, every member run by its agent (it dies with it).
   commits that wait for a standby would wait for ever) and cloned afresh at its restart.
 As root, the server runs as the `postgres` OS user (PostgreSQL refuses root): its data dir
 and every folder above it must be reachable by that user.
+- Authentication: without `password_file`, loopback is trusted (one host, the embedded
+  clouds). With it, pg_hba.conf is written at every start: the `trusted` networks without a
+  password, the `networks` (the other members, the clients) with scram-sha-256, local
+  sockets with it too (the `postgres` OS user by peer); the `postgres` role's password is
+  set by initdb, and the agent, pg_basebackup and the standbys' streaming use it (a passfile,
+  0600, in the run dir).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import glob
 import json
 import logging
@@ -31,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -113,7 +121,11 @@ class PostgresHandler:
         self.conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self.root = os.geteuid() == 0
         self.user = cfg.os_user if self.root else pwd.getpwuid(os.geteuid()).pw_name
-        self.following = Following(cfg.stream_grace, answers_as_primary)
+        self.passfile = run_dir / f"pg-{group}.pass"
+        self.password: str | None = None  # read at each start (`password_file`)
+        self.following = Following(
+            cfg.stream_grace, functools.partial(answers_as_primary, password=self._password)
+        )
 
     @property
     def pid(self) -> int | None:
@@ -122,7 +134,49 @@ class PostgresHandler:
     # --- processes, as the postgres user ---------------------------------------------------
 
     async def _tool(self, *argv: str, limit: float = 120) -> None:
-        await run_tool(list(argv), self.user if self.root else None, limit)
+        env = {**os.environ, "PGPASSFILE": str(self.passfile)} if self.password else None
+        await run_tool(list(argv), self.user if self.root else None, limit, env)
+
+    def _password(self) -> str | None:
+        return self.password
+
+    def _secrets(self) -> None:
+        """The password (`password_file`), and the passfile the tools and the standbys'
+        streaming read it from (0600, owned by the server's OS user)."""
+        if self.cfg.password_file is None:
+            return
+        try:
+            password = Path(self.cfg.password_file).read_text().strip()
+        except OSError as exc:
+            raise HandlerFailed(f"password_file {self.cfg.password_file}: {exc.strerror}") from exc
+        if not password:
+            raise HandlerFailed(f"password_file {self.cfg.password_file} is empty")
+        self.password = password
+        escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+        fd = os.open(self.passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"*:*:*:postgres:{escaped}\n")
+        if self.root:
+            shutil.chown(self.passfile, self.user, self.user)
+
+    def _write_hba(self) -> None:
+        """pg_hba.conf from the configuration, at every start (with `password_file`)."""
+        lines = [
+            "# written by the vimha agent at every start of the member: edits are lost",
+            "local all postgres peer" if self.root else "local all all trust",
+            "local all all scram-sha-256",
+        ]
+        for net in self.cfg.trusted:
+            lines += [f"host all all {net} trust", f"host replication all {net} trust"]
+        for net in self.cfg.networks:
+            lines += [
+                f"host all all {net} scram-sha-256",
+                f"host replication all {net} scram-sha-256",
+            ]
+        hba = self.data / "pg_hba.conf"
+        hba.write_text("\n".join(lines) + "\n")
+        if self.root:
+            shutil.chown(hba, self.user, self.user)
 
     def _own(self, path: Path) -> None:
         own(path, self.user if self.root else None)
@@ -133,6 +187,7 @@ class PostgresHandler:
         bins = pg_bin(self.cfg.bin_dir)
         self._own(self.sockets)
         self._own(self.data.parent)
+        self._secrets()
         active = await other_active(self.coord, self.prefix, self.node)
         has_data = (self.data / "PG_VERSION").exists()
         if has_data and (self.data / WAS_PRIMARY).exists() and active:
@@ -151,6 +206,14 @@ class PostgresHandler:
             elif await self.coord.create(self.prefix + "initialize", self.node):
                 self._own(self.data)
                 nosync = [] if self.cfg.fsync else ["--no-sync"]
+                pwfile = self.data.parent / f".pg-{self.group}.pw"
+                if self.password:  # the postgres role's password, set by initdb
+                    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "w") as f:
+                        f.write(self.password + "\n")
+                    if self.root:
+                        shutil.chown(pwfile, self.user, self.user)
+                    nosync.append(f"--pwfile={pwfile}")
                 try:
                     await self._tool(
                         str(bins / "initdb"), "-D", str(self.data), "-U", "postgres",
@@ -160,11 +223,15 @@ class PostgresHandler:
                     shutil.rmtree(self.data, ignore_errors=True)
                     await self.coord.delete(self.prefix + "initialize")  # another may try
                     raise
+                finally:
+                    pwfile.unlink(missing_ok=True)
                 with (self.data / "pg_hba.conf").open("a") as hba:
                     hba.write("host replication all 127.0.0.0/8 trust\n")
                     hba.write("host all all 127.0.0.0/8 trust\n")
             else:
                 return  # nothing to clone yet: unhealthy until an active exists
+        if self.password:
+            self._write_hba()
         (self.data / "standby.signal").touch()
         (self.data / WAS_PRIMARY).unlink(missing_ok=True)
         if self.root:
@@ -230,6 +297,7 @@ class PostgresHandler:
             self.conn = await psycopg.AsyncConnection.connect(
                 host=self.cfg.bind, port=self.cfg.port, user="postgres", dbname="postgres",
                 autocommit=True, connect_timeout=max(1, round(self.cfg.timeout)),
+                password=self.password,
             )  # fmt: skip
             # the handler's own writes (the epoch) do not wait for a standby
             await self.conn.execute("SET synchronous_commit = local")
@@ -304,6 +372,8 @@ class PostgresHandler:
             return
         host, _, port = active.rpartition(":")
         conninfo = f"host={host} port={port} user=postgres application_name={self.node}"
+        if self.password:
+            conninfo += f" passfile={self.passfile}"
         try:
             await self._query(f"ALTER SYSTEM SET primary_conninfo = '{conninfo}'")
             await self._query("SELECT pg_reload_conf()")
@@ -312,14 +382,16 @@ class PostgresHandler:
         self.following.follows(active)
 
 
-async def answers_as_primary(address: str, within: float = 1.0) -> bool:
+async def answers_as_primary(
+    address: str, within: float = 1.0, password: Callable[[], str | None] = lambda: None
+) -> bool:
     """Whether the server at `address` (host:port) answers, as a primary, within `within`."""
     host, _, port = address.rpartition(":")
     try:
         async with asyncio.timeout(within):
             conn = await psycopg.AsyncConnection.connect(
                 host=host, port=int(port), user="postgres", dbname="postgres", autocommit=True,
-                connect_timeout=max(1, round(within)),
+                connect_timeout=max(1, round(within)), password=password(),
             )  # fmt: skip
             async with conn:
                 cur = await conn.execute("SELECT pg_is_in_recovery()")

@@ -65,8 +65,11 @@ class StatusBoard:
         ) as client:
             wait = self.refresh
             while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.changed.wait(), wait)
+                # a change, or the agent stopping (its services' last status, once)
+                either = [asyncio.ensure_future(e.wait()) for e in (self.changed, stop)]
+                await asyncio.wait(either, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in either:
+                    waiter.cancel()
                 self.changed.clear()
                 body = {"services": list(self.services.values())}
                 wait = RETRY  # until the controller has taken it

@@ -5,25 +5,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from vimha import __version__
-from vimha.api import problems
+from vimha.api import openstack, problems, ui
 from vimha.api.auth import TokenAuth
 from vimha.api.fastpath import EventsFastPath
 from vimha.api.routers import (
     admin,
     alarms,
+    catalog,
+    consoles,
     events,
     groups,
+    host_instances,
     hosts,
+    insight,
+    instances,
+    maintenance,
+    migrations,
+    placement,
+    recovery,
+    sdn,
     services,
     subscriptions,
     versions,
 )
-from vimha.api.schemas import ProblemDetails
-from vimha.api.sol import VersionHeader
+from vimha.api.sol import VersionHeader, known_query_only
+from vimha.api.sol_schemas import ProblemDetails
 from vimha.engine.runtime import Runtime
 
 ERRORS = {
@@ -51,14 +61,36 @@ def create_app(runtime: Runtime, token_auth: TokenAuth) -> FastAPI:
             "High availability for the VIM. Fault management follows ETSI NFV-SOL 003 "
             "clause 7 and SOL 013 (filters, attribute selectors, paging, ProblemDetails)."
         ),
+        dependencies=[Depends(known_query_only)],
     )
     app.state.runtime = runtime
     app.state.auth = token_auth
     problems.install(app)
-    for module in (versions, alarms, subscriptions, events, hosts, services, groups, admin):
+    for module in (
+        versions,
+        alarms,
+        subscriptions,
+        events,
+        hosts,
+        services,
+        groups,
+        admin,
+        catalog,
+        instances,
+        host_instances,
+        consoles,
+        placement,
+        recovery,
+        migrations,
+        maintenance,
+        sdn,
+        insight,
+    ):
         app.include_router(module.router)
     app.include_router(alarms.objects_router)
     app.include_router(admin.metrics_router)
+    openstack.install(app, runtime, token_auth)
+    ui.install(app, runtime, token_auth)
     app.add_middleware(EventsFastPath, runtime=runtime, token_auth=token_auth)
     app.add_middleware(VersionHeader)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vimha.api.auth import RANK, TokenAuth
+from vimha.api.auth import TokenAuth, check_role, own_objects
 from vimha.api.problems import TITLES, ApiProblem, status_of
 from vimha.api.routers.events import ingest_native
 from vimha.domain.errors import Temporary, VimhaError
@@ -48,7 +48,7 @@ class EventsFastPath:
         raw_auth = headers.get(b"authorization", b"").decode("latin-1")
         token = raw_auth[7:].strip() if raw_auth[:7].lower() == "bearer " else None
         token = token or headers.get(b"x-auth-token", b"").decode("latin-1") or None
-        principal = self.auth.identify(token)
+        principal = await self.auth.aidentify(token)
         if principal is None:
             detail = "a valid token is required" if token else "no token given"
             raise ApiProblem(
@@ -56,8 +56,7 @@ class EventsFastPath:
                 detail + " (Authorization: Bearer ... or X-Auth-Token)",
                 {"WWW-Authenticate": 'Bearer realm="vimha"'},
             )
-        if RANK[principal.role] < RANK["operator"]:
-            raise ApiProblem(403, f"{principal.name} has role {principal.role}; needs operator")
+        check_role(principal, "operator", agents=True)
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if ctype != b"application/json":
             raise ApiProblem(415, "content type must be application/json")
@@ -77,6 +76,9 @@ class EventsFastPath:
         except ValueError as exc:
             raise ApiProblem(400, f"body is not valid JSON: {exc}") from None
         items = doc if isinstance(doc, list) else [doc]
+        own_objects(
+            principal, [str(i.get("managedObjectId", "")) for i in items if isinstance(i, dict)]
+        )
         return await ingest_native(self.runtime, items)
 
 

@@ -1,90 +1,18 @@
-"""Pydantic schemas at the edge: request bodies and documented responses (SOL 003 names)."""
+"""Pydantic schemas at the edge: vimha's own request bodies and documented responses (the
+SOL 003 / SOL 013 data types are in `sol_schemas.py`)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from vimha.domain.alarms import AckState, EventType, FaultyResourceType, Severity
-from vimha.domain.subscriptions import AuthType, NotificationType
+from vimha.api.sol_schemas import Link
+from vimha.domain.alarms import EventType, FaultyResourceType, Severity
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Link(BaseModel):
-    href: str
-
-
-class ProblemDetails(BaseModel):
-    type: str | None = None
-    title: str | None = None
-    status: int
-    detail: str
-    instance: str | None = None
-
-
-class ApiVersion(BaseModel):
-    version: str
-    isDeprecated: bool | None = None
-    retirementDate: str | None = None
-
-
-class ApiVersionInformation(BaseModel):
-    uriPrefix: str
-    apiVersions: list[ApiVersion]
-
-
-class FaultyResource(BaseModel):
-    vimConnectionId: str
-    resourceId: str
-    vimLevelResourceType: str
-
-
-class FaultyResourceInfo(BaseModel):
-    faultyResource: FaultyResource
-    faultyResourceType: FaultyResourceType
-
-
-class AlarmLinks(BaseModel):
-    self: Link
-    objectInstance: Link
-
-
-class Alarm(BaseModel):
-    """SOL 003 Alarm, plus `location` (failure location in the topology, FAULT-5)."""
-
-    id: str
-    managedObjectId: str
-    rootCauseFaultyResource: FaultyResourceInfo
-    alarmRaisedTime: str
-    alarmChangedTime: str | None = None
-    alarmClearedTime: str | None = None
-    alarmAcknowledgedTime: str | None = None
-    ackState: AckState
-    perceivedSeverity: Severity
-    eventTime: str
-    eventType: EventType
-    faultType: str
-    probableCause: str
-    isRootCause: bool
-    correlatedAlarmIds: list[str]
-    faultDetails: list[str]
-    location: dict[str, str]
-    links: AlarmLinks = Field(alias="_links")
-
-
-class AlarmInList(BaseModel):
-    """An Alarm in a list: attribute selectors may omit any attribute but `id`."""
-
-    model_config = ConfigDict(extra="allow")
-    id: str
-
-
-class AlarmModifications(_In):
-    ackState: AckState
 
 
 class HistoryEventOut(BaseModel):
@@ -94,50 +22,6 @@ class HistoryEventOut(BaseModel):
     perceivedSeverity: str
     ackState: str
     reason: str
-
-
-class BasicParams(_In):
-    userName: str = Field(min_length=1)
-    password: str
-
-
-class OauthParams(_In):
-    clientId: str = Field(min_length=1)
-    clientPassword: str
-    tokenEndpoint: AnyHttpUrl
-
-
-class SubscriptionAuthentication(_In):
-    authType: list[AuthType] = Field(min_length=1, max_length=1)
-    paramsBasic: BasicParams | None = None
-    paramsOauth2ClientCredentials: OauthParams | None = None
-
-
-class FmNotificationsFilter(_In):
-    notificationTypes: list[NotificationType] | None = None
-    faultyResourceTypes: list[FaultyResourceType] | None = None
-    perceivedSeverities: list[Severity] | None = None
-    eventTypes: list[EventType] | None = None
-    probableCauses: list[str] | None = None
-    managedObjectIds: list[str] | None = None
-    locationPrefix: str | None = None
-
-
-class FmSubscriptionRequest(_In):
-    filter: FmNotificationsFilter | None = None
-    callbackUri: AnyHttpUrl
-    authentication: SubscriptionAuthentication | None = None
-
-
-class SubscriptionLinks(BaseModel):
-    self: Link
-
-
-class FmSubscription(BaseModel):
-    id: str
-    filter: dict[str, Any] | None = None
-    callbackUri: str
-    links: SubscriptionLinks = Field(alias="_links")
 
 
 class NativeEvent(_In):

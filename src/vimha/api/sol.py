@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
-from starlette.requests import Request
+from fastapi.routing import APIRoute
+from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vimha.domain.errors import InvalidInput
@@ -71,6 +73,40 @@ class VersionHeader:
             await send(message)
 
         await self.app(scope, receive, send_with_version)
+
+
+_QUERY: dict[int, frozenset[str]] = {}  # id(route) -> the query parameters it defines
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def known_query_only(request: HTTPConnection) -> None:
+    """SOL 013 clause 6.4: a query parameter that the operation does not define is an
+    incorrect query parameter, answered 400 ProblemDetails, not ignored (a misspelt filter
+    would otherwise list everything). What an operation defines is what its OpenAPI says;
+    operations outside it (the OpenStack faces, whose filters are their own) are not
+    checked here. `HTTPConnection`: the dependency is the app's, so a WebSocket route (a
+    console) gets it too, and has no `Request`."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    if not route.include_in_schema:
+        return  # not an operation of this OpenAPI (the OpenStack faces have their own rules)
+    known = _QUERY.get(id(route))
+    if known is None:
+        known = _QUERY[id(route)] = frozenset(_query_names(route.dependant))
+    unknown = sorted(set(request.query_params.keys()) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise InvalidInput(
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(unknown)}; this operation takes: {takes}"
+        )
 
 
 def encode_marker(seq: int) -> str:

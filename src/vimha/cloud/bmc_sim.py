@@ -3,7 +3,8 @@ production driver (sushy) is the path exercised. Serves the service root, one
 ComputerSystem (power state, health rollup, Reset action, a System Event Log), one Chassis
 with Thermal and Power.
 Faults are injected through /sim: POST /sim/psu-fail, /sim/overheat, /sim/disconnect (Redfish
-requests then get no answer, as when the BMC's network is cut), /sim/heal. A power
+requests then get no answer, as when the BMC's network is cut), /sim/power-cut (the node
+loses its power with no Redfish request: a pulled plug, heard or not), /sim/heal. A power
 change is applied at once (sushy-tools' fake driver takes 1-11 s) and can run a hook (the
 embedded cloud stops or starts the node's processes).
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -52,6 +54,15 @@ class BmcState:
                     "SensorType": sensor,
                 }
             )
+
+    def cut(self) -> None:
+        """The node loses its power with no request (a pulled plug, a tripped PDU): off,
+        whether or not the BMC's network answers; read as off once it does."""
+        with self.lock:
+            changed, self.power_on = self.power_on, False
+        if changed:
+            self.record("OK", "System power off (power lost)", "System Event")
+            self.on_power(False)
 
     def health(self) -> str:
         if not self.psu_ok or self.cpu_temp >= 90:
@@ -271,6 +282,9 @@ def make_handler(state: BmcState, user: str, password: str) -> type[BaseHTTPRequ
                     state.record("OK", "All sensors back to normal", "System Event")
                 state.psu_ok, state.cpu_temp, state.connected = True, 45.0, True
                 self._send(204)
+            elif self.path == "/sim/power-cut":
+                state.cut()
+                self._send(204)
             elif self.path == "/sim/disconnect":
                 state.connected = False
                 self._send(204)
@@ -288,7 +302,8 @@ def serve(
 ) -> ThreadingHTTPServer:
     """A running simulated BMC (in a thread); call .shutdown() to stop it."""
     server = ThreadingHTTPServer((host, port), make_handler(state or BmcState(), user, password))
-    threading.Thread(target=server.serve_forever, name=f"bmc-{port}", daemon=True).start()
+    serve = functools.partial(server.serve_forever, poll_interval=0.1)  # quick to shut down
+    threading.Thread(target=serve, name=f"bmc-{port}", daemon=True).start()
     return server
 
 

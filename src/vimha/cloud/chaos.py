@@ -50,7 +50,11 @@ def agent_pids(n: dict[str, Any]) -> list[int]:
 
 
 def service_pids(n: dict[str, Any]) -> list[int]:
-    return find_processes("vimha.cloud.demo_service", f"--node {n['name']} ")
+    """The node's demo service: its port too, as another cloud on the machine has a node of
+    the same name."""
+    return find_processes(
+        "vimha.cloud.demo_service", f"--port {n['service_port']} --node {n['name']} "
+    )
 
 
 def member_pids(n: dict[str, Any]) -> list[int]:
@@ -197,6 +201,13 @@ def power_off(data_dir: Path, name: str) -> str:
     return f"{name} powered off through its BMC (Redfish ForceOff, confirmed): its processes stop"
 
 
+def power_cut(data_dir: Path, name: str) -> str:
+    """The node loses its power with no Redfish request (an operator pulls the plug of a
+    node whose BMC is silent, before `vimha hosts confirm-down`): its processes stop."""
+    _sim(node(load_state(data_dir), name), "power-cut")
+    return f"{name} lost its power (no Redfish request): its processes stop"
+
+
 def power_on(data_dir: Path, name: str) -> str:
     n = node(load_state(data_dir), name)
     try:
@@ -224,6 +235,8 @@ def heal(data_dir: Path, name: str | None = None) -> str:
     # isolated (and get it fenced).
     if names and (net := _net(node(state, names[0]))) is not None and netns.heal_partition(net):
         done.append("partition healed")
+    if name is None:
+        done += heal_sdn(data_dir)
     for each in names:
         n = node(state, each)
         for drop in Path(n["control"]).glob("drop-*"):
@@ -247,3 +260,87 @@ def heal(data_dir: Path, name: str | None = None) -> str:
     return (
         "; ".join(done) or "healed (nothing was down; sensors normal, stopped processes continued)"
     )
+
+
+def instance_chaos(data_dir: Path, instance: str, what: str) -> str:
+    """Ask the instance's demo guest to crash, hang or stop petting its watchdog (through
+    its chaos endpoint on its first port)."""
+    from vimha.client import Client, resolve
+
+    load_state(data_dir)
+    api = Client(*resolve(None, None, str(data_dir)))
+    found = api.json("GET", f"/vim/v1/instances/{instance}")
+    if not found["ports"]:
+        raise Permanent(f"instance {found['name']} has no port to reach its guest on")
+    ip = found["ports"][0]["ip"]
+    try:
+        httpx.post(f"http://{ip}:8080/chaos/{what}", timeout=2)
+    except httpx.HTTPError as exc:
+        raise Permanent(f"the guest of {found['name']} did not answer on {ip}: {exc}") from None
+    return f"{what} -> {found['name']} ({found['id']}) on {found['host']}"
+
+
+def _sdn_member(data_dir: Path, member: str | None, master: bool) -> dict[str, Any]:
+    """A member of the `sdn` group: `member`, else the active (`master`) or another one."""
+    members = group_members(data_dir, "sdn")
+    if not members:
+        raise InvalidInput("no sdn group in this cloud (vimha up --netns, Open vSwitch installed)")
+    if member is not None:
+        found = [m for m in members if m.get("member") == member]
+        if not found:
+            names = ", ".join(sorted(str(m.get("member")) for m in members))
+            raise InvalidInput(f"--member {member!r}: not a member of sdn ({names})")
+        return found[0]
+    ranked = sorted(members, key=lambda m: (m.get("role") != "active") == master)
+    return ranked[0]
+
+
+OF_DROP = "vimha_sdn"
+
+
+def sdn_partition(data_dir: Path, member: str | None = None) -> str:
+    """Cut an SDN instance (the active, or `member`) off from its switches: nftables in its
+    node's namespace drops its OpenFlow traffic; everything else still flows. `heal` ends it."""
+    m = _sdn_member(data_dir, member, master=True)
+    n = node(load_state(data_dir), str(m["host"]))
+    net = _net(n)
+    if net is None:
+        raise Permanent("sdn-partition needs the netns mode (vimha up --netns)")
+    port = str(m["address"]).rpartition(":")[2]
+    ns = net.namespace(n["name"])
+    run = ["ip", "netns", "exec", ns, "nft"]
+    netns._run(*run, "add", "table", "inet", OF_DROP)
+    for hook, field in (("input", "dport"), ("output", "sport")):
+        chain = f"{{ type filter hook {hook} priority 0 ; policy accept ; }}"
+        netns._run(*run, "add", "chain", "inet", OF_DROP, hook, chain)
+        netns._run(*run, "add", "rule", "inet", OF_DROP, hook, "tcp", field, port, "drop")
+    return f"the SDN instance on {n['name']} is cut off from its switches (OpenFlow port {port})"
+
+
+def heal_sdn(data_dir: Path) -> list[str]:
+    healed: list[str] = []
+    for n in load_state(data_dir).values():
+        net = _net(n)
+        if net is None:
+            return healed
+        ns = net.namespace(n["name"])
+        if netns._run("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", OF_DROP,
+                      check=False).returncode == 0:  # fmt: skip
+            healed.append(f"{n['name']}: OpenFlow traffic flows again")
+    return healed
+
+
+def sdn_stale(data_dir: Path, member: str | None = None) -> list[dict[str, Any]]:
+    """A former master comes back believing it still is: the instance (a standby, or
+    `member`) asks each of its switches for MASTER with the epoch it last held, or one below
+    the switch's. Returns what each switch answered (`stale`: refused, OFPRRFC_STALE)."""
+    from vimha.sdn.control import ask
+
+    m = _sdn_member(data_dir, member, master=False)
+    socket = data_dir / "nodes" / str(m["host"]) / "run" / "sdn-sdn" / "control.sock"
+    try:
+        reply = asyncio.run(ask(socket, {"op": "reassert"}, 5.0))
+    except (OSError, TimeoutError) as exc:
+        raise Permanent(f"the SDN instance on {m['host']} did not answer: {exc}") from exc
+    answers: list[dict[str, Any]] = reply.get("answers", [])
+    return [{**a, "instance": m["host"]} for a in answers]

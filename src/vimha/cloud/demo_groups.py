@@ -18,8 +18,14 @@ OFFSETS = {"api": 300, "kv": 310, "workers": 320}
 # s a database or broker member may be slow to answer its checks before it counts as failed:
 # a switch-over of the primary re-seeds the old one, a restarted Galera or RabbitMQ member
 # transfers its state; and a standby passed over for a slow answer may be the freshest, with
-# commits acknowledged by it alone
-GRACE = 2.0
+# commits acknowledged by it alone. 5 s: on a loaded 2-core box a primary promoted moments
+# before, busy re-seeding the old one that rejoins, went 2 s without an answer (a switch-over
+# with no fault); a process gone or stopped still counts at once, a dead node is fenced.
+GRACE = 5.0
+# Databases and brokers of the embedded clouds: slow answers while a member is still starting
+# (the whole box starts at once: 11 agents, 3 controllers, etcd, the servers) do not depose
+# it (issue 22: `sql` switched over at start-up with no fault, "no answer in time", 2.1 s).
+START_GRACE = 30.0
 CONTROL = ("ctl-1", "ctl-2", "ctl-3")
 BALANCERS = ("ctl-1", "ctl-2")  # the load-balancer pair
 VIP_INDEX = 250  # the balancers' virtual IP: .250 of the mgmt plane (netns mode)

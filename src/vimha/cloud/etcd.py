@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from vimha.drivers.tls import client_tls
+
 HEARTBEAT_MS = 50
 ELECTION_MS = 500
 
@@ -41,10 +43,10 @@ def member_argv(
 def healthy(endpoints: list[str], timeout: float = 1.0) -> bool:
     """Every member (host:port) answers /health with health true."""
     try:
-        return all(
-            httpx.get(f"http://{e}/health", timeout=timeout).json().get("health") == "true"
-            for e in endpoints
-        )
+        with httpx.Client(timeout=timeout, verify=client_tls()) as http:
+            return all(
+                http.get(f"http://{e}/health").json().get("health") == "true" for e in endpoints
+            )
     except (httpx.HTTPError, ValueError):
         return False
 

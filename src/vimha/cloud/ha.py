@@ -2,7 +2,10 @@
 (issue 4, ARCH-1). On the three control nodes:
 
 - an etcd member each (3-member cluster, sub-second elections): the controllers' and the
-  agents' coordination backend; it dies with its node (the launcher runs it as the node's);
+  agents' coordination backend; it dies with its node (the launcher runs it as the node's).
+  Its authentication is enabled once it answers (issue 22): each agent and each controller
+  has an etcd user of its own (passwords in <data>/etcd-auth/, 0600), an agent's role may
+  write only the keys of the groups its node is a member of (vimha/etcdaccess.py);
 - `db`: the controllers' PostgreSQL, an active-standby group run by the agents (synchronous
   standby, fencing-token epoch), reached through the load balancers (only the active is a
   server of its backend);
@@ -17,24 +20,45 @@ It installs nothing: `missing()` names the Debian packages to install.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import glob
+import logging
 import os
 import pwd
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from vimha.cloud.demo_groups import BALANCERS, CONTROL, GRACE
+import yaml
+
+from vimha.cloud.demo_groups import BALANCERS, CONTROL, GRACE, START_GRACE
 from vimha.cloud.etcd import member_argv
-from vimha.cloud.nodes import EMBEDDED_VIM, PLANES, NodePlan, host_inventory
-from vimha.domain.errors import Permanent
+from vimha.cloud.nodes import EMBEDDED_VIM, PLANES, NodePlan, agent_tokens, host_inventory
+from vimha.cloud.tokens import role_tokens
+from vimha.domain.errors import Permanent, Temporary
+from vimha.drivers.etcd_access import apply_access, password_file, password_files
+from vimha.etcdaccess import (
+    ROOT,
+    AccessPlan,
+    AgentAccess,
+    GroupAccess,
+    agent_user,
+    controller_user,
+    plan_for,
+)
+
+log = logging.getLogger("vimha.cloud")
 
 ETCD_OFFSET = 400  # client port PORT+400, peer port PORT+401, on each control node's address
 DB_OFFSET = 340  # the db member of ctl-i on PORT+340+i; its frontend on each balancer: +344
 DB_FRONTEND = 344
 NEEDED = (("etcd", "etcd-server"), ("haproxy", "haproxy"), ("postgres", "postgresql"))
+ETCD_AUTH_DIR = "etcd-auth"  # under the data dir: a password file per etcd user (0600)
 
 
 def missing() -> list[str]:
@@ -105,6 +129,54 @@ class HaPlan:
             f"&port={','.join(ports)}&connect_timeout=2"
         )
 
+    def password_file(self, user: str) -> Path:
+        return password_file(self.data_dir / ETCD_AUTH_DIR, user)
+
+    def etcd_url_of(self, user: str) -> str:
+        """The etcd URL with the credential of `user` (its password file)."""
+        query = urlencode({"user": user, "password_file": self.password_file(user)}, safe="/")
+        return f"{self.etcd_url}?{query}"
+
+    def access_plan(self, configs: Mapping[str, Path]) -> AccessPlan:
+        """Who may write what in etcd, from the agents' configs as written (their groups:
+        the demo ones, db and vimha, and those of --stateful)."""
+        agents = []
+        for node, path in configs.items():
+            config = yaml.safe_load(path.read_text())
+            if not str(config.get("coordination_url", "")).startswith("etcd://"):
+                continue  # not an etcd client (its groups, if any, are elsewhere)
+            groups = tuple(
+                GroupAccess(g["name"], tuple(g["members"]), g["handler"]["type"] == "sdn")
+                for g in config.get("groups") or ()
+            )
+            agents.append(AgentAccess(node, groups, bool(config.get("switch"))))
+        return plan_for(EMBEDDED_VIM, agents, [n.name for n in self.control])
+
+    def passwords(self, plan: AccessPlan) -> dict[str, str]:
+        """Each user's password (and root's), made (0600) where there is none yet."""
+        users = [ROOT, *(u.name for u in plan.users)]
+        return password_files(self.data_dir / ETCD_AUTH_DIR, users)
+
+    async def secure_etcd(
+        self, plan: AccessPlan, passwords: Mapping[str, str], stop: asyncio.Event
+    ) -> None:
+        """Once etcd answers: its users, roles and authentication (idempotent: a restart
+        of the cloud applies the same plan again). Until then the clients, their users
+        named, call without a token, as etcd's own client does; then they authenticate."""
+        while not stop.is_set():
+            try:
+                done = await apply_access(self.etcd_url_of(ROOT), plan, passwords)
+            except Temporary as exc:
+                log.info("etcd access not applied yet: %s", exc)
+            except Permanent as exc:
+                log.error("etcd access not applied: %s", exc)
+                return
+            else:
+                log.info("etcd access applied: %s", "; ".join(done) or "no change")
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
     def heartbeat_addresses(self, node: NodePlan) -> dict[str, str]:
         """Where the controller on control node `node` hears each plane."""
         return {
@@ -137,8 +209,14 @@ class HaPlan:
                 "public_url": f"http://127.0.0.1:{self.port}",
             },
             "store": {"url": self.store_url},
-            "auth": {"token_file": str(self.token_file)},
-            "coordination": {"url": self.etcd_url, "controllers": len(self.control)},
+            "auth": {
+                "token_file": str(self.token_file),
+                "tokens": [*agent_tokens(list(self.nodes)), *role_tokens(self.data_dir)],
+            },
+            "coordination": {
+                "url": self.etcd_url_of(controller_user(EMBEDDED_VIM, node.name)),
+                "controllers": len(self.control),
+            },
             "heartbeat": {"listen": listen, "startup_grace": 15},
             "hosts": host_inventory(list(self.nodes)),
         }
@@ -152,7 +230,7 @@ class HaPlan:
         config["controller_url"] = f"http://127.0.0.1:{self.port}"
         if node.name not in CONTROL:
             return
-        config["coordination_url"] = self.etcd_url
+        config["coordination_url"] = self.etcd_url_of(agent_user(EMBEDDED_VIM, node.name))
         home = self.data_dir / "nodes" / node.name
         index = CONTROL.index(node.name) + 1
         host = self.host(node)
@@ -169,6 +247,7 @@ class HaPlan:
                 "policy": "active-standby",
                 "members": list(CONTROL),
                 "monitor_grace": GRACE,
+                "start_grace": START_GRACE,
                 "address": f"{host}:{db_port}",
                 "handler": {
                     "type": "postgresql",

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from vimha.drivers.resp import Redis, RedisError, info_fields
+from vimha.drivers.redis_client import Redis, RedisError
 
 
 @dataclass
@@ -33,11 +33,11 @@ async def masters(addresses: list[str], wait: float = 0.2) -> int:
         host, _, port = address.rpartition(":")
         r = Redis(host, int(port), wait)
         try:
-            return info_fields(await r.call("INFO", "replication")).get("role") == "master"
+            return (await r.info("replication")).get("role") == "master"
         except RedisError:
             return False
         finally:
-            r.close()
+            await r.aclose()
 
     return sum(await asyncio.gather(*(role(a) for a in addresses)))
 
@@ -64,7 +64,7 @@ async def write_steadily(
                 raise RedisError("no active")
             if target != current or client is None:
                 if client is not None:
-                    client.close()
+                    await client.aclose()
                 host, _, port = target.rpartition(":")
                 client, current = Redis(host, int(port), 0.5), target
             await client.call("SET", key, i)
@@ -79,12 +79,12 @@ async def write_steadily(
             if failing_since is None:
                 failing_since = time.monotonic()
             if client is not None:
-                client.close()
+                await client.aclose()
                 client = None
         log.max_masters = max(log.max_masters, await masters(members))
         await asyncio.sleep(every)
     if client is not None:
-        client.close()
+        await client.aclose()
 
 
 async def missing(address: str, keys: list[str]) -> list[str]:
@@ -99,4 +99,4 @@ async def missing(address: str, keys: list[str]) -> list[str]:
             lost += [k for k, v in zip(chunk, values, strict=True) if v is None]
         return lost
     finally:
-        r.close()
+        await r.aclose()

@@ -5,6 +5,12 @@ fault is a real link going down and a partition is a real nftables drop rule.
 Names carry a tag made from the cloud's port, so that two clouds do not collide:
 namespace `<tag>-<node>`, bridges `<tag>m`/`<tag>s`, root-side veths `<tag><i><plane>`.
 Plane j uses 10.(100+j).<octet>.0/24: node i is .i, the controller (root namespace) .254.
+
+The VNF networks (`create_vnf_networks`, when no SDN switches them): each compute node has a
+Linux bridge per network, `br-<network>` in its namespace, where the process driver puts the
+host side of its guests' ports; the nodes' bridges of a network are joined by one bridge of
+the cloud's, `<tag>v<j>`, through a veth pair per node (`<tag><i>v<j>` here, `up-<network>`
+in the node), so that guests on different nodes share their network's layer 2.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from vimha.domain.errors import Permanent
 
@@ -112,6 +119,61 @@ def destroy(net: Netns, nodes: Sequence[str]) -> None:
         _run("ip", "netns", "del", ns, check=False)
     for plane in net.planes:
         _run("ip", "link", "del", net.bridge(plane), check=False)
+
+
+def vnf_bridge(network: str) -> str:
+    """A compute node's bridge for a VNF network (inside the node's namespace)."""
+    return f"br-{network}"[:15]
+
+
+def _vnf_links(net: Netns, index: int, j: int, network: str) -> tuple[str, str]:
+    """A node's link into the cloud's bridge of network j: (root side, node side)."""
+    return f"{net.tag}{index}v{j}", f"up-{network}"[:15]
+
+
+def create_vnf_networks(
+    net: Netns, computes: Sequence[tuple[int, str]], networks: Sequence[str]
+) -> None:
+    """The VNF networks' bridges: in each compute node (`computes`: (index, name), its
+    namespace made by `create`) and the cloud's one per network joining them."""
+    destroy_vnf_networks(net, computes, networks)
+    for j, network in enumerate(networks):
+        joint = f"{net.tag}v{j}"
+        _run("ip", "link", "add", joint, "type", "bridge")
+        # a hub: a guest recovered on another node is reached there at once, with no
+        # forwarding entry of the cloud's bridge left pointing at its old node
+        _run("ip", "link", "set", joint, "type", "bridge", "ageing_time", "0")
+        _run("ip", "link", "set", joint, "up")
+        for index, node in computes:
+            ns = net.namespace(node)
+            outer, inner = _vnf_links(net, index, j, network)
+            _run("ip", "-n", ns, "link", "add", vnf_bridge(network), "type", "bridge")
+            _run("ip", "-n", ns, "link", "set", vnf_bridge(network), "up")
+            _run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
+            _run("ip", "link", "set", outer, "master", joint)
+            _run("ip", "link", "set", outer, "up")
+            _run("ip", "-n", ns, "link", "set", inner, "master", vnf_bridge(network))
+            _run("ip", "-n", ns, "link", "set", inner, "up")
+
+
+def destroy_vnf_networks(
+    net: Netns, computes: Sequence[tuple[int, str]], networks: Sequence[str]
+) -> None:
+    """Remove what `create_vnf_networks` made (the nodes' bridges go with their namespaces,
+    or here when the namespaces stay); what is not there is skipped."""
+    for j, network in enumerate(networks):
+        for index, node in computes:
+            _run("ip", "link", "del", _vnf_links(net, index, j, network)[0], check=False)
+            if Path(f"/run/netns/{net.namespace(node)}").exists():
+                _run("ip", "-n", net.namespace(node), "link", "del", vnf_bridge(network),
+                     check=False)  # fmt: skip
+        _run("ip", "link", "del", f"{net.tag}v{j}", check=False)
+
+
+def namespace_pids(net: Netns, node: str) -> list[int]:
+    """The processes running in a node's namespace."""
+    out = _run("ip", "netns", "pids", net.namespace(node), check=False).stdout.split()
+    return [int(p) for p in out if p.isdigit()]
 
 
 def exec_prefix(net: Netns, node: str) -> list[str]:

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -30,9 +30,9 @@ import yaml
 
 from vimha.cloud.bmc_sim import BmcState, serve
 from vimha.cloud.demo_groups import demo_groups, group_ports
-from vimha.cloud.netns import Netns, destroy, exec_prefix
+from vimha.cloud.netns import Netns, destroy, exec_prefix, namespace_pids
 from vimha.cloud.parent import ENV
-from vimha.cloud.procs import find_processes
+from vimha.cloud.procs import find_processes, guest_processes
 from vimha.domain.errors import Permanent
 
 log = logging.getLogger("vimha.cloud")
@@ -64,6 +64,7 @@ class NodePlan:
     service_port: int
     bmc_port: int
     bmc_password: str
+    token: str  # its agent's API token (role agent, bound to this node)
 
     @property
     def bmc_url(self) -> str:
@@ -79,6 +80,7 @@ def plan(data_dir: Path, port: int, net: Netns | None = None) -> list[NodePlan]:
     for i, (name, roles, zone, rack, service) in enumerate(LAYOUT, start=1):
         keys.setdefault(name, secrets.token_hex(16))
         keys.setdefault(f"{name}:bmc", secrets.token_hex(8))
+        keys.setdefault(f"{name}:token", secrets.token_hex(16))
         nodes.append(
             NodePlan(
                 name,
@@ -95,6 +97,7 @@ def plan(data_dir: Path, port: int, net: Netns | None = None) -> list[NodePlan]:
                 port + 100 + i,
                 port + 200 + i,
                 keys[f"{name}:bmc"],
+                keys[f"{name}:token"],
             )
         )
     fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -152,11 +155,18 @@ def listen_addresses(port: int, net: Netns | None = None) -> dict[str, str]:
     }
 
 
+def agent_tokens(nodes: list[NodePlan]) -> list[dict[str, str]]:
+    """The controllers' tokens of the nodes' agents: each bound to its node (role agent)."""
+    return [
+        {"name": f"agent-{n.name}", "token": n.token, "role": "agent", "host": n.name}
+        for n in nodes
+    ]
+
+
 def write_agent_config(
     data_dir: Path,
     node: NodePlan,
     port: int,
-    token: str,
     net: Netns | None = None,
     patch: Callable[[dict[str, Any], NodePlan], None] | None = None,
 ) -> Path:
@@ -169,7 +179,7 @@ def write_agent_config(
         "interval": 0.1,
         "log_level": "warning",
         "controller_url": f"http://{controller_host(net)}:{port}",
-        "token": token,
+        "token": node.token,  # its own: it speaks for this node only (role agent)
         "control_dir": str(home / "control"),
         "planes": [
             {"name": p, "local": node.addresses[p], "controller": listen[p]} for p in PLANES
@@ -197,6 +207,13 @@ def write_agent_config(
             }
         ],
     }
+    if "compute" in node.roles:
+        config["hypervisor"] = {
+            "url": "process://",
+            "instances_dir": str(home / "guests"),
+            "console_listen": f"{node.addresses[PLANES[0]]}:0",
+            "report_every": 5.0,
+        }
     groups = demo_groups(node.name, node.addresses[PLANES[0]], port, home, net)
     if groups:
         config["groups"] = groups
@@ -255,6 +272,11 @@ class Launcher:
         self.powered = dict.fromkeys(configs, True)
         self.lock = threading.Lock()
         self.bmcs: list[ThreadingHTTPServer] = []
+        self.token = ""  # the admin token, for the demo VNFs
+        self.qemu_image: Path | None = None  # the QEMU demo guest (vimha up --libvirt)
+        self.cleanups: list[Callable[[], None]] = []  # run last at stop (e.g. the SDN's links)
+        # Run alongside the nodes until the stop, e.g. the etcd access of --ha once it answers
+        self.background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = []
 
     def start_bmcs(self) -> None:
         for n in self.nodes.values():
@@ -283,9 +305,17 @@ class Launcher:
                 if owner == node and extra.poll() is None:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(extra.pid, signal.SIGKILL)
-            for pid in find_processes("vimha.cloud.demo_service", f"--node {node} "):
+            port = self.nodes[node].service_port  # not another cloud's node of that name
+            for pid in find_processes("vimha.cloud.demo_service", f"--port {port} --node {node} "):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            for pid in guest_processes(node, self.log_dir.parent):  # its VNF instances too
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if self.net is not None:  # what else runs in the node (its switch's daemons)
+                for pid in namespace_pids(self.net, node):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             log.warning("%s powered off through its BMC: its processes are stopped", node)
 
     def _start(self, node: str) -> None:
@@ -349,8 +379,14 @@ class Launcher:
                 await asyncio.wait_for(stop.wait(), 0.2)
 
     def stop(self) -> None:
+        # all at once: each BMC's serve loop notices a shutdown within its poll interval
+        # (0.5 s), one after the other that was seconds of every `vimha down`
+        stoppers = [threading.Thread(target=server.shutdown) for server in self.bmcs]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         for server in self.bmcs:
-            server.shutdown()
             server.server_close()
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -368,8 +404,14 @@ class Launcher:
                 extra.wait(10)
             except subprocess.TimeoutExpired:
                 extra.kill()
+        for node in self.configs:  # the guests outlive their agents: the cloud is off now
+            for pid in guest_processes(node, self.log_dir.parent):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         if self.net is not None:
             destroy(self.net, list(self.configs))
+        for cleanup in self.cleanups:
+            cleanup()
 
 
 def host_inventory(nodes: list[NodePlan]) -> list[dict[str, Any]]:

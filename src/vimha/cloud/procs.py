@@ -30,6 +30,34 @@ def find_processes(*needles: str) -> list[int]:
     return pids
 
 
+def guest_processes(node: str, under: Path | None = None) -> list[int]:
+    """The guests (VNF instances) a node's agent started. Process guests carry VIMHA_NODE
+    and VIMHA_HOME (their folder); QEMU guests (libvirt) are named `vimha-<node>-...` and
+    their files lie in the node's guests' folder. `under`: only those whose folder lies
+    under it (one cloud's data folder: another cloud on the machine may have nodes of the
+    same names)."""
+    marker = f"VIMHA_NODE={node}".encode()
+    root = f"{under.resolve()}/".encode() if under is not None else b"/"
+    home = b"VIMHA_HOME=" + root
+    qemu = f"guest=vimha-{node}-".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes()
+            if qemu in argv:
+                if root in argv:
+                    pids.append(int(entry.name))
+                continue
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in env and any(e.startswith(home) for e in env):
+            pids.append(int(entry.name))
+    return pids
+
+
 def spawn_module(
     module: str, port: int, *args: str, timeout: float = 15.0
 ) -> subprocess.Popen[bytes]:
@@ -71,6 +99,7 @@ class AgentProcess:
         self.control = base / f"{node}-control"
         self.control.mkdir()
         self.config = base / f"{node}.yaml"
+        self.log = base / f"{node}.log"  # its output, kept (appended at each start)
         config: dict[str, Any] = {
             "node": node,
             "key": key,
@@ -88,11 +117,12 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vimha", "agent", "--config", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "vimha", "agent", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def kill(self) -> None:
         assert self.proc is not None

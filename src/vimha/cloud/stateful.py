@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vimha.cloud.demo_groups import BALANCERS, CONTROL, GRACE
+from vimha.cloud.demo_groups import BALANCERS, CONTROL, GRACE, START_GRACE
 from vimha.cloud.nodes import PLANES, NodePlan
 
 OFFSETS = {"sql": 500, "galera": 510, "gcomm": 520, "ist": 530, "sst": 540, "mq": 550, "dist": 560}
@@ -93,6 +93,7 @@ class StatefulPlan:
                 "members": members,
                 "address": f"{host}:{port('sql')}",
                 "monitor_grace": GRACE,
+                "start_grace": START_GRACE,
                 "handler": {"type": "mariadb", "port": port("sql"), "bind": host,
                             "databases": ["app"]},
             },
@@ -103,6 +104,7 @@ class StatefulPlan:
                 "members": members,
                 "address": f"{host}:{port('galera')}",
                 "monitor_grace": GRACE,
+                "start_grace": START_GRACE,
                 "restart_backoff": 1.0,
                 "handler": {"type": "mariadb", "port": port("galera"), "bind": host,
                             "galera": galera},
@@ -114,6 +116,7 @@ class StatefulPlan:
                 "members": members,
                 "address": f"{host}:{port('mq')}",
                 "monitor_grace": GRACE,
+                "start_grace": START_GRACE,
                 "restart_backoff": 1.0,
                 "handler": {"type": "rabbitmq", "port": port("mq"), "bind": host,
                             "dist_port": port("dist"), "cookie": self.cookie},

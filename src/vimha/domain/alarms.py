@@ -152,8 +152,9 @@ class Alarm:
         return details
 
     def to_sol(self, base_url: str) -> dict[str, object]:
-        """The SOL 003 Alarm representation (plus the `location` extension)."""
-        return {
+        """The SOL 003 Alarm representation (plus the `location` extension). Optional
+        attributes without a value are left out, never null (SOL 013 clause 4.4)."""
+        doc: dict[str, object] = {
             "id": self.id,
             "managedObjectId": self.managed_object_id,
             "rootCauseFaultyResource": {
@@ -165,28 +166,35 @@ class Alarm:
                 "faultyResourceType": self.faulty_resource_type.value,
             },
             "alarmRaisedTime": iso(self.alarm_raised_time),
-            "alarmChangedTime": _iso_or_none(self.alarm_changed_time),
-            "alarmClearedTime": _iso_or_none(self.alarm_cleared_time),
-            "alarmAcknowledgedTime": _iso_or_none(self.alarm_acknowledged_time),
-            "ackState": self.ack_state.value,
-            "perceivedSeverity": self.perceived_severity.value,
-            "eventTime": iso(self.event_time),
-            "eventType": self.event_type.value,
-            "faultType": self.fault_type,
-            "probableCause": self.probable_cause,
-            "isRootCause": self.is_root_cause,
-            "correlatedAlarmIds": list(self.correlated_alarm_ids),
-            "faultDetails": self.details_with_location(),
-            "location": self.location.as_dict(),
-            "_links": {
-                "self": {"href": f"{base_url}/vimfm/v1/alarms/{self.id}"},
-                "objectInstance": {"href": f"{base_url}/vim/v1/objects/{self.managed_object_id}"},
-            },
         }
-
-
-def _iso_or_none(ts: datetime | None) -> str | None:
-    return iso(ts) if ts is not None else None
+        for name, ts in (
+            ("alarmChangedTime", self.alarm_changed_time),
+            ("alarmClearedTime", self.alarm_cleared_time),
+            ("alarmAcknowledgedTime", self.alarm_acknowledged_time),
+        ):
+            if ts is not None:
+                doc[name] = iso(ts)
+        doc.update(
+            {
+                "ackState": self.ack_state.value,
+                "perceivedSeverity": self.perceived_severity.value,
+                "eventTime": iso(self.event_time),
+                "eventType": self.event_type.value,
+                "faultType": self.fault_type,
+                "probableCause": self.probable_cause,
+                "isRootCause": self.is_root_cause,
+                "correlatedAlarmIds": list(self.correlated_alarm_ids),
+                "faultDetails": self.details_with_location(),
+                "location": self.location.as_dict(),
+                "_links": {
+                    "self": {"href": f"{base_url}/vimfm/v1/alarms/{self.id}"},
+                    "objectInstance": {
+                        "href": f"{base_url}/vim/v1/objects/{self.managed_object_id}"
+                    },
+                },
+            }
+        )
+        return doc
 
 
 class ChangeKind(StrEnum):
@@ -261,12 +269,19 @@ def apply_event(
         return AlarmChange(
             ChangeKind.RAISED, alarm, f"{event.perceived_severity} {event.fault_type} on {obj}"
         )
+    # An event that states no correlation (the default: a root cause, nothing correlated)
+    # keeps the one the alarm has: the correlation rules set it, its source repeating the
+    # fault must not undo it (`domain/correlation.py`).
+    if states_correlation(event):
+        is_root, correlated = event.is_root_cause, event.correlated_alarm_ids
+    else:
+        is_root, correlated = existing.is_root_cause, existing.correlated_alarm_ids
     changed = (
         existing.perceived_severity is not event.perceived_severity
         or existing.fault_details != event.fault_details
         or existing.event_type is not event.event_type
-        or existing.correlated_alarm_ids != event.correlated_alarm_ids
-        or existing.is_root_cause != event.is_root_cause
+        or existing.correlated_alarm_ids != correlated
+        or existing.is_root_cause != is_root
     )
     if not changed:
         repeated = replace(existing, event_time=max(existing.event_time, event.event_time))
@@ -279,14 +294,38 @@ def apply_event(
         fault_details=event.fault_details,
         event_type=event.event_type,
         event_time=event.event_time,
-        correlated_alarm_ids=event.correlated_alarm_ids,
-        is_root_cause=event.is_root_cause,
+        correlated_alarm_ids=correlated,
+        is_root_cause=is_root,
         alarm_changed_time=now,
         version=existing.version + 1,
     )
     reason = (
         f"{event.fault_type} on {obj} changed "
         f"{existing.perceived_severity} -> {event.perceived_severity}"
+    )
+    return AlarmChange(ChangeKind.UPDATED, updated, reason)
+
+
+def states_correlation(event: FaultEvent) -> bool:
+    """Does the event say anything of correlation (not a root cause, or related alarms)?"""
+    return not event.is_root_cause or bool(event.correlated_alarm_ids)
+
+
+def apply_correlation(
+    alarm: Alarm, add: tuple[str, ...], dependent: bool, now: datetime, reason: str
+) -> AlarmChange | None:
+    """Tie an alarm (active or cleared) to others: `add` joins its correlatedAlarmIds,
+    `dependent` makes it no root cause. Correlations only grow; None if nothing changes."""
+    ids = tuple(dict.fromkeys((*alarm.correlated_alarm_ids, *add)))
+    is_root = alarm.is_root_cause and not dependent
+    if ids == alarm.correlated_alarm_ids and is_root == alarm.is_root_cause:
+        return None
+    updated = replace(
+        alarm,
+        correlated_alarm_ids=ids,
+        is_root_cause=is_root,
+        alarm_changed_time=now,
+        version=alarm.version + 1,
     )
     return AlarmChange(ChangeKind.UPDATED, updated, reason)
 

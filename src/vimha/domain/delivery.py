@@ -93,3 +93,27 @@ def orphaned(pending_owners: set[str | None], live: set[str], me: str) -> Takeov
         return None
     names = ", ".join("(no owner)" if o is None else o for o in gone)
     return Takeover(tuple(gone), f"pending deliveries of {names}: not among live controllers")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStart:
+    announce: bool  # send AlarmListRebuiltNotification
+    record: frozenset[str]  # the controllers of the running cluster, to remember
+    reason: str
+
+
+def alarm_list_rebuilt(known: frozenset[str] | None, live: frozenset[str]) -> ClusterStart:
+    """Whether the singleton holder announces that the alarm list was rebuilt: once per start
+    of the controllers' cluster, not per controller. `known` are the incarnations (a
+    controller's name changes nothing: a restart is a new incarnation) of the controllers the
+    holders saw running, `live` those running now: the cluster started again when none of the
+    known ones is alive (or none was ever recorded); a new holder that finds one of them alive
+    took the role over in a running cluster."""
+    if known is None:
+        return ClusterStart(True, live, "no start of the controllers recorded")
+    still = sorted(known & live)
+    if still:
+        return ClusterStart(False, live, f"{still[0]} has run since the cluster started")
+    return ClusterStart(
+        True, live, f"none of the controllers that ran ({len(known)}) is alive: a new start"
+    )

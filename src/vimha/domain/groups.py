@@ -8,7 +8,10 @@ slot through its lease. A slot is taken only when it is safe: its last holder re
 (it demoted itself first) or its host was fenced; never merely because a lease lapsed, since
 a frozen holder may still be serving. Among the healthy standbys the freshest (replication
 position, then name) takes a free slot (ARCH-3); one further behind than `max_lag` takes it
-only if the policy says so. `all-active` groups have no slots: every healthy member serves.
+only if the policy says so. Every live member's position is asked first (Patroni's rule):
+while a standby that is fresher but unable to serve is alive, the others wait for it up to
+`fresher_wait`, then take the slot passing it over, and say what may be lost. `all-active`
+groups have no slots: every healthy member serves.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class GroupPolicy:
     max_lag: int | None = None  # replication positions a standby may be behind
     on_stale: OnStale = OnStale.WAIT
     quorum: bool = False  # a cluster of N-way actives that serves only with a majority
+    # how long a free slot waits for a live standby that is fresher but unable to serve
+    fresher_wait: float = 10.0
 
     def __post_init__(self) -> None:
         if self.members < 1:
@@ -100,6 +105,7 @@ class MemberView:
     peers: tuple[Peer, ...]
     vacancies: tuple[Vacancy, ...]
     seen: frozenset[str] = frozenset()  # vacancies I saw before measuring my position
+    vacant_for: float = 0.0  # how long I have seen a free slot safe to take (s)
 
 
 class Act(StrEnum):
@@ -116,6 +122,8 @@ class Decision:
     act: Act
     reason: str
     slot: int | None = None
+    # live standbys fresher than me, unable to serve, passed over (member, position)
+    passed_over: tuple[tuple[str, int], ...] = ()
 
 
 def _safe(v: Vacancy) -> str | None:
@@ -161,6 +169,20 @@ def decide_member(view: MemberView, policy: GroupPolicy) -> Decision:
         ahead = ", ".join(m for _, m in ranked[: len(free)])
         return Decision(Act.FOLLOW, f"standby: {ahead} fresher or first in order, takes it")
     vacancy = free[rank]
+    fresher = _fresher_unfit(view, vacancy)
+    if fresher and view.vacant_for < policy.fresher_wait:
+        return Decision(
+            Act.WAIT,
+            f"slot {vacancy.slot}: {_how_fresh(view, vacancy, *fresher[0])} but unable to "
+            f"serve: wait for it (up to {policy.fresher_wait:g}s)",
+        )
+    passed = ""
+    if fresher:
+        member, position = fresher[0]
+        passed = (
+            f"; {member} passed over, unable to serve for {policy.fresher_wait:g}s: what it "
+            f"alone acknowledged may be lost ({_how_fresh(view, vacancy, member, position)})"
+        )
     behind = vacancy.position - view.position if vacancy.position >= 0 else 0
     if policy.max_lag is not None and behind > policy.max_lag:
         if policy.on_stale is OnStale.WAIT:
@@ -172,10 +194,48 @@ def decide_member(view: MemberView, policy: GroupPolicy) -> Decision:
         return Decision(
             Act.TAKE,
             f"slot {vacancy.slot}: {behind} behind the last active, promoted all the same "
-            "(on_stale: promote)",
+            f"(on_stale: promote){passed}",
             vacancy.slot,
+            fresher,
         )
-    return Decision(Act.TAKE, f"slot {vacancy.slot} free and safe: take it", vacancy.slot)
+    return Decision(
+        Act.TAKE, f"slot {vacancy.slot} free and safe: take it{passed}", vacancy.slot, fresher
+    )
+
+
+def _fresher_unfit(view: MemberView, vacancy: Vacancy) -> tuple[tuple[str, int], ...]:
+    """The live standbys unable to serve that are, or may be, ahead of me: those whose
+    position is ahead, freshest first, then those whose position was measured before they
+    saw the slot free (a standby that froze right after acknowledging the last commits
+    published a position from before them: it may hold what no other member has). The
+    slot's last holder is not among them: what it had beyond every standby was never
+    acknowledged (a commit waits for a standby), and a former active comes back as a
+    standby anyway."""
+    if view.position < 0:
+        return ()
+    unfit = [
+        p
+        for p in view.peers
+        if not p.healthy and p.slot is None and p.member != vacancy.last_member
+    ]
+    ahead = sorted(
+        ((p.position, p.member) for p in unfit if p.position > view.position),
+        key=lambda a: (-a[0], a[1]),
+    )
+    unknown = sorted(
+        (p.member, p.position)
+        for p in unfit
+        if p.position <= view.position and vacancy.key is not None and vacancy.key not in p.seen
+    )
+    return tuple((m, pos) for pos, m in ahead) + tuple(unknown)
+
+
+def _how_fresh(view: MemberView, vacancy: Vacancy, member: str, position: int) -> str:
+    if position > view.position:
+        return f"{member} is fresher ({position - view.position} ahead)"
+    return (
+        f"{member} may be fresher (its position not measured since slot {vacancy.slot} was freed)"
+    )
 
 
 def unmeasured(view: MemberView, slot: int) -> tuple[str, ...]:
@@ -206,6 +266,8 @@ class GroupSnapshot:
     active: int  # slots held by a healthy member (all-active: healthy members)
     vacancies: int  # slots without a holder
     partitioned: tuple[str, ...] = ()  # members cut off from part of their cluster
+    # a slot was taken passing over a fresher member unable to serve: what may be lost
+    at_risk: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +280,10 @@ SWITCHOVER = GroupAlarm("SERVICE_GROUP_SWITCHOVER", "active member lost: switch-
 DOWN = GroupAlarm("SERVICE_GROUP_DOWN", "no member of the group serves")
 REDUNDANCY = GroupAlarm("SERVICE_GROUP_REDUNDANCY_LOST", "fewer healthy members than declared")
 PARTITION = GroupAlarm("SERVICE_GROUP_PARTITIONED", "network partition between the members")
-GROUP_ALARMS = (SWITCHOVER, DOWN, REDUNDANCY, PARTITION)
+AT_RISK = GroupAlarm(
+    "SERVICE_GROUP_DATA_AT_RISK", "fresher member passed over: acknowledged writes may be lost"
+)
+GROUP_ALARMS = (SWITCHOVER, DOWN, REDUNDANCY, PARTITION, AT_RISK)
 
 
 def group_conditions(g: GroupSnapshot) -> dict[GroupAlarm, tuple[Severity, str]]:
@@ -243,6 +308,8 @@ def group_conditions(g: GroupSnapshot) -> dict[GroupAlarm, tuple[Severity, str]]
             Severity.MAJOR,
             f"{g.name}: {', '.join(g.partitioned)} cut off from the rest of the cluster",
         )
+    if g.at_risk:
+        out[AT_RISK] = (Severity.CRITICAL, f"{g.name}: {g.at_risk}")
     if g.healthy < g.policy.members:
         out[REDUNDANCY] = (
             Severity.MAJOR if g.active else Severity.CRITICAL,
@@ -301,6 +368,22 @@ def _event(
         resource_id=f"group/{group}",
         fault_details=(reason,),
         location=location,
+    )
+
+
+def passed_over(doc: dict[str, object]) -> str | None:
+    """What a slot's holding says it may have lost (it took the slot passing over fresher
+    members unable to serve), or None."""
+    over = doc.get("passedOver")
+    if not isinstance(over, list) or not over:
+        return None
+    mine = doc.get("position")
+    said = ", ".join(
+        f"{o.get('member')} at position {o.get('position')}" for o in over if isinstance(o, dict)
+    )
+    return (
+        f"slot taken by {doc.get('member')} (epoch {doc.get('epoch')}) at position {mine}, "
+        f"passing over {said}, unable to serve: writes that only they acknowledged may be lost"
     )
 
 

@@ -10,7 +10,8 @@ import json
 from datetime import datetime
 from typing import Any
 
-from vimha.domain.alarms import AlarmChange, ChangeKind
+from vimha.domain.alarms import AlarmChange, ChangeKind, Location
+from vimha.domain.classification import Classification
 from vimha.domain.clock import iso
 from vimha.domain.subscriptions import NotificationType, Subject
 
@@ -38,6 +39,27 @@ def alarm_list_rebuilt(base_url: str) -> tuple[NotificationType, dict[str, Any],
     kind = NotificationType.ALARM_LIST_REBUILT
     payload = {"_links": {"alarms": {"href": f"{base_url}/vimfm/v1/alarms"}}}
     return kind, payload, Subject(kind)
+
+
+def host_health_change(
+    host: str,
+    previous: Classification | None,
+    current: Classification,
+    location: Location,
+    base_url: str,
+) -> tuple[NotificationType, dict[str, Any], Subject]:
+    """A host's health changed (vimha's own notification, sent to FM subscribers); the
+    previous status and the failure kind are left out when there is none."""
+    kind = NotificationType.HOST_HEALTH_CHANGE
+    payload: dict[str, Any] = {"hostId": host, "healthStatus": current.health.value}
+    if previous is not None:
+        payload["previousHealthStatus"] = previous.health.value
+    if current.kind is not None:
+        payload["failureKind"] = current.kind.value
+    payload["reason"] = current.reason
+    payload["location"] = location.as_dict()
+    payload["_links"] = {"host": {"href": f"{base_url}/vim/v1/hosts/{host}"}}
+    return kind, payload, Subject(kind, object_id=host, location=location)
 
 
 def body(

@@ -80,8 +80,9 @@ class ClusterStatus:
 
 def parse_status(text: str) -> ClusterStatus:
     """`rabbitmq-diagnostics cluster_status --formatter json`, as a ClusterStatus; ValueError
-    when it is not that."""
-    doc = json.loads(text)
+    when it is not that. What the tool prints after the object (a warning on a loaded node:
+    seen as "Extra data" in CI, which stopped members from joining) is not its answer."""
+    doc, _ = json.JSONDecoder().raw_decode(text.lstrip())
     if not isinstance(doc, dict):
         raise ValueError("cluster_status: not a JSON object")
     partitions = doc.get("partitions") or {}

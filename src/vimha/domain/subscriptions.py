@@ -20,6 +20,9 @@ class NotificationType(StrEnum):
     ALARM_CLEARED = "AlarmClearedNotification"
     ALARM_LIST_REBUILT = "AlarmListRebuiltNotification"
     HOST_HEALTH_CHANGE = "HostHealthChangeNotification"
+    INSTANCE_CHANGE = "InstanceChangeNotification"  # vimha: an instance's state or action
+    VNF_LCM_OPERATION = "VnfLcmOperationOccurrenceNotification"  # SOL 003: scale, ...
+    VNF_MAINTENANCE = "VnfMaintenanceNotification"  # vimha (Fenix-style): a session's step
 
 
 class AuthType(StrEnum):

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from vimha.domain.errors import Temporary
-from vimha.ports.coordination import Coordination, Entry
+from vimha.ports.coordination import Coordination, Entry, PermissionDenied
 
 log = logging.getLogger("vimha.coordination")
 
@@ -52,6 +52,10 @@ class Mirror:
         for event in self.listeners:
             event.set()
 
+    def notify(self) -> None:
+        """Wake every user now, as a change does (e.g. a member's process just died)."""
+        self._changed()
+
     async def run(self, stop: asyncio.Event, common: str) -> None:
         self.running = True
         while not stop.is_set():
@@ -79,4 +83,8 @@ class Mirror:
                     self._changed()
             except Temporary as exc:
                 log.warning("coordination watch interrupted (%s); re-listing", exc)
-                await asyncio.sleep(0.2)
+                # a backend that asks for a longer pause (a refused password) gets it
+                await asyncio.sleep(exc.retry_after if exc.retry_after > 1.0 else 0.2)
+            except PermissionDenied as exc:  # refused again at every listing: not retried
+                log.error("coordination mirror stopped: %s", exc.detail)
+                return

@@ -105,6 +105,26 @@ class FaultService:
         changes, _ = await self.writer.acall(lambda uow: self._ingest(uow, events), self._hand_over)
         return self._after_ingest(changes)
 
+    def ingest_in(
+        self, uow: UnitOfWork, events: Sequence[FaultEvent]
+    ) -> tuple[list[AlarmChange], list[DeliveryJob]]:
+        """Apply events inside the caller's unit of work: the alarms commit with its other
+        changes (an instance's state and the alarm on its failure, together). The caller
+        hands the jobs on once committed."""
+        return self._ingest(uow, events)
+
+    def notify_in(
+        self,
+        uow: UnitOfWork,
+        kind: NotificationType,
+        payload: dict[str, Any],
+        subject: Subject,
+        object_id: str,
+    ) -> list[DeliveryJob]:
+        """Store a notification inside the caller's unit of work."""
+        self.subscriptions.refresh(uow.subscriptions_token())
+        return self._enqueue(uow, kind, payload, subject, object_id)
+
     def _hand_over(self, result: tuple[list[AlarmChange], list[DeliveryJob]]) -> None:
         self.on_enqueued(result[1])
 

@@ -62,6 +62,33 @@ class Fencer:
                 kind = FailureKind(last[0].failure_kind)
                 self.states[host] = FenceState(FencePhase.CONFIRMED, kind, now, 0, last[0].detail)
 
+    def confirm(self, host: str, kind: FailureKind, detail: str) -> FenceRecord:
+        """An operator's word that the host is off (Pacemaker's manual fencing
+        confirmation): the host is FENCED, recorded as such (CONFIRMED)."""
+        now = self.clock.now()
+        self.states[host] = FenceState(
+            FencePhase.CONFIRMED, kind, self.clock.monotonic(), 0, detail
+        )
+        return self.store.add_fence_record(
+            FenceRecord(host, kind.value, now, now, FencePhase.CONFIRMED.value, detail)
+        )
+
+    def force(self, host: str, kind: FailureKind, reason: str) -> bool:
+        """Fence a host now (a VNFM reported it faulty, and the policy says fence), through
+        its BMC; False if it has none or an attempt is already running."""
+        state = self.state(host)
+        if host not in self.bmcs or state.phase in (FencePhase.IN_PROGRESS, FencePhase.CONFIRMED):
+            return False
+        pending = FenceState(
+            FencePhase.IN_PROGRESS, kind, self.clock.monotonic(), state.attempts + 1, reason
+        )
+        self.states[host] = pending
+        log.warning("fencing %s on request: %s", host, reason)
+        task = asyncio.create_task(self._attempt(host, pending, requested=reason))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return True
+
     def fenced_kind(self, host: str) -> FailureKind | None:
         state = self.states.get(host)
         return state.kind if state is not None and state.fenced else None
@@ -96,7 +123,9 @@ class Fencer:
                 events.append(self._alarm(host, decision.state, raised=False))
         return events
 
-    async def _attempt(self, host: str, state: FenceState) -> None:
+    async def _attempt(self, host: str, state: FenceState, requested: str = "") -> None:
+        """One ForceOff; a fencing on request keeps the request in its state and record
+        ("<reason>: <result>"), so every controller can tell why the host was fenced."""
         started = self.clock.now()
         bmc = self.bmcs[host]
         try:
@@ -111,6 +140,8 @@ class Fencer:
         except Exception as exc:  # a fencing attempt must always end with a result
             log.exception("fencing %s", host)
             confirmed, detail = False, f"ForceOff failed: {type(exc).__name__}: {exc}"
+        if requested:
+            detail = f"{requested}: {detail}"
         finished = after_attempt(state, confirmed, detail, self.clock.monotonic())
         self.states[host] = finished
         (log.warning if confirmed else log.error)("fencing %s: %s", host, detail)

@@ -11,12 +11,20 @@ import asyncio
 import contextlib
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from vimha.domain.alarms import Location
 from vimha.domain.clock import Clock
 from vimha.domain.errors import Temporary
-from vimha.domain.groups import GroupAlarm, GroupPolicy, OnStale, Policy, decide_group_alarms
+from vimha.domain.groups import (
+    GroupAlarm,
+    GroupPolicy,
+    OnStale,
+    Policy,
+    decide_group_alarms,
+    passed_over,
+)
 from vimha.domain.groups import snapshot as group_snapshot
 from vimha.drivers.coord_mirror import Mirror, load_json
 from vimha.engine.faults import FaultService
@@ -58,6 +66,9 @@ class GroupWatcher:
         self.mine = mine  # () -> bool: this controller raises the alarms (one does)
         self.raised: dict[str, frozenset[GroupAlarm]] = {}
         self.switchovers: dict[str, dict[str, Any]] = {}
+        # what a slot taken passing over a fresher member may have lost, until the group is
+        # whole again (SERVICE_GROUP_DATA_AT_RISK)
+        self.at_risk: dict[str, str] = {}
         self.holders: dict[str, dict[str, Any]] = {}
         self.first_seen: dict[str, float] = {}
         self.formed: set[str] = set()
@@ -188,6 +199,9 @@ class GroupWatcher:
                 "serving": None,
             }
             self.switchovers[group] = timeline
+            if (risk := passed_over(doc)) is not None:
+                self.at_risk[group] = risk
+                log.error("group %s: %s", group, risk)
             switched = (
                 f"slot {slot}: {before.get('member')} -> {doc.get('member')} "
                 f"(epoch {doc.get('epoch')}): {timeline['reason']}"
@@ -213,6 +227,11 @@ class GroupWatcher:
                 continue
             peers = [peer_from(doc) for doc in self._under(group, "members").values()]
             snap = group_snapshot(group, policy, peers)
+            if group in self.at_risk:
+                if snap.healthy == policy.members and not snap.vacancies:
+                    del self.at_risk[group]  # whole again: the passed-over member caught up
+                else:
+                    snap = replace(snap, at_risk=self.at_risk[group])
             if not self._formed(group, snap.healthy == policy.members and not snap.vacancies):
                 continue
             events, raised = decide_group_alarms(

@@ -12,59 +12,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-from pydantic import ValidationError
-
-from vimha.config import Config, HostConfig
-from vimha.domain.alarms import FaultEvent, Location, Severity, dedup_key
+from vimha.config import Config
+from vimha.domain import notifications
 from vimha.domain.classification import (
-    BmcView,
     Classification,
-    HardwareHealth,
     HealthStatus,
     HostSnapshot,
     classify_all,
 )
-from vimha.domain.clock import Clock, iso
-from vimha.domain.detection import PlaneState, PlaneStatus, fell_silent_together
-from vimha.domain.errors import InvalidInput, Temporary
-from vimha.domain.events import location_from
-from vimha.domain.hardware import (
-    Component,
-    LogWatch,
-    decide_bmc_log,
-    decide_hardware,
-    system_component,
-)
+from vimha.domain.clock import Clock
+from vimha.domain.detection import PlaneStatus, fell_silent_together
+from vimha.domain.errors import Temporary
 from vimha.domain.health import decide_health
 from vimha.domain.heartbeat import Heartbeat
-from vimha.domain.subscriptions import NotificationType, Subject
 from vimha.drivers.heartbeat_udp import HeartbeatListener
-from vimha.drivers.redfish import BmcUnreachable, RedfishBmc
+from vimha.engine.bmc_watch import BmcWatch
 from vimha.engine.faults import FaultService
-from vimha.engine.fencing import Fencer
+from vimha.engine.health_state import Publish
+from vimha.engine.host_inventory import HostInventory
+from vimha.engine.host_views import HostViews
+from vimha.engine.judging import Judging
 from vimha.engine.services import ServiceRegistry
 
 log = logging.getLogger("vimha.health")
-_Publish = tuple[str, Classification | None, Classification]
 # Services whose failure beyond restart is a COMPUTE_SERVICE_FAILURE of their host: the
 # hypervisor agent, the virtual switch of a compute node.
 COMPUTE_KINDS = frozenset({"compute"})
 GRACE_TIMEOUTS = 5
 
 
-async def _nothing(host: str) -> None:
-    return None
+class HealthMonitor(HostInventory, BmcWatch, HostViews):
+    """The loop: heartbeats heard, hosts judged each step, alarms and notifications handed
+    to the store in order. Its parts: `health_state` (what it knows), `host_inventory`,
+    `bmc_watch` and `host_views`."""
 
-
-async def _nothing_since(host: str, since: float | None) -> None:
-    return None
-
-
-class HealthMonitor:
     def __init__(
         self,
         config: Config,
@@ -72,148 +54,16 @@ class HealthMonitor:
         clock: Clock,
         services: ServiceRegistry | None = None,
     ) -> None:
-        self.config = config
-        self.services = services or ServiceRegistry(clock)
-        self.faults = faults
-        self.clock = clock
-        self.policy = config.heartbeat.policy()
-        # The inventory: the config file's hosts, and those declared through the API. These
-        # dicts are shared (listeners, fencer) and only changed in place, on the loop thread.
-        self.hosts: dict[str, HostConfig] = {}
-        self.source: dict[str, str] = {}
-        self.planes: dict[str, tuple[str, ...]] = {}
-        self.keys: dict[str, bytes] = {}
-        self.locations: dict[str, Location] = {}
-        self.states: dict[tuple[str, str], PlaneState] = {}
-        self.bmcs: dict[str, RedfishBmc] = {}
-        self.current: dict[str, Classification] = {}
-        self.started = clock.monotonic()
-        self.last_step = self.started
-        self.stalls = 0
-        self.listeners: list[HeartbeatListener] = []
-        self.bmc_views: dict[str, tuple[float, BmcView]] = {}
-        self.all_lost_since: dict[str, float] = {}
-        self.seen_up: set[str] = set()  # hosts UP at least once since the controller started
-        self.hardware: dict[str, dict[str, HardwareHealth]] = {}  # host -> alarmed components
-        self.log_watch: dict[str, LogWatch] = {}  # host -> what was seen of its BMC's log
-        self.log_due: dict[str, float] = {}
-        self.fencer = Fencer(
-            config.fencing.policy(),
-            faults.store,
-            self.bmcs,
-            self.locations,
-            clock,
-            on_result=self._read_bmc,
-        )
-        # Told when a host is fenced and when it is UP again (the service groups' roles).
-        self.on_fenced: Callable[[str, float | None], Awaitable[None]] = _nothing_since
-        self.on_back: Callable[[str], Awaitable[None]] = _nothing
-        self.failed_at: dict[str, float] = {}  # when each failed host was found failed
-        # (alarm events, host health changes to publish) per step, not yet in the store
-        self._outbox: deque[tuple[list[FaultEvent], list[_Publish]]] = deque()
-        self._outbox_ready = asyncio.Event()
-        self._drainer: asyncio.Task[None] | None = None
+        super().__init__(config, faults, clock, services)
+        self._handovers: set[asyncio.Task[None]] = set()
+        self._restoring: set[str] = set()  # hosts taken over, their fencing being read
         for h in config.hosts:
             self.declare(h, "config")
 
-    def declare(self, h: HostConfig, source: str) -> None:
-        """Add a host to what is watched, or change it (a new key, planes, BMC...)."""
-        name = h.name
-        self.hosts[name] = h
-        self.source[name] = source
-        planes = h.planes or tuple(self.config.heartbeat.listen)
-        for gone in set(self.planes.get(name, ())) - set(planes):
-            self.states.pop((name, gone), None)
-        self.planes[name] = planes
-        for plane in planes:
-            self.states.setdefault((name, plane), PlaneState())
-        self.keys[name] = h.key.encode()
-        self.locations[name] = location_from(
-            h.location, self.config.topology.hierarchy, f"hosts.{name}", host=name
-        )
-        if h.bmc is not None:
-            self.bmcs[name] = RedfishBmc(h.bmc.url, h.bmc.user, h.bmc.password, h.bmc.timeout)
-        else:
-            self.bmcs.pop(name, None)
-            self.bmc_views.pop(name, None)
-
-    async def forget(self, name: str, clear: bool = True) -> None:
-        """Stop watching a host; what was raised for it is cleared: by vimha's detectors,
-        and by its agent (its services, its sensors) or any monitor, on `host/...`."""
-        if name not in self.hosts:
-            return
-        if not clear:
-            self._drop(name)
-            return
-        now = self.clock.now()
-        gone = Classification(HealthStatus.UP, None, f"{name} removed from the inventory")
-        events = list(
-            decide_health(
-                {name: self.current[name]} if name in self.current else {},
-                {name: gone},
-                self.locations,
-                now,
-            ).events
-        )
-        if self.hardware.get(name):
-            events += decide_hardware(name, self.hardware[name], [], self.locations[name], now)[0]
-        watch = self.log_watch.get(name)
-        if watch is not None and watch.raised is not None:
-            ok = HardwareHealth.OK
-            events += decide_bmc_log(name, watch, [], ok, self.locations[name], now)[0]
-        events += self.fencer.forget(name)
-        events += await self._others_raised(name, {e.dedup_key for e in events}, now)
-        self._drop(name)
-        if events:
-            await self.faults.ingest_async(events)
-        self.locations.pop(name, None)
-
-    async def _others_raised(self, name: str, covered: set[str], now: Any) -> list[FaultEvent]:
-        """Clearing events for the active alarms on the host or its parts that vimha's own
-        decisions above do not cover (raised by its agent or another monitor)."""
-        out = []
-        for alarm in await asyncio.to_thread(self.faults.store.active_alarms_of_host, name):
-            key = dedup_key(alarm.managed_object_id, alarm.fault_type, alarm.probable_cause)
-            if key in covered:
-                continue
-            out.append(
-                FaultEvent(
-                    managed_object_id=alarm.managed_object_id,
-                    fault_type=alarm.fault_type,
-                    probable_cause=alarm.probable_cause,
-                    perceived_severity=Severity.CLEARED,
-                    event_type=alarm.event_type,
-                    event_time=now,
-                    fault_details=(f"{name} removed from the inventory",),
-                )
-            )
-        return out
-
-    def _drop(self, name: str) -> None:
-        for table in (self.hosts, self.source, self.planes, self.keys, self.bmcs, self.current):
-            table.pop(name, None)
-        for key in [k for k in self.states if k[0] == name]:
-            del self.states[key]
-        for table2 in (self.bmc_views, self.all_lost_since, self.hardware, self.log_watch):
-            table2.pop(name, None)
-        self.seen_up.discard(name)
-        self.services.forget(name)
-
-    async def load_declared(self) -> None:
-        """The hosts declared through the API, from the store: new and changed ones watched,
-        removed ones forgotten (another controller changed the inventory)."""
-        stored = await asyncio.to_thread(self.faults.store.list_hosts)
-        for name in [h for h, source in self.source.items() if source == "api"]:
-            if name not in stored:
-                await self.forget(name, clear=False)  # its alarms: cleared by the one deleting
-        for name, spec in stored.items():
-            try:
-                host = HostConfig.model_validate(spec)
-            except (ValidationError, InvalidInput) as exc:
-                log.error("stored host %s is not valid any more, not watched: %s", name, exc)
-                continue
-            if self.hosts.get(name) != host:
-                self.declare(host, "api")
+    def split_by(self, judging: Judging) -> None:
+        """Judge only this controller's share of the hosts (engine/judging.py)."""
+        self.judging = judging
+        judging.on_handover = self._handover
 
     def on_heartbeat(self, hb: Heartbeat, at: float) -> None:
         key = (hb.node, hb.plane)
@@ -250,78 +100,7 @@ class HealthMonitor:
             await self.fencer.close()
             for listener in self.listeners:
                 listener.close()
-
-    async def _poll_bmcs(self, stop: asyncio.Event) -> None:
-        every = min((h.bmc.interval for h in self.config.hosts if h.bmc), default=2.0)
-        while not stop.is_set():
-            await asyncio.gather(*(self._read_bmc(h) for h in list(self.bmcs)))
-            now = self.clock.monotonic()
-            due = [h for h in list(self.bmcs) if now >= self.log_due.get(h, 0.0)]
-            await asyncio.gather(*(self._read_log(h, now) for h in due))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
-
-    async def _read_bmc(self, host: str, attempts: int = 3) -> BmcView:
-        bmc = self.bmcs[host]
-        try:
-            reading = await asyncio.to_thread(bmc.read, attempts)
-        except BmcUnreachable as exc:
-            log.warning("BMC of %s: %s", host, exc.detail)
-            view = BmcView(False, detail=exc.detail)
-        else:
-            view = reading.view()
-            if reading.power_on:  # sensors of a host that is off say nothing
-                await self._judge_hardware(host, reading.components, reading.health)
-        self.bmc_views[host] = (self.clock.monotonic(), view)
-        return view
-
-    async def _read_log(self, host: str, now: float) -> None:
-        """FAULT-1: new hardware events in the BMC's log -> BMC_LOG_EVENT on <host>/SEL."""
-        cfg = self.hosts.get(host)
-        bmc = self.bmcs.get(host)
-        if cfg is None or cfg.bmc is None or bmc is None:
-            return
-        self.log_due[host] = now + cfg.bmc.log_interval
-        try:
-            entries = await asyncio.to_thread(bmc.read_log)
-        except BmcUnreachable as exc:
-            log.debug("event log of %s not read: %s", host, exc.detail)
-            return
-        rollup = self.bmc_views.get(host, (0.0, BmcView(False)))[1].health
-        events, self.log_watch[host] = decide_bmc_log(
-            host,
-            self.log_watch.get(host, LogWatch()),
-            entries,
-            rollup,
-            self.locations[host],
-            self.clock.now(),
-        )
-        if events:
-            await self.faults.ingest_async(events)
-
-    async def _judge_hardware(
-        self, host: str, components: tuple[Component, ...], rollup: HardwareHealth | None
-    ) -> None:
-        """FAULT-1: component health -> ENVIRONMENTAL / EQUIPMENT alarms at the component."""
-        system = system_component(rollup, components)
-        every = (*components, system) if system else components
-        events, self.hardware[host] = decide_hardware(
-            host, self.hardware.get(host, {}), every, self.locations[host], self.clock.now()
-        )
-        if events:
-            await self.faults.ingest_async(events)
-
-    def _bmc_view(self, host: str, all_lost: bool, now: float) -> tuple[BmcView, bool]:
-        """The host's BMC as last read, and whether it must be read afresh first: when every
-        plane was just lost, the classification rests on what the BMC says now."""
-        if host not in self.bmcs:
-            return BmcView(False, detail="no BMC declared"), False
-        if not all_lost:
-            self.all_lost_since.pop(host, None)
-            return self.bmc_views.get(host, (0.0, BmcView(False)))[1], False
-        since = self.all_lost_since.setdefault(host, now)
-        read_at, view = self.bmc_views.get(host, (-1.0, BmcView(False)))
-        return view, read_at < since
+            self.bmc_io.shutdown(wait=False, cancel_futures=True)
 
     async def step(self) -> None:
         now = self.clock.monotonic()
@@ -339,7 +118,12 @@ class HealthMonitor:
         in_grace = now - self.started < grace
         judged: dict[str, Classification] = {}
         observed: dict[str, dict[str, bool]] = {}
+        mine = self.mine()
+        if mine is not None and self.judging is not None and self.judging.remote_changed.is_set():
+            self._take_remote(mine)
         for host, planes in self.planes.items():
+            if mine is not None and (host not in mine or host in self._restoring):
+                continue  # judged by another controller (engine/judging.py)
             statuses = [self.states[(host, p)].status for p in planes]
             if all(st is PlaneStatus.UP for st in statuses):
                 self.seen_up.add(host)
@@ -348,6 +132,7 @@ class HealthMonitor:
                     old is not None
                     and old.health is HealthStatus.UP
                     and (not self.services.failed(host, COMPUTE_KINDS))
+                    and self.maintenance.get(host) != "maintenance"
                 ):
                     continue  # healthy and unchanged: nothing to judge (most hosts, most steps)
             elif any(st is PlaneStatus.UP for st in statuses):
@@ -380,12 +165,15 @@ class HealthMonitor:
             rack = dict(self.locations[host].levels).get("rack", "")
             fenced = self.fencer.fenced_kind(host)
             failed = self.services.failed(host, COMPUTE_KINDS) if any(up.values()) else ()
-            snapshots.append(HostSnapshot(host, rack, up, views[host][0], failed, fenced=fenced))
+            planned = self.maintenance.get(host) == "maintenance"
+            snapshots.append(
+                HostSnapshot(host, rack, up, views[host][0], failed, planned, fenced=fenced)
+            )
         judged.update(classify_all(snapshots))
         judged = {h: c for h, c in judged.items() if h in self.hosts}
         actions = decide_health(self.current, judged, self.locations, self.clock.now())
         self.current.update(judged)
-        publishes: list[_Publish] = []
+        publishes: list[Publish] = []
         # The service groups first: they go through the coordination backend only, so a
         # fenced host's roles are freed even when the store is what that host took down
         # (the controllers' own database in `vimha up --ha`).
@@ -398,6 +186,8 @@ class HealthMonitor:
                 await self.on_back(change.host)
             elif change.current.kind is not None:
                 self.failed_at.setdefault(change.host, self.clock.now().timestamp())
+            if self.judging is not None:
+                self.judging.publish(change.host, change.current, self.failed_at.get(change.host))
             if change.previous is None and change.current.health in (
                 HealthStatus.UP,
                 HealthStatus.UNKNOWN,
@@ -412,6 +202,47 @@ class HealthMonitor:
             await self._drain()  # not running (tests step by hand): at once
         else:
             self._outbox_ready.set()
+
+    def _take_remote(self, mine: frozenset[str]) -> None:
+        """The judgments of the hosts other controllers own, as they shared them."""
+        assert self.judging is not None
+        self.judging.remote_changed.clear()
+        for host in self.hosts:
+            if host in mine or (judgment := self.judging.remote(host)) is None:
+                continue
+            cls, failed_at = judgment
+            if cls.health is HealthStatus.UP:
+                self.seen_up.add(host)  # taken over later, it is judged without a grace
+            previous = self.current.get(host)
+            if previous == cls:
+                continue
+            self.current[host] = cls
+            if failed_at is None:
+                self.failed_at.pop(host, None)
+            else:
+                self.failed_at[host] = failed_at
+            if cls.health is HealthStatus.FENCED and (
+                previous is None or previous.health is not HealthStatus.FENCED
+            ):
+                self.on_remote_fenced(host)
+
+    def _handover(self, gained: frozenset[str], lost: frozenset[str]) -> None:
+        """Hosts taken over: their fencing as the store has it (a host the former owner
+        fenced stays FENCED), judged from the next step on."""
+        for host in gained:
+            self.fencer.states.pop(host, None)
+            self.all_lost_since.pop(host, None)
+        if gained:
+            self._restoring |= gained  # not judged until then: no flap of FENCED
+            task = asyncio.get_running_loop().create_task(self._restore(gained))
+            self._handovers.add(task)
+            task.add_done_callback(self._handovers.discard)
+
+    async def _restore(self, hosts: frozenset[str]) -> None:
+        try:
+            await asyncio.to_thread(self.fencer.restore, sorted(hosts))
+        finally:
+            self._restoring -= hosts
 
     async def _drain(self) -> None:
         """Ingest and publish what the steps left, in order; an item leaves the outbox only
@@ -443,78 +274,7 @@ class HealthMonitor:
                 self._outbox_ready.set()
 
     def _publish(self, host: str, previous: Classification | None, current: Classification) -> None:
-        location = self.locations[host]
-        payload = {
-            "hostId": host,
-            "healthStatus": current.health.value,
-            "previousHealthStatus": previous.health.value if previous else None,
-            "failureKind": current.kind.value if current.kind else None,
-            "reason": current.reason,
-            "location": location.as_dict(),
-            "_links": {"host": {"href": f"{self.config.api.base_url}/vim/v1/hosts/{host}"}},
-        }
-        subject = Subject(NotificationType.HOST_HEALTH_CHANGE, object_id=host, location=location)
-        self.faults.publish(NotificationType.HOST_HEALTH_CHANGE, payload, subject, host)
-
-    def _bmc_json(self, host: str) -> dict[str, Any] | None:
-        if host not in self.bmcs:
-            return None
-        read_at, bmc = self.bmc_views.get(host, (None, BmcView(False, detail="not read yet")))
-        return {
-            "url": self.bmcs[host].url,
-            "reachable": bmc.reachable,
-            "powerState": None if bmc.power_on is None else ("On" if bmc.power_on else "Off"),
-            "health": bmc.health.value if bmc.health else None,
-            "detail": bmc.detail,
-            "readMsAgo": None
-            if read_at is None
-            else round((self.clock.monotonic() - read_at) * 1000),
-        }
-
-    def _fencing_json(self, host: str) -> dict[str, Any]:
-        state = self.fencer.state(host)
-        return {
-            "state": state.phase.value,
-            "failureKind": state.kind.value if state.kind else None,
-            "attempts": state.attempts,
-            "detail": state.detail,
-            "recoverable": state.recoverable,
-        }
-
-    def view(self, host: str) -> dict[str, Any] | None:
-        cfg = self.hosts.get(host)
-        if cfg is None:
-            return None
-        now = self.clock.monotonic()
-        cls = self.current.get(host)
-        planes = {}
-        for p in self.planes[host]:
-            st = self.states[(host, p)]
-            planes[p] = {
-                "status": st.status.value,
-                "lastHeardMsAgo": None
-                if st.last_heard is None
-                else round((now - st.last_heard) * 1000),
-            }
-        return {
-            "id": host,
-            "source": self.source[host],
-            "roles": list(cfg.roles),
-            "capacities": None
-            if cfg.capacities is None
-            else {
-                "vcpus": cfg.capacities.vcpus,
-                "ramMiB": cfg.capacities.ram_mib,
-                "diskGiB": cfg.capacities.disk_gib,
-            },
-            "location": self.locations[host].as_dict(),
-            "healthStatus": cls.health.value if cls else HealthStatus.UNKNOWN.value,
-            "failureKind": cls.kind.value if cls and cls.kind else None,
-            "reason": cls.reason if cls else "not evaluated yet",
-            "planes": planes,
-            "services": self.services.of(host),
-            "bmc": self._bmc_json(host),
-            "fencing": self._fencing_json(host),
-            "observedAt": iso(self.clock.now()),
-            "_links": {"self": {"href": f"{self.config.api.base_url}/vim/v1/hosts/{host}"}},
-        }
+        kind, payload, subject = notifications.host_health_change(
+            host, previous, current, self.locations[host], self.config.api.base_url
+        )
+        self.faults.publish(kind, payload, subject, host)

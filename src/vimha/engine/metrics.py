@@ -30,3 +30,22 @@ PENDING = Gauge(
 PURGED = Counter(
     "vimha_aged_out_total", "Records removed by the ageing policy", ["kind"], registry=REGISTRY
 )
+# Insight (issue 20): what the correlation rules did, and each incident's stages.
+CORRELATIONS = Counter(
+    "vimha_correlation_actions_total",
+    "Correlation rules' actions: alarms linked, suspicions raised and cleared",
+    ["rule", "action"],
+    registry=REGISTRY,
+)
+INCIDENTS = Counter(
+    "vimha_incidents_total", "Incidents opened, by kind", ["kind"], registry=REGISTRY
+)
+INCIDENT_STAGE = Histogram(
+    "vimha_incident_stage_seconds",
+    "Time each stage of an incident took (detect, fence, place, boot, serve, total), "
+    "observed once final (detection and fencing once known, the others once the "
+    "incident's instances serve again)",
+    ["stage", "kind"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from vimha.domain.clock import Clock
-from vimha.domain.delivery import orphaned
+from vimha.domain.delivery import alarm_list_rebuilt, orphaned
 from vimha.domain.election import LeasePolicy
 from vimha.domain.errors import Temporary, VimhaError
 from vimha.engine.writer import StoreWriter
@@ -117,6 +117,54 @@ async def adopt_orphans(
                     break
         except VimhaError as exc:
             log.warning("could not look for orphaned notifications: %s", exc)
+
+
+async def announce_rebuilt(
+    presence: Presence,
+    key: str,
+    holding: Callable[[], bool],
+    announce: Callable[[], Sequence[DeliveryJob]],
+    stop: asyncio.Event,
+    interval: float = 1.0,
+) -> None:
+    """On the singleton holder: AlarmListRebuiltNotification once per start of the
+    controllers' cluster (`domain/delivery.py: alarm_list_rebuilt` decides), and the running
+    controllers' incarnations kept under `key` (no lease: it outlives them all) for the next
+    holder to judge by. Announced before recorded: a record that could not be written is
+    written at the next tick, without a second announcement."""
+    coord = presence.coord
+    known: frozenset[str] | None = None
+    read = announced = False  # in this holding
+    while not stop.is_set():
+        if not holding():
+            read = announced = False
+        elif presence.registered.is_set():
+            try:
+                live = frozenset(
+                    str(info["incarnation"])
+                    for info in (await presence.live()).values()
+                    if "incarnation" in info
+                )
+                if not read:
+                    entry = await coord.get(key)
+                    known = frozenset(json.loads(entry.value)) if entry else None
+                    read = True
+                decision = alarm_list_rebuilt(known, live)
+                if decision.announce and not announced:
+                    jobs = await asyncio.to_thread(announce)
+                    announced = True
+                    log.info(
+                        "AlarmListRebuiltNotification to %d subscribers: %s",
+                        len(jobs),
+                        decision.reason,
+                    )
+                if decision.record != known:
+                    await coord.put(key, json.dumps(sorted(decision.record)))
+                    known = decision.record
+            except (VimhaError, ValueError) as exc:
+                log.warning("alarm list announcement not decided yet: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 def _adopter(owners: Sequence[str | None], me: str) -> Callable[[UnitOfWork], list[DeliveryJob]]:

@@ -11,6 +11,9 @@ Contract for every driver:
 - `increment` returns strictly increasing values, across all callers.
 - `watch` yields every change under a prefix after the revision given, in order.
 - Transport errors become CoordinationUnavailable (retry); no library exception leaks.
+- A call outside what this process's credential allows (etcd RBAC: a write to another
+  service group's keys) raises PermissionDenied, naming the key: never retried, since the
+  same call is refused again.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ class CoordinationUnavailable(Temporary):
 
 class LeaseLost(Permanent):
     """The lease expired or was revoked: whatever it held is gone."""
+
+
+class PermissionDenied(Permanent):
+    """The backend refused the call to this process's credential (etcd RBAC): a key outside
+    its permissions, or no credential where one is required. `detail` names the key and
+    the user; retrying the same call is refused again."""
 
 
 @dataclass(frozen=True, slots=True)

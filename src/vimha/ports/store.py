@@ -22,6 +22,10 @@ from vimha.domain.alarms import Alarm, AlarmChange
 from vimha.domain.delivery import DeliveryStatus
 from vimha.domain.retention import PurgePlan
 from vimha.domain.subscriptions import NotificationType, Subscription
+from vimha.ports.compute import ComputeReads, ComputeUnitOfWork
+from vimha.ports.insight import InsightReads, InsightUnitOfWork
+from vimha.ports.maintenance import MaintenanceReads, MaintenanceUnitOfWork
+from vimha.ports.openstack import OpenStackReads, OpenStackUnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,26 @@ class FenceRecord:
 
 
 class UnitOfWork(Protocol):
+    @property
+    def compute(self) -> ComputeUnitOfWork:
+        """The compute model's writes, in this same transaction."""
+        ...
+
+    @property
+    def openstack(self) -> OpenStackUnitOfWork:
+        """The OpenStack faces' writes (Identity's tokens), in this same transaction."""
+        ...
+
+    @property
+    def insight(self) -> InsightUnitOfWork:
+        """Incidents, their reported steps, the observers' cursors (issue 20)."""
+        ...
+
+    @property
+    def maintenance(self) -> MaintenanceUnitOfWork:
+        """Migrations and maintenance sessions (issue 19), in this same transaction."""
+        ...
+
     def active_alarms(self, keys: Sequence[str]) -> dict[str, Alarm]:
         """Active alarms by de-duplication key, locked for this unit of work."""
         ...
@@ -152,6 +176,26 @@ class UnitOfWork(Protocol):
 class Store(Protocol):
     characteristics: StoreCharacteristics
 
+    @property
+    def compute(self) -> ComputeReads:
+        """The compute model (issue 14)."""
+        ...
+
+    @property
+    def openstack(self) -> OpenStackReads:
+        """The OpenStack faces' state: Identity's tokens (issue 16)."""
+        ...
+
+    @property
+    def insight(self) -> InsightReads:
+        """The instances' state journal, incidents (issue 20)."""
+        ...
+
+    @property
+    def maintenance(self) -> MaintenanceReads:
+        """Migrations and maintenance sessions (issue 19)."""
+        ...
+
     def check_schema(self) -> None:
         """Raise SchemaMismatch if the schema is missing, older or newer than this code's."""
         ...
@@ -172,6 +216,19 @@ class Store(Protocol):
 
     def active_alarms_of_host(self, host: str) -> list[Alarm]:
         """Active (not cleared) alarms on the host or any of its parts (`host/...`)."""
+        ...
+
+    def latest_alarms(self, active: bool, limit: int) -> list[Alarm]:
+        """Active (or cleared) alarms, newest first, at most `limit` (the dashboard)."""
+        ...
+
+    def active_alarm_counts(self) -> dict[str, int]:
+        """Active alarms per perceived severity (the dashboard's badge)."""
+        ...
+
+    def alarms_marker(self) -> int:
+        """A number that grows with every change of any alarm (raised, updated,
+        acknowledged, cleared), from any controller; cheap enough to read every second."""
         ...
 
     def alarm_history(self, alarm_id: str) -> list[HistoryEvent]: ...

@@ -146,6 +146,22 @@ def status(rt: Runtime = Depends(runtime), _: auth.Principal = auth.reader) -> d
             "controller": rt.me,
             "controllers": sorted(rt.presence.peers),
         },
+        "judging": judging(rt),
+    }
+
+
+def judging(rt: Runtime) -> dict[str, Any]:
+    """How many hosts this controller judges, and whether the judging is split (issue 22)."""
+    health = rt.health
+    if health is None:
+        return {"split": False, "hosts": 0, "of": 0}
+    mine = health.mine()
+    share = rt.judging.share if rt.judging is not None else None
+    return {
+        "split": rt.judging is not None and rt.judging.split(len(health.hosts)),
+        "hosts": len(mine) if mine is not None else len(health.hosts),
+        "of": len(health.hosts),
+        "reason": share.reason if share is not None else "every controller judges every host",
     }
 
 

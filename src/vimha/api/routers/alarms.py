@@ -13,14 +13,9 @@ from pydantic import ValidationError
 from vimha.api import auth
 from vimha.api.deps import FILTER, MARKER, runtime, selector
 from vimha.api.problems import ApiProblem
-from vimha.api.schemas import (
-    Alarm,
-    AlarmInList,
-    AlarmModifications,
-    HistoryEventOut,
-    ManagedObject,
-)
+from vimha.api.schemas import HistoryEventOut, ManagedObject
 from vimha.api.sol import decode_marker, mapped, page
+from vimha.api.sol_schemas import Alarm, AlarmModifications
 from vimha.domain.alarms import object_view
 from vimha.domain.clock import iso
 from vimha.domain.errors import NotFound
@@ -59,7 +54,7 @@ ACTIVE_ONLY = SimpleFilter("neq", ("perceivedSeverity",), ("CLEARED",))
 MERGE_PATCH = "application/merge-patch+json"
 
 
-@router.get("/alarms", response_model=list[AlarmInList])
+@router.get("/alarms", response_model=list[Alarm])
 def list_alarms(
     request: Request,
     filter: str | None = FILTER,

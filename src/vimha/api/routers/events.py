@@ -60,10 +60,12 @@ async def ingest_native(rt: Runtime, raw: list[Any]) -> dict[str, Any]:
 async def post_events(
     body: NativeEvent | list[NativeEvent],
     rt: Runtime = Depends(runtime),
-    _: auth.Principal = auth.operator,
+    principal: auth.Principal = auth.reporter,
 ) -> JSONResponse:
-    """Raise, update or clear alarms from one event or a list of events (all or nothing)."""
+    """Raise, update or clear alarms from one event or a list of events (all or nothing).
+    An agent's token: events about its own host and its parts only."""
     items = body if isinstance(body, list) else [body]
+    auth.own_objects(principal, [i.managedObjectId for i in items])
     raw = [i.model_dump(exclude_none=True) for i in items]
     return JSONResponse(await ingest_native(rt, raw))
 

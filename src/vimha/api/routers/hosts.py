@@ -53,14 +53,47 @@ class FenceRecord(BaseModel):
     detail: str
 
 
+def compute_views(rt: Runtime) -> dict[str, dict[str, Any]]:
+    """Each compute host's resources as placement sees them, and its instances."""
+    resources = rt.store.compute.hosts()
+    placed: dict[str, list[dict[str, Any]]] = {}
+    for i in rt.store.compute.instances():
+        if i.host is not None:
+            placed.setdefault(i.host, []).append(
+                {"id": i.id, "name": i.name, "vnfId": i.spec.vnf_id, "status": i.status.value}
+            )
+    out = {}
+    for name, r in resources.items():
+        out[name] = {
+            "hypervisor": r.hypervisor,
+            "vcpus": r.vcpus,
+            "ramMib": r.ram_mib,
+            "diskGib": r.disk_gib,
+            "usedVcpus": r.used_vcpus,
+            "usedRamMib": r.used_ram_mib,
+            "usedDiskGib": r.used_disk_gib,
+            "allocationRatios": {"cpu": r.cpu_ratio, "ram": r.ram_ratio, "disk": r.disk_ratio},
+            "traits": sorted(r.traits),
+            "generation": r.generation,
+            "instances": placed.get(name, []),
+        }
+    return out
+
+
 @router.get("/hosts", response_model=list[Host])
 def list_hosts(
     rt: Runtime = Depends(runtime), _: auth.Principal = auth.reader
 ) -> list[dict[str, Any]]:
-    """Every declared host with its health, failure kind, reason and network planes."""
+    """Every declared host with its health, failure kind, reason and network planes, and for
+    compute hosts their resources and instances."""
     if rt.health is None:
         return []
-    return [v for h in rt.health.hosts if (v := rt.health.view(h)) is not None]
+    compute = compute_views(rt)
+    return [
+        {**v, "compute": compute.get(h)}
+        for h in rt.health.hosts
+        if (v := rt.health.view(h)) is not None
+    ]
 
 
 @router.get("/hosts/{hostId}", response_model=Host)
@@ -70,7 +103,7 @@ def get_host(
     view = rt.health.view(hostId) if rt.health is not None else None
     if view is None:
         raise NotFound(f"host {hostId} is not declared")
-    return view
+    return {**view, "compute": compute_views(rt).get(hostId)}
 
 
 @router.get("/hosts/{hostId}/fencing", response_model=list[FenceRecord])

@@ -72,9 +72,10 @@ def report_services(
     hostId: str,
     body: HostServices,
     rt: Runtime = Depends(runtime),
-    _: auth.Principal = auth.operator,
+    principal: auth.Principal = auth.reporter,
 ) -> None:
     """The node's agent reports its services: the whole list, replacing the previous one."""
+    auth.own_host(principal, hostId)
     _declared(rt, hostId)
     rt.services.report(hostId, [s.model_dump(mode="json") for s in body.services])
 
@@ -128,9 +129,10 @@ def get_service(
 
 @router.get("/hosts/{hostId}/services/declared", response_model=list[dict[str, Any]])
 def declared_services(
-    hostId: str, rt: Runtime = Depends(runtime), _: auth.Principal = auth.reader
+    hostId: str, rt: Runtime = Depends(runtime), principal: auth.Principal = auth.host_reader
 ) -> list[dict[str, Any]]:
     """The services declared here for this host, as its agent fetches them."""
+    auth.own_host(principal, hostId)
     _declared(rt, hostId)
     return [spec for _, _, spec in rt.store.list_services(hostId)]
 

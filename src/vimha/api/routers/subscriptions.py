@@ -12,8 +12,16 @@ from fastapi.responses import JSONResponse, Response
 from vimha.api import auth
 from vimha.api.deps import FILTER, MARKER, runtime, selector
 from vimha.api.problems import ApiProblem
-from vimha.api.schemas import FmSubscription, FmSubscriptionRequest, SubscriptionAuthentication
 from vimha.api.sol import decode_marker, page
+from vimha.api.sol_schemas import (
+    AlarmClearedNotification,
+    AlarmListRebuiltNotification,
+    AlarmNotification,
+    FmSubscription,
+    FmSubscriptionRequest,
+    HostHealthChangeNotification,
+    SubscriptionAuthentication,
+)
 from vimha.domain.errors import DeliveryFailed
 from vimha.domain.filters import known_paths, parse_filter
 from vimha.domain.selectors import Selector
@@ -38,13 +46,40 @@ SUB_PATHS = known_paths(
 
 
 def render(sub: Subscription, base_url: str) -> dict[str, Any]:
-    flt = sub.filter.to_dict()
-    return {
-        "id": sub.id,
-        "filter": {k: v for k, v in flt.items() if v},
-        "callbackUri": sub.callback_uri,
-        "_links": {"self": {"href": f"{base_url}/vimfm/v1/subscriptions/{sub.id}"}},
-    }
+    """SOL 003 FmSubscription; `filter` only when the subscription has one."""
+    doc: dict[str, Any] = {"id": sub.id}
+    flt = {k: v for k, v in sub.filter.to_dict().items() if v}
+    if flt:
+        doc["filter"] = flt
+    doc["callbackUri"] = sub.callback_uri
+    doc["_links"] = {"self": {"href": f"{base_url}/vimfm/v1/subscriptions/{sub.id}"}}
+    return doc
+
+
+# What vimha POSTs to a subscriber's callbackUri, published as callbacks of POST /subscriptions
+# (SOL 003 clause 7.4.6); the subscriber answers 204.
+notifications = APIRouter()
+CALLBACK = "{$request.body#/callbackUri}"
+
+
+@notifications.post(CALLBACK, status_code=204, name="AlarmNotification")
+def alarm_notification(body: AlarmNotification) -> None:
+    """An alarm was raised or changed (severity, acknowledgement)."""
+
+
+@notifications.post(CALLBACK, status_code=204, name="AlarmClearedNotification")
+def alarm_cleared_notification(body: AlarmClearedNotification) -> None:
+    """An alarm was cleared."""
+
+
+@notifications.post(CALLBACK, status_code=204, name="AlarmListRebuiltNotification")
+def alarm_list_rebuilt_notification(body: AlarmListRebuiltNotification) -> None:
+    """The alarm list was rebuilt (the controllers started): read it again."""
+
+
+@notifications.post(CALLBACK, status_code=204, name="HostHealthChangeNotification")
+def host_health_change_notification(body: HostHealthChangeNotification) -> None:
+    """A host's health changed (vimha's own notification type)."""
 
 
 def _authentication(body: SubscriptionAuthentication | None) -> Authentication | None:
@@ -72,6 +107,7 @@ def _authentication(body: SubscriptionAuthentication | None) -> Authentication |
     "/subscriptions",
     status_code=201,
     response_model=FmSubscription,
+    callbacks=notifications.routes,
     responses={
         303: {"description": "An identical subscription exists (see Location)"},
         422: {"description": "The callback URI did not answer the test GET with 204"},
@@ -130,8 +166,8 @@ def list_subscriptions(
 @router.get("/subscriptions/{subscriptionId}", response_model=FmSubscription)
 def get_subscription(
     subscriptionId: str, rt: Runtime = Depends(runtime), _: auth.Principal = auth.reader
-) -> dict[str, Any]:
-    return render(rt.store.get_subscription(subscriptionId), rt.config.api.base_url)
+) -> JSONResponse:
+    return JSONResponse(render(rt.store.get_subscription(subscriptionId), rt.config.api.base_url))
 
 
 @router.delete("/subscriptions/{subscriptionId}", status_code=204, response_class=Response)

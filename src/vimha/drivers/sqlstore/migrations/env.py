@@ -5,6 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+import vimha.drivers.sqlstore.compute_tables
+import vimha.drivers.sqlstore.maintenance
+import vimha.drivers.sqlstore.openstack  # noqa: F401 - registers the OpenStack faces' tables
 from vimha.drivers.sqlstore.tables import metadata
 
 config = context.config
