@@ -197,7 +197,10 @@ class RabbitmqHandlerConfig(_Model):
         "queue leader cut off is replaced after a few polls",
     )
     status_interval: float = Field(
-        5.0, gt=0, description="Between `rabbitmq-diagnostics cluster_status` (s)"
+        15.0,
+        gt=0,
+        description="Between `rabbitmq-diagnostics cluster_status` (s): each call boots an "
+        "Erlang VM (about a second of CPU); a member whose AMQP port goes quiet is asked at once",
     )
     start_timeout: float = Field(
         300, gt=0, description="A member starting or joining is left alone this long (s)"

@@ -137,6 +137,7 @@ def test_a_frozen_agent_is_fenced_before_its_standby_takes_over(cloud: Cloud) ->
     cloud.chaos("heal", old)
     until(lambda: cloud.hosts()[old]["healthStatus"] == "UP", 60)
     until(lambda: healthy_again(cloud, "kv"), 60)
+    cloud.groups_ok(60)  # its other members (api, workers, the balancer) back for the next test
 
 
 def test_all_active_members_keep_serving_while_one_is_down(cloud: Cloud) -> None:
@@ -187,3 +188,4 @@ def test_a_node_powered_off_hands_its_roles_over(cloud: Cloud) -> None:
     cloud.chaos("heal", old)
     until(lambda: cloud.hosts()[old]["healthStatus"] == "UP", 60)
     until(lambda: healthy_again(cloud, "kv"), 60)
+    cloud.groups_ok(60)  # its other members (api, workers, the balancer) back for the next test

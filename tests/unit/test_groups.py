@@ -86,6 +86,19 @@ def test_a_new_group_has_no_last_holder_to_wait_for() -> None:
     assert decide_member(view(vacancies=(Vacancy(0),)), AS).act is Act.TAKE
 
 
+def test_a_new_group_waits_only_for_a_measured_lead() -> None:
+    """A slot never held had no writer since positions were measured: the members still
+    waiting for a first active to clone from (no position) are not waited for (they held
+    up every first start of a PostgreSQL group for `fresher_wait`); one measured ahead is."""
+    new = (Vacancy(0),)
+    cloning = (Peer("c", "h-c", False), Peer("d", "h-d", False, position=90))
+    d = decide_member(MemberView("b", True, 90, None, cloning, new), AS)
+    assert d.act is Act.TAKE and d.passed_over == (), d.reason
+    assert unmeasured(MemberView("b", True, 90, None, (Peer("c", "h-c", True, 80),), new), 0) == ()
+    ahead = (Peer("c", "h-c", False, position=100),)
+    assert decide_member(MemberView("b", True, 90, None, ahead, new), AS).act is Act.WAIT
+
+
 def test_the_freshest_standby_takes_over() -> None:
     free = (Vacancy(0, "a", "h-a", released=True, position=100),)
     fresher = (Peer("c", "h-c", True, position=100),)

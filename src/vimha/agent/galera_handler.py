@@ -274,7 +274,9 @@ class GaleraHandler(MariadbHandler):
             if self.recovered is None:  # until start() reads where its data stands
                 await self._say(State.DOWN, -1)
                 return failed
-            return Health(False, failed.detail, self.recovered[1])
+            # not running (a start that waits for the others' positions, or exited): retried
+            # after the restart backoff, not after the start grace of a server that runs
+            return Health(False, failed.detail, self.recovered[1], definite=True)
         young = time.monotonic() - self.started_at < self.galera.start_timeout
         try:
             rows = await self._query(STATUS, within=self.cfg.timeout)

@@ -210,9 +210,12 @@ def _fresher_unfit(view: MemberView, vacancy: Vacancy) -> tuple[tuple[str, int],
     published a position from before them: it may hold what no other member has). The
     slot's last holder is not among them: what it had beyond every standby was never
     acknowledged (a commit waits for a standby), and a former active comes back as a
-    standby anyway."""
+    standby anyway. A slot never held (a new group: no last holder on record) has had no
+    writer since any position was measured, so only a measured lead counts: the members
+    waiting for a first active to clone from are not waited for."""
     if view.position < 0:
         return ()
+    never_held = vacancy.last_member is None
     unfit = [
         p
         for p in view.peers
@@ -225,7 +228,10 @@ def _fresher_unfit(view: MemberView, vacancy: Vacancy) -> tuple[tuple[str, int],
     unknown = sorted(
         (p.member, p.position)
         for p in unfit
-        if p.position <= view.position and vacancy.key is not None and vacancy.key not in p.seen
+        if p.position <= view.position
+        and not never_held
+        and vacancy.key is not None
+        and vacancy.key not in p.seen
     )
     return tuple((m, pos) for pos, m in ahead) + tuple(unknown)
 
@@ -246,6 +252,8 @@ def unmeasured(view: MemberView, slot: int) -> tuple[str, ...]:
     vacancy = next((v for v in view.vacancies if v.slot == slot), None)
     if vacancy is None or vacancy.key is None or view.position < 0:
         return ()
+    if vacancy.last_member is None:
+        return ()  # never held: no writer since the positions were measured
     late = [view.me] if vacancy.key not in view.seen else []
     late += [
         p.member
