@@ -29,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' helpers
 
-from tests.support.sdn import Pinger, inject, masters, new_masters, settled, wait
+from tests.support.sdn import Pinger, flows_final, inject, masters, new_masters, settled, wait
 
 from _harness import percentile
 from failure_kinds import base_port, vimha
@@ -59,10 +59,14 @@ def main() -> int:
     samples: dict[str, list[float]] = {f: [] for f in faults}
     lost: dict[str, int] = dict.fromkeys(faults, 0)
     sent: dict[str, int] = dict.fromkeys(faults, 0)
+
+    def final() -> bool:
+        return settled(get, args.model) and flows_final(get, data, port)
+
     try:
         for n in range(args.rounds):
             for fault in faults:
-                wait(lambda: settled(get, args.model), 120, "settled")
+                wait(final, 120, "settled, every switch's flows final")
                 time.sleep(1.0)
                 before = masters(get)
                 held: dict[str, int] = {}

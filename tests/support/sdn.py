@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vimha.cloud import demo_vnfs
 from vimha.cloud import sdn as cloud_sdn
 from vimha.cloud.netns import Netns
 from vimha.cloud.nodes import PLANES
+from vimha.domain.sdn import SwitchPorts, plan_flows, tunnel_port_name
+from vimha.sdnkeys import network_from, port_from
 
 FLOW = re.compile(r"cookie=(0x[0-9a-f]+), duration=([0-9.]+)s.*n_packets=(\d+)")
 
@@ -111,6 +114,44 @@ def settled(get: Callable[[str], Any], model: str) -> bool:
         s["master"] and len(s["connected"]) == want and s["flows"] and not s["tunnelsDown"]
         for s in switches
     )
+
+
+def flows_final(get: Callable[[str], Any], data: Path, port: int) -> bool:
+    """The flows are what they stay: the demo VNFs created, their instances ACTIVE, each
+    of their ports bound on the instance's host; on every switch (as its master sees it)
+    the device of every port intent of its host and a tunnel port towards every other
+    host; and every switch holding exactly the flows the intents imply for those ports.
+
+    A master programs a switch with what it has: a guest whose devices are not attached
+    yet (an ACTIVE instance's may follow by a second or more) or a peer's tunnel not yet
+    made is left out, and the flows change once they are there, whoever is master."""
+    names = {v["name"] for v in get("/vim/v1/vnfs")}
+    if not {d["name"] for d in demo_vnfs.demo_descriptors()} <= names:
+        return False
+    intents = {p.id: p for d in get("/vim/v1/sdn/ports") if (p := port_from(d))}
+    for inst in get("/vim/v1/instances"):
+        if inst["status"] != "ACTIVE" or any(
+            p["portId"] not in intents or intents[p["portId"]].host != inst["host"]
+            for p in inst["ports"]
+        ):
+            return False
+    networks = [n for d in get("/vim/v1/sdn/networks") if (n := network_from(d))]
+    switches = get("/vim/v1/sdn/switches")
+    net = netns_of(port)  # a compute node's datapath id is its index (cloud/sdn.py)
+    tunnel_ips = {s["host"]: cloud_sdn.tunnel_address(net, int(s["dpid"], 16))
+                  for s in switches}  # fmt: skip
+    for s in switches:
+        host = s["host"]
+        numbers = {name: int(p["number"]) for name, p in s["ports"].items()}
+        needed = {p.device for p in intents.values() if p.host == host} | {
+            tunnel_port_name(ip) for h, ip in tunnel_ips.items() if h != host
+        }
+        if not needed <= set(numbers):
+            return False
+        plan = plan_flows(host, SwitchPorts(numbers), tunnel_ips, networks, intents.values())
+        if {f"{f.cookie:#x}" for f in plan} != set(flows(data, port, host)):
+            return False
+    return True
 
 
 def wait(pred: Callable[[], Any], timeout: float, what: str) -> Any:

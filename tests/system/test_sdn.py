@@ -33,6 +33,7 @@ from tests.conftest import require_system
 from tests.support.sdn import (
     Pinger,
     flows,
+    flows_final,
     inject,
     masters,
     netns_of,
@@ -42,11 +43,9 @@ from tests.support.sdn import (
     wait,
 )
 from tests.system.test_embedded_cloud import Cloud, running_cloud, until
-from vimha.cloud import demo_vnfs, netns
+from vimha.cloud import netns
 from vimha.cloud import sdn as cloud_sdn
 from vimha.domain.addressing import tap_name
-from vimha.domain.sdn import SwitchPorts, plan_flows, tunnel_port_name
-from vimha.sdnkeys import network_from, port_from
 
 pytestmark = [pytest.mark.system, pytest.mark.needs_root]
 COMPUTE = ("cmp-1", "cmp-2", "cmp-3", "cmp-4")
@@ -73,41 +72,7 @@ class SdnCloud:
              f"{self.model}: SDN settled, every switch's flows final")  # fmt: skip
 
     def final(self) -> bool:
-        """The flows are what they stay: the demo VNFs created, their instances ACTIVE, each
-        of their ports bound on the instance's host; on every switch (as its master sees it)
-        the device of every port intent of its host and a tunnel port towards every other
-        host; and every switch holding exactly the flows the intents imply for those ports.
-
-        A master programs a switch with what it has: a guest whose devices are not attached
-        yet (an ACTIVE instance's may follow by a second or more) or a peer's tunnel not yet
-        made is left out, and the flows change once they are there, whoever is master."""
-        names = {v["name"] for v in self.get("/vim/v1/vnfs")}
-        if not {d["name"] for d in demo_vnfs.demo_descriptors()} <= names:
-            return False
-        intents = {p.id: p for d in self.get("/vim/v1/sdn/ports") if (p := port_from(d))}
-        for inst in self.get("/vim/v1/instances"):
-            if inst["status"] != "ACTIVE" or any(
-                p["portId"] not in intents or intents[p["portId"]].host != inst["host"]
-                for p in inst["ports"]
-            ):
-                return False
-        networks = [n for d in self.get("/vim/v1/sdn/networks") if (n := network_from(d))]
-        switches = self.get("/vim/v1/sdn/switches")
-        net = netns_of(self.port)  # a compute node's datapath id is its index (cloud/sdn.py)
-        tunnel_ips = {s["host"]: cloud_sdn.tunnel_address(net, int(s["dpid"], 16))
-                      for s in switches}  # fmt: skip
-        for s in switches:
-            host = s["host"]
-            numbers = {name: int(p["number"]) for name, p in s["ports"].items()}
-            needed = {p.device for p in intents.values() if p.host == host} | {
-                tunnel_port_name(ip) for h, ip in tunnel_ips.items() if h != host
-            }
-            if not needed <= set(numbers):
-                return False
-            plan = plan_flows(host, SwitchPorts(numbers), tunnel_ips, networks, intents.values())
-            if {f"{f.cookie:#x}" for f in plan} != set(flows(self.cloud.data, self.port, host)):
-                return False
-        return True
+        return flows_final(self.get, self.cloud.data, self.port)
 
     def victim(self) -> str:
         """The instance that masters the most switches."""
