@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from vimha.agent.groups import GroupMember
-from vimha.agent.handlers import Health
+from vimha.agent.handlers import HandlerFailed, Health
 from vimha.drivers.clock import SystemClock
 from vimha.drivers.coord_local import LocalCoordination
 from vimha.groupspec import GroupConfig
@@ -314,3 +314,50 @@ async def test_a_member_refused_its_groups_keys_stops_and_says_so(
     assert member.role != "active" and handler.promoted == []
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("permission denied to etcd user u" in m and "member stops" in m for m in said)
+
+
+class WaitingHandler(FakeHandler):
+    """A member whose start waits for something else (an active to clone from): nothing
+    runs, and each start is refused with the same reason until `ready`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts = 0
+        self.ready = False
+
+    async def start(self) -> None:
+        self.starts += 1
+        if not self.ready:
+            raise HandlerFailed("waiting for an active to clone")
+
+    async def monitor(self) -> Health:
+        if self.ready:
+            return Health(True, "standby")
+        return Health(False, "no data yet", definite=True)
+
+
+async def test_a_start_that_waits_is_tried_again_and_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tried again after the restart backoff (nothing runs: a definite failure), and the
+    same reason is logged once, not at every try."""
+    monkeypatch.setattr("vimha.agent.groups.START_GRACE", 0.05)
+    handler = WaitingHandler()
+    coord = LocalCoordination(SystemClock())
+    cfg = config(monitor_interval=0.02, restart_backoff=0.05)
+    member = GroupMember("a", "vim", cfg, coord, tmp_path, handler=handler)
+    stop = asyncio.Event()
+    with caplog.at_level(logging.WARNING, logger="vimha.agent.groups"):
+        task = asyncio.create_task(member.run(stop))
+        try:
+            for _ in range(100):
+                if handler.starts >= 5:
+                    break
+                await asyncio.sleep(0.02)
+            assert handler.starts >= 5, "a waiting start is tried again after the backoff"
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("could not start the member" in m for m in said) == 1, said
+    assert sum("restarting" in m for m in said) <= 1, said

@@ -75,6 +75,8 @@ class GroupMember:
         self.epoch = 0
         self.following: str | None = "?"
         self._follow_error = ""
+        self._start_error = ""  # why the last start failed ("" when it started)
+        self._start_said = ""
         self.health = Health(False, "starting")
         self.failed_checks = 0  # failed checks of a running member, in a row
         self.failing_since = 0.0  # when the first of them failed
@@ -259,15 +261,22 @@ class GroupMember:
             START_GRACE, self.cfg.restart_backoff, starting
         ):
             return
-        if self.started_at:
+        # a start that waits (for an active to clone, the others' positions, the member
+        # forming a cluster) is tried again every few seconds: said once, not at every try
+        said = f"{self.health.detail}|{self._start_error}"
+        if self.started_at and said != self._start_said:
             log.warning("%s: member unhealthy (%s): restarting", self.cfg.name, self.health.detail)
+        self._start_said = said
         await self.handler.stop()
         self.started_at = now
         self.following = "?"
         try:
             await self.handler.start()
+            self._start_error = ""
         except HandlerFailed as exc:
-            log.error("%s: could not start the member: %s", self.cfg.name, exc)
+            if str(exc) != self._start_error:
+                log.error("%s: could not start the member: %s", self.cfg.name, exc)
+            self._start_error = str(exc)
 
     def _judged(self, health: Health) -> Health:
         """A failed check of a running member counts once `monitor_failures` failed in a
