@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -299,7 +300,15 @@ def undelivered(
 
 
 def test_ha_refuses_what_it_cannot_do(tmp_path: Path) -> None:
-    r = vimha("up", "--ha", "--netns", "--data-dir", str(tmp_path / "x"), "--port", "20000")
+    port = str(ha_port())
+    r = vimha("up", "--ha", "--netns", "--data-dir", str(tmp_path / "x"), "--port", port)
     assert r.returncode != 0
     assert "--ha with --netns is not supported" in r.stderr + r.stdout
     assert "Traceback" not in r.stderr
+    # said before the ports are looked at: any port, even one in use
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = str(taken.getsockname()[1])
+        r = vimha("up", "--ha", "--netns", "--data-dir", str(tmp_path / "y"), "--port", busy)
+    assert r.returncode != 0 and "--ha with --netns is not supported" in r.stderr + r.stdout

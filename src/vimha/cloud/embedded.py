@@ -98,6 +98,11 @@ def prepare_cloud(
     `sdn` model (centralised, distributed or off: cloud/sdn.py); with `libvirt`, the
     instances are QEMU guests (cloud/qemu_mode.py)."""
     data_dir = data_dir.resolve()
+    # flags that do not go together are said first, whatever the machine has free
+    if libvirt and netns:
+        raise Permanent("--libvirt uses the host's bridges: not with --netns")
+    if ha and netns:
+        raise Permanent("--ha runs on loopback; --ha with --netns is not supported yet")
     check_ports(
         port, [*(ha_ports(port) if ha else []), *(stateful_ports(port) if stateful else [])]
     )
@@ -110,15 +115,10 @@ def prepare_cloud(
         for user in ("mysql", "rabbitmq"):
             if (why := reach_hint(data_dir / "nodes" / "ctl-1", user)) is not None:
                 raise Permanent(f"--stateful: {why}; or another --data-dir")
-    if libvirt:
-        if netns:
-            raise Permanent("--libvirt uses the host's bridges: not with --netns")
-        if (why := qemu_mode.available()) is not None:
-            raise Permanent(f"--libvirt: {why}")
+    if libvirt and (why := qemu_mode.available()) is not None:
+        raise Permanent(f"--libvirt: {why}")
     net = None
     if netns:
-        if ha:
-            raise Permanent("--ha runs on loopback; --ha with --netns is not supported yet")
         if (why := netns_available()) is not None:
             raise Permanent(f"--netns: {why}")
         net = Netns.for_port(port, PLANES)
