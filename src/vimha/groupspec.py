@@ -454,4 +454,5 @@ def peer_from(doc: dict[str, Any]) -> Peer:
         doc.get("slot"),
         bool(doc.get("partitioned")),
         frozenset(str(k) for k in doc.get("seen") or ()),
+        bool(doc.get("empty")),
     )

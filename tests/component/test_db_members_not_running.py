@@ -34,3 +34,4 @@ async def test_a_postgresql_standby_without_data_is_a_definite_failure(tmp_path:
     health = await handler.monitor()
     assert not health.healthy and health.definite, health
     assert "waiting for an active to clone" in health.detail
+    assert health.empty  # published: a free slot does not wait for it (domain/groups.py)

@@ -26,6 +26,7 @@ from vimha.domain.groups import (
     snapshot,
     unmeasured,
 )
+from vimha.groupspec import peer_from
 
 AS = GroupPolicy(Policy.ACTIVE_STANDBY, 3)
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
@@ -86,15 +87,16 @@ def test_a_new_group_has_no_last_holder_to_wait_for() -> None:
     assert decide_member(view(vacancies=(Vacancy(0),)), AS).act is Act.TAKE
 
 
-def test_a_new_group_waits_only_for_a_measured_lead() -> None:
-    """A slot never held had no writer since positions were measured: the members still
-    waiting for a first active to clone from (no position) are not waited for (they held
-    up every first start of a PostgreSQL group for `fresher_wait`); one measured ahead is."""
+def test_members_without_any_data_are_not_waited_for() -> None:
+    """Standbys waiting for a first active to clone from hold no data: they cannot be
+    fresher, and are not waited for (they held up every first start of a PostgreSQL group
+    for `fresher_wait`); a member with data whose position is not measured yet still is."""
     new = (Vacancy(0),)
-    cloning = (Peer("c", "h-c", False), Peer("d", "h-d", False, position=90))
+    cloning = (Peer("c", "h-c", False, empty=True), Peer("d", "h-d", False, empty=True))
     d = decide_member(MemberView("b", True, 90, None, cloning, new), AS)
     assert d.act is Act.TAKE and d.passed_over == (), d.reason
-    assert unmeasured(MemberView("b", True, 90, None, (Peer("c", "h-c", True, 80),), new), 0) == ()
+    starting = (Peer("c", "h-c", False),)  # data of its own, its server not answering yet
+    assert decide_member(MemberView("b", True, 90, None, starting, new), AS).act is Act.WAIT
     ahead = (Peer("c", "h-c", False, position=100),)
     assert decide_member(MemberView("b", True, 90, None, ahead, new), AS).act is Act.WAIT
 
@@ -292,3 +294,8 @@ def test_postgres_positions_are_wal_lsns() -> None:
     assert lsn("0/3000148") == 0x3000148
     assert lsn("1/0") == 1 << 32
     assert lsn(None) == -1 and lsn("") == -1
+
+
+def test_a_member_says_it_holds_no_data() -> None:
+    assert peer_from({"member": "c", "host": "h-c", "empty": True}).empty
+    assert not peer_from({"member": "c", "host": "h-c"}).empty  # an older agent's doc

@@ -332,6 +332,7 @@ class GroupMember:
             if self.health.position >= 0 or self.health.healthy
             else self.known_position,
             "partitioned": self.health.partitioned,
+            "empty": self.health.empty,
             "slot": self.holding,
             "epoch": self.epoch if self.holding is not None else None,
             "role": self.role,

@@ -52,6 +52,9 @@ class Health:
     # the process itself is gone or stopped: no need to check again (a failed check may be
     # one slow answer under load, and counts only when repeated: `monitor_failures`)
     definite: bool = False
+    # the member holds no data at all (a standby never cloned): it cannot be fresher than
+    # anyone, so a free slot does not wait for it
+    empty: bool = False
 
 
 def failure(exc: BaseException) -> str:

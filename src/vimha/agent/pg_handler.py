@@ -312,7 +312,9 @@ class PostgresHandler:
             # once an active runs), not after the start grace of a server that runs; the
             # active's first commits wait for a standby (ANY 1), `vimha up --ha`'s
             # controllers for their schema: 25 s at every start before
-            return Health(False, "no data yet: waiting for an active to clone", definite=True)
+            return Health(
+                False, "no data yet: waiting for an active to clone", definite=True, empty=True
+            )
         if (failed := process_failure(self.process, "postgres")) is not None:
             return failed
         try:

@@ -71,6 +71,7 @@ class Peer:
     slot: int | None = None
     partitioned: bool = False  # it finds itself cut off from part of its cluster
     seen: frozenset[str] = frozenset()  # vacancies it saw before measuring its position
+    empty: bool = False  # it holds no data at all (a standby never cloned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,12 +211,11 @@ def _fresher_unfit(view: MemberView, vacancy: Vacancy) -> tuple[tuple[str, int],
     published a position from before them: it may hold what no other member has). The
     slot's last holder is not among them: what it had beyond every standby was never
     acknowledged (a commit waits for a standby), and a former active comes back as a
-    standby anyway. A slot never held (a new group: no last holder on record) has had no
-    writer since any position was measured, so only a measured lead counts: the members
-    waiting for a first active to clone from are not waited for."""
+    standby anyway. Nor are the members that hold no data at all (standbys waiting for a
+    first active to clone from): they held up every first start of a PostgreSQL group for
+    `fresher_wait`."""
     if view.position < 0:
         return ()
-    never_held = vacancy.last_member is None
     unfit = [
         p
         for p in view.peers
@@ -229,7 +229,7 @@ def _fresher_unfit(view: MemberView, vacancy: Vacancy) -> tuple[tuple[str, int],
         (p.member, p.position)
         for p in unfit
         if p.position <= view.position
-        and not never_held
+        and not p.empty
         and vacancy.key is not None
         and vacancy.key not in p.seen
     )
@@ -252,8 +252,6 @@ def unmeasured(view: MemberView, slot: int) -> tuple[str, ...]:
     vacancy = next((v for v in view.vacancies if v.slot == slot), None)
     if vacancy is None or vacancy.key is None or view.position < 0:
         return ()
-    if vacancy.last_member is None:
-        return ()  # never held: no writer since the positions were measured
     late = [view.me] if vacancy.key not in view.seen else []
     late += [
         p.member
