@@ -591,6 +591,11 @@ def test_a_host_of_20_instances_in_anti_affinity_groups_is_recovered_by_priority
             call(cloud, "DELETE", f"/vim/v1/vnfs/{vnf}")
         cloud.chaos("heal", host)
         until(lambda: cloud.hosts()[host]["healthStatus"] == "UP", 120, "host back")
+        # gone before the next test: an instance still being deleted when a later test cuts
+        # its host off is not one of the instances that test recovers
+        mine = set(vnfs.values())
+        until(lambda: not [i for i in cloud.get("/vim/v1/instances") if i["vnfId"] in mine],
+              60, "its instances deleted")  # fmt: skip
 
 
 def holds(pred: Callable[[], Any], seconds: float, what: str) -> None:
